@@ -1,0 +1,46 @@
+"""rapgen: fine-tune OpenAI's GPT-2 on rap lyrics and write new songs from an `<<Artist` prompt.
+
+Importing the package does nothing but define names: TensorFlow is imported the first time
+a function that needs it is used, and no global state (eager mode, logging) is touched.
+
+>>> import rapgen
+>>> enc = rapgen.load_encoder("models/124M")                 # doctest: +SKIP
+>>> rapgen.sample(model="models/124M", artist="Yung Lean")   # doctest: +SKIP
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first use)
+_EXPORTS = {
+    "RapgenError": "rapgen.errors",
+    "HParams": "rapgen.hparams",
+    "load_encoder": "rapgen.encoder",
+    "Encoder": "rapgen.encoder",
+    "load_model": "rapgen.checkpoints",
+    "save_model": "rapgen.checkpoints",
+    "init": "rapgen.checkpoints",
+    "GPT2": "rapgen.model",
+    "download": "rapgen.download",
+    "encode": "rapgen.dataset",
+    "dataset_info": "rapgen.dataset",
+    "train": "rapgen.train",
+    "sample": "rapgen.sample",
+    "generate": "rapgen.sample",
+    "interactive": "rapgen.sample",
+    "score": "rapgen.score",
+    "collect": "rapgen.collect",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rapgen' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -1,0 +1,255 @@
+"""Model directories: find, load, save and create them, in OpenAI's TF1 checkpoint format.
+
+A model directory holds `hparams.json`, `encoder.json`, `vocab.bpe`, a `checkpoint` index
+naming the newest checkpoint by a path relative to the folder, and that checkpoint's
+`<prefix>.index` and `<prefix>.data-00000-of-00001`. OpenAI's release (`model.ckpt`), and
+run folders of nshepperd/gpt-2, gpt-2-simple and rapgen (`model-<step>`) all qualify.
+
+>>> model = load_model("models/124M")                                   # doctest: +SKIP
+>>> init("models/tiny", n_layer=2, n_embd=64, n_head=2, n_ctx=128)      # doctest: +SKIP
+'models/tiny'
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .errors import RapgenError
+from .fileio import atomic_copy, atomic_write_text
+from .hparams import MODEL_ALIASES, MODEL_SIZES, HParams, canonical_model_name
+
+VOCAB_FILES = ("encoder.json", "vocab.bpe")
+DATA_SUFFIX = ".data-00000-of-00001"
+
+
+# -- finding a model ------------------------------------------------------------------
+
+
+def resolve_model_dir(model: str = "124M", models_dir: str = "models") -> str:
+    """A model name (looked up under models_dir) or a path -> an existing model directory."""
+    model = str(model)
+    if os.path.isdir(model):
+        return model
+    if model in MODEL_SIZES or model in MODEL_ALIASES:
+        path = os.path.join(models_dir, canonical_model_name(model))
+        if not os.path.isdir(path):
+            raise RapgenError(
+                f"model {model} is not in {models_dir}/: run `rapgen download {model} --models_dir {models_dir}` first"
+            )
+        return path
+    if os.sep in model or "/" in model or os.path.exists(model):
+        raise RapgenError(f"model directory {model} does not exist (or is not a folder)")
+    canonical_model_name(model)  # raises, listing the valid names
+    return model  # not reached
+
+
+def list_checkpoints(model_dir: str) -> List[str]:
+    """Checkpoint prefixes in a folder with both .index and data files, oldest step first."""
+    prefixes = []
+    for index in glob.glob(os.path.join(glob.escape(model_dir), "*.index")):
+        prefix = index[: -len(".index")]
+        if os.path.exists(prefix + DATA_SUFFIX) and not os.path.basename(prefix).startswith("."):
+            prefixes.append(prefix)
+    return sorted(prefixes, key=lambda p: (step_of(p), p))
+
+
+def step_of(prefix: str) -> int:
+    """`.../model-1200` -> 1200; prefixes without a step (OpenAI's `model.ckpt`) -> 0."""
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else 0
+
+
+def latest_checkpoint(model_dir: str) -> Optional[str]:
+    """The checkpoint the `checkpoint` index names, else the newest complete one, else None.
+
+    Only the file name of the indexed path is used: tools that wrote absolute paths or
+    paths relative to their working directory still point into this folder.
+    """
+    index_file = os.path.join(model_dir, "checkpoint")
+    if os.path.exists(index_file):
+        with open(index_file, encoding="utf-8") as f:
+            match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', f.read(), re.M)
+        if match:
+            name = re.split(r"[\\/]", match.group(1))[-1]
+            prefix = os.path.join(model_dir, name)
+            if os.path.exists(prefix + ".index") and os.path.exists(prefix + DATA_SUFFIX):
+                return prefix
+    found = list_checkpoints(model_dir)
+    return found[-1] if found else None
+
+
+def check_model_dir(model_dir: str) -> str:
+    """Raise a one-line error naming the first missing piece; return the checkpoint prefix."""
+    if not os.path.isdir(model_dir):
+        raise RapgenError(f"model directory {model_dir} does not exist")
+    hint = "re-run `rapgen download` for it, or copy the file from the model it came from"
+    for name in ("hparams.json",) + VOCAB_FILES:
+        if not os.path.exists(os.path.join(model_dir, name)):
+            raise RapgenError(f"{model_dir} is incomplete: {name} is missing ({hint})")
+    prefix = latest_checkpoint(model_dir)
+    if prefix is None:
+        raise RapgenError(
+            f"{model_dir} is incomplete: no checkpoint (model.ckpt.index + model.ckpt{DATA_SUFFIX}) found ({hint})"
+        )
+    return prefix
+
+
+# -- reading and writing checkpoints --------------------------------------------------
+
+
+def read_checkpoint(prefix: str) -> Dict[str, np.ndarray]:
+    """Every tensor of a checkpoint, by name (small checkpoints and tests)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def write_checkpoint(prefix: str, tensors: Dict[str, "object"]) -> None:
+    """Write tensors as a TF1 name-based checkpoint (V2 bundle), as `tf.compat.v1.train.Saver` does.
+
+    Written under a hidden temporary prefix and renamed into place data-then-index, so a
+    kill leaves no `prefix.index` without its data.
+    """
+    import tensorflow as tf
+
+    folder, base = os.path.split(prefix)
+    tmp = os.path.join(folder, f".tmp-{base}-{os.getpid()}")
+    names = sorted(tensors)
+    try:
+        tf.raw_ops.SaveV2(
+            prefix=tmp,
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[tf.convert_to_tensor(tensors[n]) for n in names],
+        )
+    except (tf.errors.OpError, OSError) as e:
+        for leftover in glob.glob(glob.escape(tmp) + "*"):
+            os.unlink(leftover)
+        raise RapgenError(f"could not write checkpoint {prefix}: {getattr(e, 'message', e)}") from None
+    if os.path.exists(prefix + ".index"):
+        os.unlink(prefix + ".index")  # an old index never describes a newer data file
+    os.replace(tmp + DATA_SUFFIX, prefix + DATA_SUFFIX)
+    os.replace(tmp + ".index", prefix + ".index")
+
+
+def write_checkpoint_index(model_dir: str, prefixes: List[str]) -> None:
+    """The `checkpoint` file, with paths relative to the folder; the last prefix is the newest."""
+    names = [os.path.basename(p) for p in prefixes]
+    lines = [f'model_checkpoint_path: "{names[-1]}"'] + [f'all_model_checkpoint_paths: "{n}"' for n in names]
+    atomic_write_text(os.path.join(model_dir, "checkpoint"), "\n".join(lines) + "\n")
+
+
+def load_weights(model, prefix: str) -> None:
+    """Assign every variable of `model` from a checkpoint, matching names and checking shapes."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise RapgenError(f"cannot read checkpoint {prefix}: {getattr(e, 'message', e)}") from None
+    shapes = reader.get_variable_to_shape_map()
+    for name, var in model.variables_by_name.items():
+        if name not in shapes:
+            raise RapgenError(f"checkpoint {prefix} has no variable {name}: it is not a GPT-2 model")
+        if list(shapes[name]) != var.shape.as_list():
+            raise RapgenError(
+                f"hparams.json does not match checkpoint {prefix}: {name} is {list(shapes[name])} "
+                f"there but {var.shape.as_list()} by hparams.json"
+            )
+        var.assign(reader.get_tensor(name).astype(np.float32))
+
+
+def load_model(model: str = "124M", models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
+    """A `GPT2` with weights from a model name, model directory or run directory.
+
+    `checkpoint` picks a prefix other than the newest (e.g. `checkpoints/run1/model-500`).
+    """
+    from .model import GPT2
+
+    model_dir = resolve_model_dir(model, models_dir)
+    prefix = checkpoint or check_model_dir(model_dir)
+    gpt = GPT2(HParams.load(model_dir), compute_dtype=compute_dtype)
+    load_weights(gpt, prefix)
+    gpt.model_dir, gpt.checkpoint = model_dir, prefix
+    return gpt
+
+
+def model_tensors(model) -> Dict[str, "object"]:
+    return {name: var for name, var in model.variables_by_name.items()}
+
+
+def save_model(model, model_dir: str, vocab_dir: str, step: Optional[int] = None, keep: Optional[List[str]] = None) -> str:
+    """Write a model directory (`model.ckpt`, or `model-<step>` when step is given); returns the prefix.
+
+    `keep` lists older prefixes to keep naming in the `checkpoint` index.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    copy_model_files(vocab_dir, model_dir, model.hparams)
+    prefix = os.path.join(model_dir, "model.ckpt" if step is None else f"model-{step}")
+    write_checkpoint(prefix, model_tensors(model))
+    write_checkpoint_index(model_dir, list(keep or []) + [prefix])
+    return prefix
+
+
+def copy_model_files(src_dir: str, dst_dir: str, hparams: HParams) -> None:
+    """Put hparams.json and the vocabulary in dst_dir (skipping files already identical)."""
+    atomic_write_text(os.path.join(dst_dir, "hparams.json"), hparams.to_json())
+    for name in VOCAB_FILES:
+        src, dst = os.path.join(src_dir, name), os.path.join(dst_dir, name)
+        if os.path.abspath(src) == os.path.abspath(dst):
+            continue
+        if not os.path.exists(src):
+            raise RapgenError(f"{src} is missing: the vocabulary comes with every model (rapgen download 124M)")
+        if os.path.exists(dst) and os.path.getsize(dst) == os.path.getsize(src):
+            continue
+        atomic_copy(src, dst)
+
+
+def find_vocab_dir(vocab_dir: Optional[str] = None, models_dir: str = "models") -> str:
+    """Where to take encoder.json and vocab.bpe from: the argument, $RAPGEN_VOCAB_DIR, or a downloaded model."""
+    candidates = [vocab_dir] if vocab_dir else []
+    if not vocab_dir:
+        if os.environ.get("RAPGEN_VOCAB_DIR"):
+            candidates.append(os.environ["RAPGEN_VOCAB_DIR"])
+        candidates += sorted(glob.glob(os.path.join(glob.escape(models_dir), "*")))
+    for folder in candidates:
+        if all(os.path.exists(os.path.join(folder, f)) for f in VOCAB_FILES):
+            return folder
+    where = vocab_dir or f"$RAPGEN_VOCAB_DIR or {models_dir}/*"
+    raise RapgenError(
+        f"no GPT-2 vocabulary (encoder.json, vocab.bpe) in {where}: run `rapgen download 124M` or pass --vocab_dir"
+    )
+
+
+def init(
+    model_dir: str,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 2,
+    n_ctx: int = 128,
+    n_vocab: int = 50257,
+    seed: int = 0,
+    vocab_dir: Optional[str] = None,
+    models_dir: str = "models",
+) -> str:
+    """Write a randomly initialised model directory with the real GPT-2 vocabulary.
+
+    For tests, tiny experiments and training from scratch. `rapgen init models/tiny
+    --n_layer 2 --n_embd 64 --n_head 2 --n_ctx 128`; the 124M shape is
+    `--n_layer 12 --n_embd 768 --n_head 12 --n_ctx 1024`. Never overwrites a model.
+    """
+    from .model import GPT2
+
+    model_dir = str(model_dir)
+    if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
+        raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
+    source = find_vocab_dir(vocab_dir, models_dir)
+    hparams = HParams(n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_head=n_head, n_layer=n_layer)
+    save_model(GPT2(hparams, seed=seed), model_dir, source)
+    return model_dir

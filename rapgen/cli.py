@@ -1,0 +1,93 @@
+"""The `rapgen` command line: python-fire over the same functions the notebooks call.
+
+Only the module behind the command being run is imported, so `rapgen collect …` never
+loads TensorFlow. A `RapgenError` (a user mistake) becomes one line on stderr and exit
+status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+# command name -> (module, function). Fire also accepts `dataset-info` for `dataset_info`.
+COMMANDS = {
+    "download": ("rapgen.download", "download"),
+    "init": ("rapgen.checkpoints", "init"),
+    "encode": ("rapgen.dataset", "encode"),
+    "dataset_info": ("rapgen.dataset", "dataset_info"),
+    "train": ("rapgen.train", "train"),
+    "sample": ("rapgen.sample", "sample"),
+    "interactive": ("rapgen.sample", "interactive"),
+    "score": ("rapgen.score", "score"),
+    "collect": ("rapgen.collect", "COMMANDS"),
+}
+
+
+def _quiet_tensorflow_import() -> None:
+    """Import TensorFlow with its C++ start-up chatter muted (set RAPGEN_DEBUG=1 to see it).
+
+    A CPU-only machine with the GPU build prints CUDA notices straight to file descriptor 2,
+    where the log-level variable does not reach; they would bury rapgen's own one-line errors.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("RAPGEN_DEBUG"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device probing prints too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load(name: str):
+    module, attr = COMMANDS[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _serialize(result):
+    """What fire prints for a command's return value: commands print their own output."""
+    if isinstance(result, dict):
+        return json.dumps(result)
+    if isinstance(result, str):
+        return result
+    return None
+
+
+def main(argv=None) -> int:
+    import fire
+
+    from .errors import RapgenError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = argv[0].replace("-", "_") if argv else None
+    try:
+        if wanted != "collect":
+            _quiet_tensorflow_import()
+        if wanted in COMMANDS:
+            component = {wanted: _load(wanted)}
+        else:
+            component = {name: _load(name) for name in COMMANDS}
+        fire.Fire(component, command=argv, name="rapgen", serialize=_serialize)
+    except RapgenError as e:
+        print(f"rapgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rapgen: interrupted", file=sys.stderr)
+        return 130
+    except fire.core.FireExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""GPT-2 in TensorFlow 2: one `tf.Module`, variables named and shaped exactly as OpenAI's checkpoint.
+
+Shapes: B batch, T new tokens, P cached (past) positions, E n_embd, H n_head, D = E / H,
+L n_layer, V n_vocab. Variables stay float32; with `compute_dtype` bfloat16 or float16 the
+matmuls run in that type while layer norms, softmax and the logits' log-softmax stay float32.
+
+>>> model = GPT2(HParams(n_layer=2, n_embd=32, n_head=2, n_ctx=64))   # doctest: +SKIP
+>>> logits = model(tf.constant([[15496, 995]]))                        # doctest: +SKIP
+>>> logits.shape                                                       # doctest: +SKIP
+TensorShape([1, 2, 50257])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from .hparams import HParams
+
+
+def gelu(x):
+    """GELU, the tanh approximation GPT-2 was trained with."""
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+
+
+def layer_norm(x, g, b, eps=1e-5):
+    """Normalise the last axis; always in float32, whatever the compute type."""
+    dtype = x.dtype
+    x = tf.cast(x, tf.float32)
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # [..., 1]
+    x = (x - mean) * tf.math.rsqrt(var + eps) * g + b
+    return tf.cast(x, dtype)
+
+
+def linear(x, w, b):
+    """OpenAI's `conv1d`: a dense layer whose weight is stored as [1, in, out]."""
+    lead_shape = tf.shape(x)[:-1]
+    w = tf.cast(w[0], x.dtype)  # [in, out]
+    y = tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + tf.cast(b, x.dtype)  # [N, out]
+    return tf.reshape(y, tf.concat([lead_shape, [w.shape[1]]], axis=0))  # [..., out]
+
+
+class GPT2(tf.Module):
+    """The GPT-2 network. `variables_by_name` maps checkpoint names (`model/h0/ln_1/g`) to variables."""
+
+    def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32):
+        super().__init__(name="gpt2")
+        self.hparams = hp = hparams
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        rng = np.random.default_rng(seed)
+        E = hp.n_embd
+
+        def normal(std, *shape):
+            return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+        def const(value, *shape):
+            return np.full(shape, value, dtype=np.float32)
+
+        # Initial values follow GPT-2: N(0, 0.02) weights, zero biases, unit layer-norm gains,
+        # and the residual projections scaled down by sqrt(2 L) so deep stacks start stable.
+        resid_std = 0.02 / math.sqrt(2 * hp.n_layer)
+        spec = {
+            "model/wte": normal(0.02, hp.n_vocab, E),
+            "model/wpe": normal(0.01, hp.n_ctx, E),
+        }
+        for i in range(hp.n_layer):
+            p = f"model/h{i}/"
+            spec.update({
+                p + "ln_1/g": const(1.0, E), p + "ln_1/b": const(0.0, E),
+                p + "attn/c_attn/w": normal(0.02, 1, E, 3 * E), p + "attn/c_attn/b": const(0.0, 3 * E),
+                p + "attn/c_proj/w": normal(resid_std, 1, E, E), p + "attn/c_proj/b": const(0.0, E),
+                p + "ln_2/g": const(1.0, E), p + "ln_2/b": const(0.0, E),
+                p + "mlp/c_fc/w": normal(0.02, 1, E, 4 * E), p + "mlp/c_fc/b": const(0.0, 4 * E),
+                p + "mlp/c_proj/w": normal(resid_std, 1, 4 * E, E), p + "mlp/c_proj/b": const(0.0, E),
+            })
+        spec.update({"model/ln_f/g": const(1.0, E), "model/ln_f/b": const(0.0, E)})
+        with self.name_scope:
+            self.variables_by_name: Dict[str, tf.Variable] = {
+                name: tf.Variable(value, name=name.replace("/", "_")) for name, value in spec.items()
+            }
+
+    def v(self, name: str) -> tf.Variable:
+        return self.variables_by_name["model/" + name]
+
+    # -- the network ------------------------------------------------------------------
+
+    def attention(self, x, i, past, past_length):
+        """Masked multi-head self-attention of block i; returns output and this step's k, v."""
+        hp = self.hparams
+        B, T = tf.shape(x)[0], tf.shape(x)[1]
+        H, D = hp.n_head, hp.head_dim
+        qkv = linear(x, self.v(f"h{i}/attn/c_attn/w"), self.v(f"h{i}/attn/c_attn/b"))  # [B, T, 3E]
+        qkv = tf.reshape(qkv, [B, T, 3, H, D])  # [B, T, 3, H, D]
+        qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, H, T, D]
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, T, D]
+        present = tf.stack([k, v])  # [2, B, H, T, D]
+
+        # Key j is visible to query t when j is a valid past slot or j <= t among new tokens.
+        q_pos = tf.range(T)[:, None]  # [T, 1]
+        new_visible = tf.range(T)[None, :] <= q_pos  # [T, T]
+        if past is not None:
+            P = tf.shape(past)[-2]
+            k = tf.concat([tf.cast(past[0], k.dtype), k], axis=-2)  # [B, H, P+T, D]
+            v = tf.concat([tf.cast(past[1], v.dtype), v], axis=-2)  # [B, H, P+T, D]
+            # Cache slots at or beyond past_length hold nothing yet (a fixed-size buffer).
+            past_visible = tf.broadcast_to(tf.range(P)[None, :] < past_length, [T, P])  # [T, P]
+            visible = tf.concat([past_visible, new_visible], axis=1)  # [T, P+T]
+        else:
+            visible = new_visible
+
+        scores = tf.matmul(q, k, transpose_b=True)  # [B, H, T, P+T]
+        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(D))
+        # A large finite negative rather than -inf: a fully masked row never yields NaN.
+        scores = tf.where(visible, scores, -1e10)
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)  # [B, H, T, P+T]
+        out = tf.matmul(weights, v)  # [B, H, T, D]
+        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B, T, hp.n_embd])  # [B, T, E]
+        out = linear(out, self.v(f"h{i}/attn/c_proj/w"), self.v(f"h{i}/attn/c_proj/b"))  # [B, T, E]
+        return out, present
+
+    def block(self, x, i, past=None, past_length=0):
+        """Transformer block i (pre-norm): x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+        a, present = self.attention(
+            layer_norm(x, self.v(f"h{i}/ln_1/g"), self.v(f"h{i}/ln_1/b")), i, past, past_length
+        )
+        x = x + a  # [B, T, E]
+        m = layer_norm(x, self.v(f"h{i}/ln_2/g"), self.v(f"h{i}/ln_2/b"))  # [B, T, E]
+        m = gelu(linear(m, self.v(f"h{i}/mlp/c_fc/w"), self.v(f"h{i}/mlp/c_fc/b")))  # [B, T, 4E]
+        m = linear(m, self.v(f"h{i}/mlp/c_proj/w"), self.v(f"h{i}/mlp/c_proj/b"))  # [B, T, E]
+        return x + m, present
+
+    def forward(self, tokens, past=None, past_length=0, recompute=False) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Logits and this call's keys/values.
+
+        tokens: int32 [B, T]. past: None, or a cache [L, 2, B, H, P, D] whose first
+        `past_length` positions hold the keys/values of earlier tokens (the rest is ignored,
+        so a fixed-size buffer can be filled as generation goes). The new tokens sit at
+        positions past_length .. past_length + T - 1, which must stay below n_ctx.
+
+        Returns logits float32 [B, T, V] and present [L, 2, B, H, T, D] (compute dtype).
+        recompute=True keeps only each block's input for the backward pass and recomputes
+        the rest (gradient checkpointing): less memory, about a third more compute.
+        """
+        hp = self.hparams
+        tokens = tf.convert_to_tensor(tokens, tf.int32)
+        T = tf.shape(tokens)[1]
+        positions = past_length + tf.range(T)  # [T]
+        wte = self.v("wte")
+        x = tf.gather(wte, tokens) + tf.gather(self.v("wpe"), positions)[None]  # [B, T, E]
+        x = tf.cast(x, self.compute_dtype)
+        presents = []
+        for i in range(hp.n_layer):
+            layer_past = None if past is None else past[i]  # [2, B, H, P, D]
+            if recompute and past is None:
+                # tf.recompute_grad needs a function of tensors only; the block index is bound.
+                run = tf.recompute_grad(lambda h, i=i: self.block(h, i)[0])
+                x = run(x)
+                presents.append(tf.zeros([2, 0], x.dtype))  # not needed when training
+            else:
+                x, present = self.block(x, i, layer_past, past_length)
+                presents.append(present)
+        x = layer_norm(x, self.v("ln_f/g"), self.v("ln_f/b"))  # [B, T, E]
+        # No separate output matrix: GPT-2 ties the logits to the token embedding.
+        h = tf.reshape(x, [-1, hp.n_embd])  # [B*T, E]
+        logits = tf.matmul(h, tf.cast(wte, h.dtype), transpose_b=True)  # [B*T, V]
+        logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(tokens)[0], T, hp.n_vocab])  # [B, T, V]
+        if recompute and past is None:
+            return logits, None
+        return logits, tf.stack(presents)  # [L, 2, B, H, T, D]
+
+    def __call__(self, tokens):
+        """Logits float32 [B, T, V] for int32 token ids [B, T]."""
+        return self.forward(tokens)[0]
+
+    def loss(self, tokens, recompute=False):
+        """Mean cross-entropy (nats) of predicting tokens[:, 1:] from tokens[:, :-1]."""
+        logits, _ = self.forward(tokens[:, :-1], recompute=recompute)  # [B, T-1, V]
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:], logits=logits)
+        )

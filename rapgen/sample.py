@@ -1,0 +1,320 @@
+"""Writing lyrics: logit filters (top-k, top-p, temperature) and the compiled generation loop.
+
+Generation is one `tf.function`: the prompt runs through the model once, its keys and
+values fill a fixed-size cache, and a `tf.while_loop` then feeds one token per step,
+reading the cache instead of re-running the sequence. A row stops at `<|endoftext|>`
+(the end of a song); the loop ends when every row has stopped or `length` is reached.
+
+Context: the model never sees a position beyond n_ctx. A prompt plus `length` over n_ctx
+is an error that says the largest length that fits (rapgen does not slide a window: a
+song that forgets its own start is not what users asked for). `length=None` means "up to
+the end of the context", which the end of the song usually cuts short.
+
+>>> songs = sample(model="models/124M", artist="Yung Lean", nsamples=2, seed=1)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import List, Optional, Sequence
+
+from .errors import RapgenError
+from .hparams import EOT_ID
+from .lyrics import prompt_for
+
+NEG_INF = -1e10  # a large finite negative: masked logits never turn into NaN
+
+
+# -- logit filters (pure functions, tested with fake logits) --------------------------
+
+
+def top_k_logits(logits, k):
+    """Keep the k largest logits of each row; k = 0 keeps all. logits: float32 [B, V]."""
+    import tensorflow as tf
+
+    k = tf.convert_to_tensor(k, tf.int32)
+
+    def keep_top_k():
+        kth = tf.math.top_k(logits, k=k).values[:, -1:]  # [B, 1]
+        return tf.where(logits < kth, NEG_INF, logits)  # [B, V]
+
+    return tf.cond(k > 0, keep_top_k, lambda: logits)
+
+
+def top_p_logits(logits, p):
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches p.
+
+    p <= 0 or p >= 1 keeps all. logits: float32 [B, V].
+    """
+    import tensorflow as tf
+
+    p = tf.convert_to_tensor(p, tf.float32)
+
+    def keep_nucleus():
+        sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)  # [B, V]
+        probs = tf.nn.softmax(sorted_logits, axis=-1)  # [B, V]
+        before = tf.cumsum(probs, axis=-1, exclusive=True)  # [B, V] mass of the more likely tokens
+        # Token i is needed while the mass before it is still short of p; the first always is.
+        n_keep = tf.maximum(tf.reduce_sum(tf.cast(before < p, tf.int32), axis=-1), 1)  # [B]
+        threshold = tf.gather(sorted_logits, n_keep - 1, batch_dims=1)[:, None]  # [B, 1]
+        return tf.where(logits < threshold, NEG_INF, logits)  # [B, V]
+
+    return tf.cond(tf.logical_and(p > 0.0, p < 1.0), keep_nucleus, lambda: logits)
+
+
+def choose_tokens(logits, temperature, top_k, top_p, seed):
+    """One token per row from float32 logits [B, V]; temperature 0 is greedy. Returns int32 [B]."""
+    import tensorflow as tf
+
+    temperature = tf.convert_to_tensor(temperature, tf.float32)
+
+    def draw():
+        filtered = top_p_logits(top_k_logits(logits / temperature, top_k), top_p)
+        return tf.random.stateless_categorical(filtered, 1, seed=seed, dtype=tf.int32)[:, 0]
+
+    return tf.cond(temperature > 0.0, draw, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
+
+
+# -- the generation loop --------------------------------------------------------------
+
+
+def _generation_function(model):
+    """The compiled loop for one model, built once and kept on the model (no retracing per call)."""
+    import tensorflow as tf
+
+    if getattr(model, "_generate", None) is not None:
+        return model._generate
+    hp = model.hparams
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32),  # context [B, T0]
+            tf.TensorSpec([], tf.int32),  # length: new tokens at most
+            tf.TensorSpec([], tf.float32),  # temperature
+            tf.TensorSpec([], tf.int32),  # top_k
+            tf.TensorSpec([], tf.float32),  # top_p
+            tf.TensorSpec([2], tf.int32),  # seed
+            tf.TensorSpec([], tf.bool),  # stop at <|endoftext|>
+        ]
+    )
+    def generate(context, length, temperature, top_k, top_p, seed, stop_at_end):
+        B, T0 = tf.shape(context)[0], tf.shape(context)[1]
+        S = T0 + length  # cache slots: the prompt and every generated token
+        logits, present = model.forward(context)  # [B, T0, V], [L, 2, B, H, T0, D]
+        cache = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [0, S - T0], [0, 0]])  # [L, 2, B, H, S, D]
+        step_seed = lambda i: tf.stack([seed[0], seed[1] + i])  # noqa: E731
+        token = choose_tokens(logits[:, -1], temperature, top_k, top_p, step_seed(0))  # [B]
+        done = tf.logical_and(stop_at_end, tf.equal(token, EOT_ID))  # [B]
+        out = tf.TensorArray(tf.int32, size=length, element_shape=[None])
+        out = out.write(0, token)
+
+        def cond(i, token, cache, done, out):
+            return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
+
+        def body(i, token, cache, done, out):
+            pos = T0 + i - 1  # position of `token`, the newest one
+            logits, present = model.forward(token[:, None], past=cache, past_length=pos)  # [B,1,V], [L,2,B,H,1,D]
+            slot = tf.reshape(tf.equal(tf.range(S), pos), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
+            cache = tf.where(slot, present, cache)  # write slot `pos`  [L, 2, B, H, S, D]
+            new = choose_tokens(logits[:, -1], temperature, top_k, top_p, step_seed(i))  # [B]
+            new = tf.where(done, EOT_ID, new)  # finished rows only pad
+            done = tf.logical_or(done, tf.logical_and(stop_at_end, tf.equal(new, EOT_ID)))
+            return i + 1, new, cache, done, out.write(i, new)
+
+        # Every loop variable keeps its shape (the cache is allocated full size), so no
+        # shape invariants are needed and the loop compiles once.
+        n, _, _, _, out = tf.while_loop(cond, body, (tf.constant(1), token, cache, done, out))
+        return tf.transpose(out.gather(tf.range(n)))  # [B, n]
+
+    model._generate = generate
+    return generate
+
+
+def generate(
+    model,
+    context: Sequence[int],
+    length: Optional[int] = None,
+    batch_size: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 40,
+    top_p: float = 0.0,
+    seed: Optional[int] = None,
+    stop_at_end: bool = True,
+) -> List[List[int]]:
+    """`batch_size` continuations of the token ids `context`, each cut after its first 50256.
+
+    The returned ids exclude the context and include the final 50256 when a song ended.
+
+    >>> generate(model, enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
+    [[532, 13328, ...]]
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    context = [int(t) for t in context]
+    n_ctx = model.hparams.n_ctx
+    check_sampling_args(len(context), length, n_ctx, temperature, top_k, top_p, batch_size)
+    if length is None:
+        length = n_ctx - len(context)
+    if seed is None:
+        seed = random.randrange(2**31)
+    fn = _generation_function(model)
+    tokens = fn(
+        tf.constant(np.tile(np.array(context, np.int32)[None], [batch_size, 1])),
+        tf.constant(length, tf.int32),
+        tf.constant(temperature, tf.float32),
+        tf.constant(top_k, tf.int32),
+        tf.constant(top_p, tf.float32),
+        tf.constant([seed % 2**31, 0], tf.int32),
+        tf.constant(bool(stop_at_end)),
+    ).numpy()
+    rows = []
+    for row in tokens.tolist():
+        if stop_at_end and EOT_ID in row:
+            row = row[: row.index(EOT_ID) + 1]
+        rows.append(row)
+    return rows
+
+
+def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size):
+    if n_prompt == 0:
+        raise RapgenError("the prompt is empty: give --prefix TEXT or --artist NAME")
+    if n_prompt >= n_ctx:
+        raise RapgenError(f"the prompt is {n_prompt} tokens, the model's context only {n_ctx}: shorten it")
+    if length is not None:
+        if not isinstance(length, int) or length <= 0:
+            raise RapgenError(f"--length must be a positive number of tokens, got {length!r}")
+        if n_prompt + length > n_ctx:
+            raise RapgenError(
+                f"prompt ({n_prompt} tokens) + length ({length}) exceeds the model's context of {n_ctx} "
+                f"tokens: use --length {n_ctx - n_prompt} or less"
+            )
+    if not isinstance(top_k, int) or top_k < 0:
+        raise RapgenError(f"--top_k must be 0 (off) or a positive integer, got {top_k!r}")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise RapgenError(f"--temperature must be >= 0 (0 = always the most likely token), got {temperature!r}")
+    if not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
+        raise RapgenError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
+
+
+# -- what the command line and notebooks call -----------------------------------------
+
+_LOADED = {}
+
+
+def _cached_model(model, models_dir, checkpoint):
+    """Load a model once per (directory, checkpoint); notebooks call `sample` many times."""
+    from .checkpoints import check_model_dir, load_model, resolve_model_dir
+    from .encoder import load_encoder
+
+    model_dir = resolve_model_dir(model, models_dir)
+    prefix = checkpoint or check_model_dir(model_dir)
+    key = (model_dir, prefix)
+    if key not in _LOADED:
+        _LOADED.clear()  # keep one model in memory
+        _LOADED[key] = (load_model(model_dir, checkpoint=prefix), load_encoder(model_dir))
+    return _LOADED[key]
+
+
+def build_prompt(prefix: Optional[str], artist: Optional[str]) -> Optional[str]:
+    """`--artist NAME` -> `<<NAME`; `--prefix` as given; neither -> None (start a new song)."""
+    if artist is not None:
+        artist = str(artist).strip()
+        if not artist:
+            raise RapgenError("--artist is empty: give a name, e.g. --artist 'Yung Lean'")
+        return prompt_for(artist) + (str(prefix) if prefix else "")
+    if prefix is None:
+        return None
+    if not str(prefix).strip():
+        raise RapgenError("the prompt is empty: give --prefix TEXT or --artist NAME (e.g. --artist 'Yung Lean')")
+    return str(prefix)
+
+
+def sample(
+    model: str = "124M",
+    models_dir: str = "models",
+    prefix: Optional[str] = None,
+    artist: Optional[str] = None,
+    length: Optional[int] = None,
+    nsamples: int = 1,
+    batch_size: int = 1,
+    top_k: int = 40,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    seed: Optional[int] = None,
+    include_prefix: bool = True,
+    stop_at_end: bool = True,
+    checkpoint: Optional[str] = None,
+    quiet: bool = False,
+) -> List[str]:
+    """Write `nsamples` songs and return them (printing each unless quiet).
+
+    `--artist "Yung Lean"` prompts with `<<Yung Lean`, so a fine-tuned model writes a title
+    and a song in that artist's style; `--prefix` gives any text; with neither, the model
+    starts a song of its own choosing. Defaults are the seed's: top_k 40, temperature 1,
+    top_p off. temperature 0 always takes the most likely token. The same seed gives the
+    same text. A song ends at `<|endoftext|>` unless `--stop_at_end False`.
+
+    >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
+    """
+    if not isinstance(nsamples, int) or nsamples <= 0:
+        raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
+    prompt = build_prompt(prefix, artist)
+    gpt, enc = _cached_model(model, models_dir, checkpoint)
+    context = [EOT_ID] if prompt is None else enc.encode(prompt)
+    texts = []
+    rng = random.Random(seed)
+    while len(texts) < nsamples:
+        rows = generate(
+            gpt, context, length, batch_size=min(batch_size, nsamples - len(texts)), temperature=temperature,
+            top_k=top_k, top_p=top_p, seed=rng.randrange(2**31), stop_at_end=stop_at_end,
+        )
+        for row in rows:
+            if row and row[-1] == EOT_ID:
+                row = row[:-1]
+            text = enc.decode(row)
+            if include_prefix and prompt is not None:
+                text = prompt + text
+            texts.append(text)
+            if not quiet:
+                print("=" * 20 + f" SAMPLE {len(texts)} " + "=" * 20)
+                print(text)
+    return texts
+
+
+def interactive(
+    model: str = "124M",
+    models_dir: str = "models",
+    length: Optional[int] = None,
+    nsamples: int = 1,
+    batch_size: int = 1,
+    top_k: int = 40,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    seed: Optional[int] = None,
+    stop_at_end: bool = True,
+    checkpoint: Optional[str] = None,
+) -> None:
+    """A prompt loop: type `<<Yung Lean` (or any text), get `nsamples` songs; Ctrl-D or Ctrl-C ends it."""
+    gpt, _ = _cached_model(model, models_dir, checkpoint)  # load before the first prompt
+    rng = random.Random(seed)
+    while True:
+        try:
+            text = input("Model prompt >>> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not text.strip():
+            print("Type a prompt, for example <<Yung Lean (Ctrl-D to quit)")
+            continue
+        try:
+            sample(
+                model=model, models_dir=models_dir, prefix=text, length=length, nsamples=nsamples,
+                batch_size=batch_size, top_k=top_k, top_p=top_p, temperature=temperature,
+                seed=rng.randrange(2**31), checkpoint=checkpoint, stop_at_end=stop_at_end,
+            )
+        except RapgenError as e:
+            print(f"rapgen: {e}", file=sys.stderr)

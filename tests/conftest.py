@@ -1,0 +1,57 @@
+"""Shared fixtures: the real GPT-2 vocabulary and tiny models made by `rapgen init`.
+
+The vocabulary is found through $RAPGEN_GPT2_DIR or `../shared/gpt2` beside the project;
+tests that need it are skipped, with that reason, on a machine that has neither.
+"""
+
+import os
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def gpt2_vocab_dir():
+    for folder in (os.environ.get("RAPGEN_GPT2_DIR"), ROOT.parent / "shared" / "gpt2"):
+        if folder and (pathlib.Path(folder) / "encoder.json").exists() and (pathlib.Path(folder) / "vocab.bpe").exists():
+            return str(folder)
+    return None
+
+
+@pytest.fixture(scope="session")
+def vocab_dir():
+    folder = gpt2_vocab_dir()
+    if folder is None:
+        pytest.skip("the real GPT-2 vocabulary (encoder.json, vocab.bpe) is not on this machine: "
+                    "set RAPGEN_GPT2_DIR to a folder holding it, e.g. a downloaded model")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, vocab_dir):
+    """A 2-layer, 64-wide, 128-context GPT-2 with random weights and the real vocabulary."""
+    from rapgen.checkpoints import init
+
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    init(str(folder), n_layer=2, n_embd=64, n_head=2, n_ctx=128, seed=0, vocab_dir=vocab_dir)
+    return str(folder)
+
+
+@pytest.fixture
+def cli_env(vocab_dir):
+    """Environment for running `python -m rapgen` in a subprocess."""
+    env = dict(os.environ)
+    env["RAPGEN_VOCAB_DIR"] = vocab_dir
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RAPGEN_MODEL_URL", None)
+    return env
+
+
+def run_cli(args, env, cwd=None, input=None, timeout=300):
+    """`python -m rapgen ARGS` -> CompletedProcess (text)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "rapgen", *args], env=env, cwd=cwd, input=input,
+                          capture_output=True, text=True, timeout=timeout)

@@ -264,7 +264,8 @@ def sample(
         raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
     prompt = build_prompt(prefix, artist)
     gpt, enc = _cached_model(model, models_dir, checkpoint)
-    context = [EOT_ID] if prompt is None else enc.encode(prompt)
+    # Training data puts 50256 before every song, so a prompt after it reads as a song's start.
+    context = [EOT_ID] + ([] if prompt is None else enc.encode(prompt))
     texts = []
     rng = random.Random(seed)
     while len(texts) < nsamples:

@@ -1,0 +1,484 @@
+"""Fine-tuning: the training loop, its settings, and run folders that resume exactly.
+
+A run folder `checkpoints/<run_name>/` is a model directory: hparams.json and the
+vocabulary are copied in, and each `model-<step>` checkpoint holds the GPT-2 variables
+under OpenAI's names, the optimizer's slots under TF1's names and the step. Windows of
+training data are a pure function of (seed, step), so weights + optimizer + step are the
+whole state: a run killed at any moment and started again with the same command goes on
+from its newest complete checkpoint and computes the same losses it would have.
+
+`--steps` is the step the run should reach, not a number to add: re-running the same
+command after a disconnect finishes the same run (gpt-2-simple adds `steps` on each call).
+
+>>> train(dataset="data/sample_lyrics.txt", model="124M", steps=50, run_name="demo")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from typing import Optional
+
+import numpy as np
+
+from .errors import RapgenError
+from .fileio import atomic_write_text
+from .hparams import EOT_ID, MODEL_ALIASES, MODEL_SIZES, HParams
+
+DEFAULT_MODEL = "355M"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; stored as `train.json` with each checkpoint of a run.
+
+    Names follow nshepperd/gpt-2's train.py and gpt-2-simple's finetune() where they exist.
+    """
+
+    dataset: str = ""
+    model: Optional[str] = None  # name or directory; a new run defaults to 355M, a resumed one to itself
+    models_dir: str = "models"
+    run_name: str = "run1"
+    checkpoint_dir: str = "checkpoints"
+    steps: int = -1  # the step to reach; -1 trains until interrupted (Ctrl-C saves)
+    batch_size: int = 1
+    learning_rate: float = 1e-4  # gpt-2-simple's Adam default; fine for 124M/355M fine-tuning
+    warmup_steps: int = 10  # linear warm-up from 0, then constant
+    accumulate_gradients: int = 1  # micro-batches averaged into one update
+    optimizer: str = "adam"  # adam | adafactor | sgd
+    recompute: bool = False  # gradient checkpointing per block: less memory, ~1/3 more compute
+    only_train_transformer_layers: bool = False  # freeze wte, wpe, ln_f
+    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: off on CPU
+    sequence_length: Optional[int] = None  # window length; defaults to n_ctx
+    val_fraction: float = 0.05  # whole songs held out for validation
+    val_dataset: Optional[str] = None  # or a separate validation file
+    val_every: int = 100
+    val_batches: int = 8  # validation windows, batch_size at a time
+    sample_every: int = 100
+    sample_length: int = 200
+    sample_num: int = 1
+    save_every: int = 100
+    max_checkpoints: int = 2
+    print_every: int = 10
+    restore_from: str = "latest"  # latest | fresh | a checkpoint prefix or model directory
+    seed: int = 0
+    drive_dir: Optional[str] = None  # mirror the run folder here (Google Drive on Colab)
+    encoding: str = "utf-8"
+    overwrite: bool = False  # with restore_from=fresh, allow replacing a run's checkpoints
+    quiet: bool = False
+
+    def check(self):
+        def positive(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise RapgenError(f"--{name} must be a positive integer, got {value!r}")
+
+        if not self.dataset:
+            raise RapgenError("--dataset is required: a lyrics .txt, a folder, a glob or an .npz from `rapgen encode`")
+        if not isinstance(self.steps, int) or self.steps == 0 or self.steps < -1:
+            raise RapgenError(f"--steps must be a positive step to reach, or -1 to train until interrupted; got {self.steps!r}")
+        for name in ("batch_size", "accumulate_gradients", "val_batches", "sample_num", "max_checkpoints"):
+            positive(name)
+        for name in ("save_every", "val_every", "sample_every", "print_every", "sample_length", "warmup_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise RapgenError(f"--{name} must be 0 (off) or a positive integer, got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
+        if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
+            raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
+        if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
+            raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+
+
+# -- mixed precision ------------------------------------------------------------------
+
+
+def compute_dtype(choice) -> str:
+    """The matmul type for --mixed_precision; 'auto' asks the first GPU what it supports."""
+    import tensorflow as tf
+
+    if choice in ("off", False, None):
+        return "float32"
+    if choice in ("float16", "bfloat16"):
+        return choice
+    gpus = tf.config.list_physical_devices("GPU")
+    if choice is True and not gpus:
+        return "bfloat16"
+    if not gpus:
+        return "float32"  # auto on CPU: off unless asked
+    cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "bfloat16" if tuple(cc) >= (8, 0) else "float16"  # T4 (7.5) has no bfloat16
+
+
+# -- run folders ----------------------------------------------------------------------
+
+
+def _run_checkpoints(folder: str):
+    from .checkpoints import list_checkpoints
+
+    return [p for p in list_checkpoints(folder) if os.path.basename(p).startswith("model-")] if os.path.isdir(folder) else []
+
+
+def _restore_source(cfg: TrainConfig, run_dir: str):
+    """(prefix to resume from or None, folder it came from). May copy the Drive mirror in."""
+    from .checkpoints import latest_checkpoint
+    from .sync import mirror
+
+    local = latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    if cfg.restore_from == "latest":
+        if local:
+            return local
+        if cfg.drive_dir:
+            remote = os.path.join(cfg.drive_dir, cfg.run_name)
+            if os.path.isdir(remote) and latest_checkpoint(remote):
+                _say(cfg, f"restoring {cfg.run_name} from the mirror {remote}")
+                mirror(remote, run_dir, prune=False)
+                return latest_checkpoint(run_dir)
+        return None
+    if cfg.restore_from == "fresh":
+        if local and not cfg.overwrite:
+            raise RapgenError(
+                f"{run_dir} already holds checkpoints: use --restore_from latest to continue it, "
+                f"another --run_name, or --overwrite True to start it again"
+            )
+        return None
+    path = str(cfg.restore_from)
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if not found:
+            raise RapgenError(f"--restore_from {path}: no checkpoint in that folder")
+        return found
+    if os.path.exists(path + ".index"):
+        return path
+    raise RapgenError(f"--restore_from must be latest, fresh, a checkpoint prefix or a folder; {path} is none of these")
+
+
+def _expected_hparams(model, models_dir) -> Optional[HParams]:
+    if model is None:
+        return None
+    if os.path.isdir(str(model)):
+        return HParams.load(str(model))
+    if str(model) in MODEL_SIZES or str(model) in MODEL_ALIASES:
+        local = os.path.join(models_dir, MODEL_ALIASES.get(str(model), str(model)))
+        return HParams.load(local) if os.path.exists(os.path.join(local, "hparams.json")) else HParams.for_model(str(model))
+    return None
+
+
+def _say(cfg, message):
+    if not cfg.quiet:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns the model, optimizer and compiled step of one run; `train()` drives it."""
+
+    def __init__(self, cfg: TrainConfig, model, train_names):
+        import tensorflow as tf
+
+        from .optim import make_optimizer
+
+        self.cfg, self.model = cfg, model
+        self.train_vars = {n: v for n, v in model.variables_by_name.items() if n in train_names}
+        self.optimizer = make_optimizer(cfg.optimizer, self.train_vars)
+        self.fp16 = model.compute_dtype == tf.float16
+        self.loss_scale = tf.Variable(2.0**15 if self.fp16 else 1.0, trainable=False)
+        self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.step = 0
+        variables = list(self.train_vars.values())
+        recompute = bool(cfg.recompute)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)])
+        def train_step(batches, lr, step):
+            # batches: [k, B, T+1], k micro-batches whose gradients are averaged.
+            k = tf.shape(batches)[0]
+            grads = [tf.zeros_like(v) for v in variables]
+            total = tf.constant(0.0)
+            for j in tf.range(k):
+                with tf.GradientTape() as tape:
+                    loss = model.loss(batches[j], recompute=recompute)
+                    scaled = loss * self.loss_scale
+                g = tape.gradient(scaled, variables)
+                grads = [a + tf.convert_to_tensor(b) for a, b in zip(grads, g)]
+                total += loss
+            scale = tf.cast(k, tf.float32) * self.loss_scale
+            grads = [g / scale for g in grads]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            if self.fp16:
+                # Dynamic loss scaling: skip a step that overflowed and halve the scale;
+                # double it after 2000 clean steps.
+                def good():
+                    self.optimizer.apply(grads, lr, step)
+                    self.good_steps.assign_add(1)
+                    return tf.constant(True)
+
+                def bad():
+                    self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
+                    self.good_steps.assign(0)
+                    return tf.constant(False)
+
+                tf.cond(finite, good, bad)
+                if self.good_steps >= 2000:
+                    self.loss_scale.assign(self.loss_scale * 2.0)
+                    self.good_steps.assign(0)
+            else:
+                self.optimizer.apply(grads, lr, step)
+            return total / tf.cast(k, tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        def eval_loss(batch):
+            return model.loss(batch)
+
+        self.train_step, self.eval_loss = train_step, eval_loss
+
+    def state_tensors(self):
+        """Everything a checkpoint holds: model, optimizer slots, step, loss scale."""
+        import tensorflow as tf
+
+        tensors = dict(self.model.variables_by_name)
+        tensors.update(self.optimizer.slots)
+        tensors["rapgen/step"] = tf.constant(self.step, tf.int64)
+        tensors["rapgen/loss_scale"] = self.loss_scale
+        return tensors
+
+    def restore_state(self, prefix):
+        """Optimizer slots and step from a checkpoint, where present (the weights are loaded already)."""
+        import tensorflow as tf
+
+        from .checkpoints import step_of
+
+        reader = tf.train.load_checkpoint(prefix)
+        shapes = reader.get_variable_to_shape_map()
+        missing = 0
+        for name, slot in self.optimizer.slots.items():
+            if name in shapes and list(shapes[name]) == slot.shape.as_list():
+                slot.assign(reader.get_tensor(name))
+            else:
+                missing += 1
+        if missing:
+            _say(self.cfg, f"note: {missing} optimizer slots not in {os.path.basename(prefix)}; they start at zero")
+        if "rapgen/loss_scale" in shapes and self.fp16:
+            self.loss_scale.assign(float(reader.get_tensor("rapgen/loss_scale")))
+        self.step = int(reader.get_tensor("rapgen/step")) if "rapgen/step" in shapes else step_of(prefix)
+        counter = os.path.join(os.path.dirname(prefix), "counter")
+        if "rapgen/step" not in shapes and os.path.exists(counter):
+            # gpt-2-simple's counter holds the step of its newest save
+            try:
+                self.step = max(self.step, int(open(counter).read().strip() or 0))
+            except ValueError:
+                pass
+
+    def learning_rate(self, step):
+        cfg = self.cfg
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        return cfg.learning_rate
+
+
+def _save(trainer: Trainer, run_dir: str, cfg: TrainConfig) -> str:
+    from .checkpoints import write_checkpoint, write_checkpoint_index
+    from .sync import mirror
+
+    prefix = os.path.join(run_dir, f"model-{trainer.step}")
+    write_checkpoint(prefix, trainer.state_tensors())
+    kept = _run_checkpoints(run_dir)
+    for old in kept[:-cfg.max_checkpoints]:
+        for suffix in (".index", ".data-00000-of-00001"):
+            if os.path.exists(old + suffix):
+                os.unlink(old + suffix)
+    kept = kept[-cfg.max_checkpoints:]
+    write_checkpoint_index(run_dir, kept)
+    atomic_write_text(os.path.join(run_dir, "counter"), f"{trainer.step}\n")
+    atomic_write_text(os.path.join(run_dir, "train.json"), json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if cfg.drive_dir:
+        mirror(run_dir, os.path.join(cfg.drive_dir, cfg.run_name))
+    return prefix
+
+
+class _Log:
+    """log.csv in the run folder; rows past the resumed step (lost with the kill) are dropped."""
+
+    FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time"]
+
+    def __init__(self, path, resume_step):
+        self.path = path
+        rows = []
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+        buf = [",".join(self.FIELDS)] + [",".join(r.get(k, "") or "" for k in self.FIELDS) for r in rows]
+        atomic_write_text(path, "\n".join(buf) + "\n")
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+
+    def write(self, **row):
+        self.writer.writerow([row.get(k, "") for k in self.FIELDS])
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def _sample_during_training(trainer, encoder, artists, cfg, run_dir):
+    from .sample import generate
+
+    model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
+    rng = random.Random(cfg.seed * 1_000_003 + trainer.step)
+    texts = []
+    for i in range(cfg.sample_num):
+        prompt = "<<" + rng.choice(artists) if artists else "<<"
+        context = [EOT_ID] + encoder.encode(prompt)
+        length = min(cfg.sample_length, n_ctx - len(context))
+        if length <= 0:
+            break
+        row = generate(model, context, length, top_k=40, seed=rng.randrange(2**31))[0]
+        texts.append(prompt + encoder.decode([t for t in row if t != EOT_ID]))
+    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    divider = "\n" + "=" * 40 + "\n"
+    atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), divider.join(texts) + "\n")
+    _say(cfg, f"======== samples at step {trainer.step} ========\n" + divider.join(texts))
+
+
+def train(dataset: str = "", **options) -> dict:
+    """Fine-tune GPT-2 on lyrics; returns {"run_dir", "step", "loss", "val_loss"}.
+
+    Options (TrainConfig): model (355M for a new run), models_dir, run_name, checkpoint_dir,
+    steps (-1 = until Ctrl-C), batch_size, learning_rate (1e-4), warmup_steps,
+    accumulate_gradients, optimizer (adam|adafactor|sgd), recompute,
+    only_train_transformer_layers, mixed_precision (auto|off|float16|bfloat16),
+    sequence_length, val_fraction, val_dataset, val_every, val_batches, sample_every,
+    sample_length, sample_num, save_every, max_checkpoints, print_every,
+    restore_from (latest|fresh|PATH), seed, drive_dir, encoding, overwrite, quiet.
+
+    >>> train(dataset="data/sample_lyrics.txt", model="124M", steps=200, drive_dir="/content/drive/MyDrive/rapgen")  # doctest: +SKIP
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise RapgenError(f"unknown option --{unknown[0]} for train (see `rapgen train --help`)")
+    cfg = TrainConfig(dataset=str(dataset or ""), **options)
+    cfg.check()
+    return _run(cfg)
+
+
+def _run(cfg: TrainConfig) -> dict:
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    from .checkpoints import copy_model_files, load_weights, resolve_model_dir
+    from .dataset import load_dataset, song_artists, training_batch, validation_windows
+    from .encoder import load_encoder
+    from .model import GPT2
+
+    run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
+    resume = _restore_source(cfg, run_dir)
+    if resume is not None:
+        source_dir = os.path.dirname(resume)
+        hparams = HParams.load(source_dir)
+        expected = _expected_hparams(cfg.model, cfg.models_dir)
+        if expected is not None and expected != hparams:
+            raise RapgenError(
+                f"{source_dir} holds a model with n_layer {hparams.n_layer}, n_embd {hparams.n_embd}, but --model "
+                f"{cfg.model} has n_layer {expected.n_layer}, n_embd {expected.n_embd}: drop --model to continue the "
+                f"run, or start a new --run_name"
+            )
+    else:
+        if cfg.restore_from == "fresh" and cfg.overwrite and os.path.isdir(run_dir):
+            _say(cfg, f"--overwrite: removing the old run {run_dir}")
+            shutil.rmtree(run_dir)
+        name = cfg.model or DEFAULT_MODEL
+        if not os.path.isdir(str(name)) and (str(name) in MODEL_SIZES or str(name) in MODEL_ALIASES):
+            if not os.path.isdir(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
+                from .download import download
+
+                _say(cfg, f"{name} is not in {cfg.models_dir}/: downloading it")
+                download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)
+        source_dir = resolve_model_dir(name, cfg.models_dir)
+        hparams = HParams.load(source_dir)
+
+    length = cfg.sequence_length or hparams.n_ctx
+    if not isinstance(length, int) or length <= 1 or length > hparams.n_ctx:
+        raise RapgenError(f"--sequence_length must be between 2 and the model's n_ctx ({hparams.n_ctx}), got {length!r}")
+    encoder = load_encoder(source_dir)
+    data = load_dataset(cfg.dataset, encoder, cfg.val_fraction, cfg.val_dataset, cfg.encoding, cfg.quiet)
+    artists = sorted({a for a in song_artists(data.train, encoder) if a})
+
+    dtype = compute_dtype(cfg.mixed_precision)
+    model = GPT2(hparams, compute_dtype=dtype)
+    from .checkpoints import check_model_dir
+
+    load_weights(model, resume or check_model_dir(source_dir))
+    train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
+    trainer = Trainer(cfg, model, train_names)
+    if resume is not None:
+        trainer.restore_state(resume)
+    os.makedirs(run_dir, exist_ok=True)
+    copy_model_files(source_dir, run_dir, hparams)
+    if cfg.steps != -1 and trainer.step >= cfg.steps:
+        _say(cfg, f"{run_dir} is already at step {trainer.step} (--steps {cfg.steps}): nothing to do")
+        return {"run_dir": run_dir, "step": trainer.step, "loss": None, "val_loss": None}
+
+    _say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
+              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}")
+    val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
+    log = _Log(os.path.join(run_dir, "log.csv"), trainer.step)
+    tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * length
+    avg = [0.0, 0.0]
+    loss = val_loss = None
+    last_saved = trainer.step
+    bar = tqdm(total=None if cfg.steps == -1 else cfg.steps, initial=trainer.step, disable=cfg.quiet, unit="step", dynamic_ncols=True)
+
+    def validate():
+        losses = [float(trainer.eval_loss(tf.constant(val[i:i + cfg.batch_size]))) for i in range(0, len(val), cfg.batch_size)]
+        return float(np.mean(losses))
+
+    try:
+        start = time.time()
+        while cfg.steps == -1 or trainer.step < cfg.steps:
+            batches = np.stack([
+                training_batch(data.train, trainer.step, cfg.batch_size, length, cfg.seed, micro=j)
+                for j in range(cfg.accumulate_gradients)
+            ])  # [k, B, T+1]
+            lr = trainer.learning_rate(trainer.step)
+            t0 = time.time()
+            loss = float(trainer.train_step(tf.constant(batches), tf.constant(lr, tf.float32), tf.constant(trainer.step, tf.int64)))
+            if not math.isfinite(loss):
+                raise RapgenError(f"the loss became {loss} at step {trainer.step + 1}: lower --learning_rate")
+            trainer.step += 1
+            speed = tokens_per_step / max(time.time() - t0, 1e-9)
+            avg = [avg[0] * 0.99 + loss, avg[1] * 0.99 + 1.0]
+            row_val = None
+            if val is not None and cfg.val_every and trainer.step % cfg.val_every == 0:
+                val_loss = row_val = validate()
+            log.write(step=trainer.step, loss=f"{loss:.5f}", avg_loss=f"{avg[0] / avg[1]:.5f}",
+                      val_loss="" if row_val is None else f"{row_val:.5f}", learning_rate=f"{lr:.3g}",
+                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg[0] / avg[1]:.3f}", val="-" if val_loss is None else f"{val_loss:.3f}", tok_s=f"{speed:.0f}")
+            if cfg.print_every and trainer.step % cfg.print_every == 0:
+                _say(cfg, f"[{trainer.step}] loss={loss:.3f} avg={avg[0] / avg[1]:.3f}" + ("" if row_val is None else f" val={row_val:.3f}"))
+            if cfg.save_every and trainer.step % cfg.save_every == 0:
+                _save(trainer, run_dir, cfg)
+                last_saved = trainer.step
+            if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+                _sample_during_training(trainer, encoder, artists, cfg, run_dir)
+    except KeyboardInterrupt:
+        _say(cfg, f"interrupted at step {trainer.step}: saving")
+    finally:
+        bar.close()
+        log.close()
+    if trainer.step != last_saved or not _run_checkpoints(run_dir):
+        prefix = _save(trainer, run_dir, cfg)
+        _say(cfg, f"saved {prefix}")
+    return {"run_dir": run_dir, "step": trainer.step, "loss": loss, "val_loss": val_loss}

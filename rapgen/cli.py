@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = argv[0].replace("-", "_") if argv else None
     try:
-        if wanted != "collect":
+        if wanted not in ("collect", "download"):
             _quiet_tensorflow_import()
         if wanted in COMMANDS:
             component = {wanted: _load(wanted)}

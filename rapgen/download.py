@@ -1,0 +1,417 @@
+"""Download a pretrained GPT-2 model: `rapgen download 355M` -> `models/355M/`.
+
+The seven files of OpenAI's release are fetched from `<base>/<name>/<file>`, where `<base>` is
+`--base_url`, else the `RAPGEN_MODEL_URL` environment variable, else OpenAI's public host.
+
+How a download stays safe:
+
+* **Status checked.** Only a 200 or 206 answer is written to disk, so an error page is never
+  saved as a model file. A 404 on a required file is an error that names the URL; 5xx answers,
+  timeouts and dropped connections are retried.
+* **Atomic files.** Each file is streamed into `<file>.part` and renamed into place
+  (`os.replace`) only once it is verified, so a file under its final name is always complete.
+* **Resume.** An existing `<file>.part` is continued with an HTTP `Range` request. A server that
+  answers 200 instead of 206 sends the whole file, which then restarts from byte zero; a 416
+  means the part already holds the whole file (if its size matches the server's) or is stale
+  (it is then discarded).
+* **Verified sizes.** The bytes received must equal the `Content-Length`; a short body is resumed,
+  and after `retries` attempts in a row that add nothing the download stops with an error. The
+  weights file must be exactly 4 bytes times the parameter count of the downloaded
+  `hparams.json` (fetched first for that reason); a server that announces any other size is
+  refused before the body is read. The small files are checked for what they must contain
+  (`hparams.json` and `encoder.json` parse, `vocab.bpe` starts with its `#version` line,
+  `checkpoint` names `model.ckpt`), which also catches an HTML page served with status 200.
+* **Completion marker.** `checkpoint`, the index TensorFlow loaders look for, is fetched last,
+  and it is deleted before anything else is re-fetched. A directory holding `checkpoint`
+  is therefore complete; one killed mid-download never looks complete.
+* **Skipping.** When `checkpoint` is present and the required files are valid, nothing is
+  requested at all (a finished model works offline). Otherwise a file already under its final
+  name is kept (the rename above means it was verified), except the weights, which are kept
+  only if their size matches `hparams.json`.
+* **Optional `.meta`.** `model.ckpt.meta` is a TF1 graph that rapgen never reads; a mirror made
+  by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
+  error. The other six files are required.
+
+>>> download("124M", models_dir="models")                       # doctest: +SKIP
+'models/124M'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+from .errors import RapgenError
+from .hparams import HParams, canonical_model_name
+
+DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
+ENV_BASE_URL = "RAPGEN_MODEL_URL"
+
+WEIGHTS = "model.ckpt.data-00000-of-00001"
+META = "model.ckpt.meta"
+MARKER = "checkpoint"
+# Download order: hparams.json first (the weights' size comes from it), the small files next
+# so a broken mirror fails before the big download, and the `checkpoint` marker last.
+FILES = ("hparams.json", "encoder.json", "vocab.bpe", "model.ckpt.index", META, WEIGHTS, MARKER)
+OPTIONAL = frozenset({META})
+
+CHUNK_BYTES = 1 << 18  # a dropped connection loses at most one chunk
+RETRY_WAIT_S = 1.0  # first pause after an attempt that made no progress; doubles each time
+MAX_RETRY_WAIT_S = 30.0
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+class _Retry(Exception):
+    """An attempt failed in a way worth retrying (dropped connection, short body, 5xx)."""
+
+
+def download(
+    model_name: str = "355M",
+    models_dir: str = "models",
+    base_url: str | None = None,
+    quiet: bool = False,
+    timeout: float = 60,
+    retries: int = 5,
+) -> str:
+    """Fetch a released GPT-2 model into `models_dir/<name>` and return that directory.
+
+    `model_name` is `124M`, `355M`, `774M` or `1558M` (`117M` and `345M`, the old names, work
+    too and are stored under the new ones). `base_url` replaces OpenAI's host, as does the
+    `RAPGEN_MODEL_URL` environment variable; the files are read from `<base>/<name>/<file>`.
+    `timeout` is the seconds to wait for a connection or for the next bytes; `retries` is how
+    many attempts in a row may fail without progress before giving up. Progress bars go to
+    stderr unless `quiet`. Running it again finishes an interrupted download and does nothing
+    for a complete one.
+
+    >>> download("345M", models_dir="models", base_url="http://127.0.0.1:8000")  # doctest: +SKIP
+    'models/355M'
+    """
+    import requests
+
+    name = canonical_model_name(model_name)
+    base = _base_url(base_url)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise RapgenError(f"retries must be a whole number >= 0, got {retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise RapgenError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    models_dir = os.fspath(models_dir) if isinstance(models_dir, os.PathLike) else str(models_dir)
+    model_dir = os.path.join(models_dir, name)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as e:
+        raise RapgenError(f"cannot create {model_dir} ({e.strerror}): choose another --models_dir") from None
+
+    if _is_complete(model_dir):
+        _say(quiet, f"{name} is already complete in {model_dir}")
+        return model_dir
+    # Whatever is re-fetched below, the directory must not look complete meanwhile.
+    _remove(os.path.join(model_dir, MARKER))
+
+    fetcher = _Fetcher(requests.Session(), timeout=timeout, retries=retries, quiet=quiet)
+    try:
+        for filename in FILES:
+            dest = os.path.join(model_dir, filename)
+            url = f"{base}/{name}/{filename}"
+            expected = None
+            if filename == WEIGHTS:
+                expected = 4 * HParams.load(model_dir).n_params()
+            if _have(dest, filename, expected):
+                _remove(dest + ".part")  # a leftover from an older, interrupted run
+                _say(quiet, f"{filename}: already complete")
+                continue
+            fetcher.fetch(url, dest, expected_size=expected, optional=filename in OPTIONAL,
+                          check=_CHECKS.get(filename))
+    finally:
+        fetcher.session.close()
+    return model_dir
+
+
+def _base_url(base_url) -> str:
+    base = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    base = str(base).strip().rstrip("/")
+    if not re.match(r"https?://[^/]", base):
+        source = "--base_url" if base_url else ENV_BASE_URL
+        raise RapgenError(f"{source} must be an http:// or https:// URL, got {base!r}")
+    return base
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _size(path: str):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _have(dest: str, filename: str, expected_size) -> bool:
+    """Whether `dest` (a file under its final name, so once verified) can be kept."""
+    size = _size(dest)
+    if size is None:
+        return False
+    if expected_size is not None:
+        return size == expected_size
+    check = _CHECKS.get(filename)
+    if check is None:
+        return size > 0
+    try:
+        check(dest)
+    except (RapgenError, OSError):
+        return False
+    return True
+
+
+def _is_complete(model_dir: str) -> bool:
+    """The marker is present and every required file is valid: nothing to fetch."""
+    if not os.path.isfile(os.path.join(model_dir, MARKER)):
+        return False
+    try:
+        weights = 4 * HParams.load(model_dir).n_params()
+    except RapgenError:
+        return False
+    for filename in FILES:
+        if filename in OPTIONAL:
+            continue
+        expected = weights if filename == WEIGHTS else None
+        if not _have(os.path.join(model_dir, filename), filename, expected):
+            return False
+    return True
+
+
+# --- content checks: what each small file must look like (an HTML page fails them) ---
+
+def _check_hparams(path: str) -> None:
+    HParams.load(path)
+
+
+def _check_encoder(path: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        try:
+            table = json.load(f)
+        except ValueError as e:
+            raise RapgenError(f"not valid JSON ({e})") from None
+    if not isinstance(table, dict) or not table:
+        raise RapgenError("not a JSON object mapping tokens to ids")
+
+
+def _check_vocab(path: str) -> None:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(b"#version"):
+        raise RapgenError("does not start with the '#version' line of a BPE merges file")
+
+
+def _check_marker(path: str) -> None:
+    with open(path, "rb") as f:
+        text = f.read(1 << 16).decode("utf-8", "replace")
+    found = re.search(r'^model_checkpoint_path:\s*"([^"]*)"', text, re.M)
+    if not found:
+        raise RapgenError("not a TensorFlow checkpoint index (no model_checkpoint_path line)")
+    target = found.group(1).replace("\\", "/").rsplit("/", 1)[-1]
+    if target != "model.ckpt":
+        raise RapgenError(f"it points to {found.group(1)!r}, not model.ckpt")
+
+
+_CHECKS = {
+    "hparams.json": _check_hparams,
+    "encoder.json": _check_encoder,
+    "vocab.bpe": _check_vocab,
+    MARKER: _check_marker,
+}
+
+
+def _parse_content_range(value):
+    """`'bytes 5-9/10'` -> (5, 10); `'bytes */10'` -> (None, 10); unknown total -> None."""
+    found = _CONTENT_RANGE.match(value or "")
+    if not found:
+        return None, None
+    start = int(found.group(1)) if found.group(1) is not None else None
+    total = int(found.group(3)) if found.group(3) != "*" else None
+    return start, total
+
+
+def _content_length(response):
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _Fetcher:
+    """Streams one URL at a time into `<dest>.part`, with resume, retries and verification."""
+
+    def __init__(self, session, *, timeout: float, retries: int, quiet: bool):
+        self.session = session
+        self.timeout = timeout
+        self.retries = retries
+        self.quiet = quiet
+        self._progress = None  # (bytes received, Content-Length) of the body being streamed
+
+    def fetch(self, url: str, dest: str, *, expected_size=None, optional=False, check=None) -> bool:
+        """Download `url` to `dest`; False when an optional file is absent (404)."""
+        part = dest + ".part"
+        failures = 0
+        while True:
+            before = _size(part) or 0
+            if expected_size is not None and before > expected_size:
+                _remove(part)  # larger than the file can be: not a prefix of it
+                before = 0
+            if expected_size is not None and before == expected_size:
+                break  # a previous run received everything but was stopped before the rename
+            try:
+                outcome = self._attempt(url, part, before, expected_size)
+            except _Retry as e:
+                after = _size(part) or 0
+                failures = 0 if after > before else failures + 1
+                if failures > self.retries:
+                    raise RapgenError(
+                        f"giving up on {url} after {failures} attempts without progress ({e}); "
+                        "run the same command again to resume, or use a mirror with --base_url "
+                        f"or {ENV_BASE_URL}"
+                    ) from None
+                if failures:
+                    time.sleep(min(RETRY_WAIT_S * 2 ** (failures - 1), MAX_RETRY_WAIT_S))
+                continue
+            if outcome == "missing":
+                if optional:
+                    _say(self.quiet, f"{os.path.basename(dest)}: not on the server (optional, skipped)")
+                    return False
+                raise RapgenError(
+                    f"{url} was not found (HTTP 404): check the model name, or use a mirror that "
+                    f"has it with --base_url or {ENV_BASE_URL}"
+                )
+            if outcome == "done":
+                break
+            # "restart": the server cannot continue the part, which is gone; start at zero.
+            failures += 1
+            if failures > self.retries:
+                raise RapgenError(f"{url} keeps answering ranges that do not continue the download: "
+                                  f"use a mirror with --base_url or {ENV_BASE_URL}")
+        self._finish(url, part, dest, expected_size, check)
+        return True
+
+    def _attempt(self, url: str, part: str, start: int, expected_size) -> str:
+        import requests
+
+        headers = {"Accept-Encoding": "identity"}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        try:
+            with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
+                if r.status_code == 404:
+                    return "missing"
+                if r.status_code == 416 and start:
+                    _, total = _parse_content_range(r.headers.get("Content-Range"))
+                    if total == start:
+                        return "done"
+                    _remove(part)
+                    return "restart"
+                if r.status_code >= 500 or r.status_code in (408, 429):
+                    raise _Retry(f"HTTP {r.status_code} {r.reason}")
+                if r.status_code not in (200, 206):
+                    raise RapgenError(
+                        f"{url} answered HTTP {r.status_code} {r.reason}: use a mirror with "
+                        f"--base_url or {ENV_BASE_URL}"
+                    )
+                length = _content_length(r)
+                if r.status_code == 206:
+                    offset, total = _parse_content_range(r.headers.get("Content-Range"))
+                    if offset != start:
+                        _remove(part)  # not the range asked for: start over
+                        return "restart"
+                    if total is None and length is not None:
+                        total = start + length
+                else:
+                    offset, total = 0, length
+                if expected_size is not None and total is not None and total != expected_size:
+                    _remove(part)
+                    raise RapgenError(
+                        f"{url} is {total} bytes but hparams.json needs exactly {expected_size} "
+                        "(4 bytes per parameter): the mirror serves a different model"
+                    )
+                self._progress = None
+                received = self._stream(r, part, offset, total, length, os.path.basename(part[:-5]))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            if self._progress is not None:  # the body had started: say how far it got
+                got, expected = self._progress
+                raise _Retry(f"the body stopped after {got} of {expected or 'unknown'} bytes "
+                             f"({type(e).__name__})") from None
+            raise _Retry(f"{type(e).__name__}: {_short(e)}") from None
+        except requests.RequestException as e:
+            raise RapgenError(f"cannot download {url}: {_short(e)}") from None
+        if expected_size is not None and offset + received > expected_size:
+            _remove(part)
+            raise RapgenError(f"{url} sent more than the {expected_size} bytes hparams.json needs: "
+                              "the mirror serves a different model")
+        if length is not None and received != length:
+            raise _Retry(f"the body stopped after {received} of {length} bytes")  # urllib3 usually says first
+        if expected_size is not None and offset + received != expected_size:
+            raise _Retry(f"received {offset + received} of {expected_size} bytes")
+        return "done"
+
+    def _stream(self, response, part: str, offset: int, total, length, label: str) -> int:
+        """Append the body to `part` (cut to `offset` first); returns the bytes received."""
+        import requests
+        from tqdm import tqdm  # text bars: they work in a terminal, Colab and Jupyter alike
+
+        received = 0
+        self._progress = (0, length)
+        try:
+            with open(part, "ab" if offset else "wb") as f, tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=label, disable=self.quiet, leave=True, file=sys.stderr,
+            ) as bar:
+                f.truncate(offset)
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    if chunk:
+                        f.write(chunk)
+                        received += len(chunk)
+                        self._progress = (received, length)
+                        bar.update(len(chunk))
+                f.flush()
+                os.fsync(f.fileno())
+        except requests.RequestException:
+            raise  # a network problem (requests' errors are OSErrors too): the caller retries
+        except OSError as e:
+            raise RapgenError(
+                f"cannot write {part} ({e.strerror or e}): free some disk space or choose "
+                "another --models_dir"
+            ) from None
+        return received
+
+    def _finish(self, url: str, part: str, dest: str, expected_size, check) -> None:
+        size = _size(part) or 0
+        if expected_size is not None and size != expected_size:
+            _remove(part)
+            raise RapgenError(f"{url} gave {size} bytes, but {expected_size} were expected")
+        if check is not None:
+            try:
+                check(part)
+            except (RapgenError, OSError) as e:
+                _remove(part)
+                raise RapgenError(
+                    f"{url} is not a valid {os.path.basename(dest)} ({e}): use a mirror that "
+                    f"serves OpenAI's files with --base_url or {ENV_BASE_URL}"
+                ) from None
+        os.replace(part, dest)
+
+
+def _short(error: Exception) -> str:
+    """An exception as one short line (urllib3's messages nest several reprs)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -36,7 +36,8 @@ def top_k_logits(logits, k):
     k = tf.convert_to_tensor(k, tf.int32)
 
     def keep_top_k():
-        kth = tf.math.top_k(logits, k=k).values[:, -1:]  # [B, 1]
+        # A k beyond the vocabulary keeps every token (top_k would fail on it).
+        kth = tf.math.top_k(logits, k=tf.minimum(k, tf.shape(logits)[-1])).values[:, -1:]  # [B, 1]
         return tf.where(logits < kth, NEG_INF, logits)  # [B, V]
 
     return tf.cond(k > 0, keep_top_k, lambda: logits)
@@ -249,6 +250,7 @@ def sample(
     stop_at_end: bool = True,
     checkpoint: Optional[str] = None,
     quiet: bool = False,
+    save_to: Optional[str] = None,
 ) -> List[str]:
     """Write `nsamples` songs and return them (printing each unless quiet).
 
@@ -256,7 +258,8 @@ def sample(
     and a song in that artist's style; `--prefix` gives any text; with neither, the model
     starts a song of its own choosing. Defaults are the seed's: top_k 40, temperature 1,
     top_p off. temperature 0 always takes the most likely token. The same seed gives the
-    same text. A song ends at `<|endoftext|>` unless `--stop_at_end False`.
+    same text. A song ends at `<|endoftext|>` unless `--stop_at_end False`. `--save_to FILE`
+    appends the songs to FILE in the lyrics format (Drive in the notebooks).
 
     >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
     """
@@ -283,7 +286,22 @@ def sample(
             if not quiet:
                 print("=" * 20 + f" SAMPLE {len(texts)} " + "=" * 20)
                 print(text)
+    if save_to:
+        _append_songs(save_to, texts)
     return texts
+
+
+def _append_songs(path: str, texts: List[str]) -> None:
+    """Append songs to a lyrics file, each followed by the separator line."""
+    import os
+
+    from .lyrics import SEPARATOR
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for text in texts:
+            f.write(text.strip("\n") + "\n" + SEPARATOR + "\n")
 
 
 def interactive(

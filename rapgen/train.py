@@ -64,7 +64,7 @@ class TrainConfig:
     sample_length: int = 200
     sample_num: int = 1
     save_every: int = 100
-    max_checkpoints: int = 2
+    max_checkpoints: int = 1  # a new checkpoint is complete before the old one goes
     print_every: int = 10
     restore_from: str = "latest"  # latest | fresh | a checkpoint prefix or model directory
     seed: int = 0

@@ -38,7 +38,7 @@ def layer_norm(x, g, b, eps=1e-5):
 def linear(x, w, b):
     """OpenAI's `conv1d`: a dense layer whose weight is stored as [1, in, out]."""
     lead_shape = tf.shape(x)[:-1]
-    w = tf.cast(w[0], x.dtype)  # [in, out]
+    w = tf.cast(tf.reshape(w, w.shape[1:]), x.dtype)  # [in, out]; a reshape, unlike w[0], copies nothing
     y = tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + tf.cast(b, x.dtype)  # [N, out]
     return tf.reshape(y, tf.concat([lead_shape, [w.shape[1]]], axis=0))  # [..., out]
 
@@ -148,8 +148,11 @@ class GPT2(tf.Module):
         tokens = tf.convert_to_tensor(tokens, tf.int32)
         T = tf.shape(tokens)[1]
         positions = past_length + tf.range(T)  # [T]
-        wte = self.v("wte")
-        x = tf.gather(wte, tokens) + tf.gather(self.v("wpe"), positions)[None]  # [B, T, E]
+        # Gather from plain reads, not from the variables: a gather on a variable switches it to
+        # copy-on-read, after which every dense read (the logits below) copies all 154 MB of wte.
+        wte = tf.convert_to_tensor(self.v("wte"))  # [V, E]
+        wpe = tf.convert_to_tensor(self.v("wpe"))  # [n_ctx, E]
+        x = tf.gather(wte, tokens) + tf.gather(wpe, positions)[None]  # [B, T, E]
         x = tf.cast(x, self.compute_dtype)
         presents = []
         for i in range(hp.n_layer):
@@ -165,7 +168,13 @@ class GPT2(tf.Module):
         x = layer_norm(x, self.v("ln_f/g"), self.v("ln_f/b"))  # [B, T, E]
         # No separate output matrix: GPT-2 ties the logits to the token embedding.
         h = tf.reshape(x, [-1, hp.n_embd])  # [B*T, E]
-        logits = tf.matmul(h, tf.cast(wte, h.dtype), transpose_b=True)  # [B*T, V]
+        wte = tf.cast(wte, h.dtype)
+        if tokens.shape[1] == 1:
+            # One new token per row (generation): oneDNN is several times faster on
+            # wte @ h^T than on h @ wte^T at small batch sizes, so multiply that way round.
+            logits = tf.transpose(tf.matmul(wte, h, transpose_b=True))  # [B, V]
+        else:
+            logits = tf.matmul(h, wte, transpose_b=True)  # [B*T, V]
         logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(tokens)[0], T, hp.n_vocab])  # [B, T, V]
         if recompute and past is None:
             return logits, None

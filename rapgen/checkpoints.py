@@ -30,8 +30,18 @@ DATA_SUFFIX = ".data-00000-of-00001"
 # -- finding a model ------------------------------------------------------------------
 
 
-def resolve_model_dir(model: str = "124M", models_dir: str = "models") -> str:
-    """A model name (looked up under models_dir) or a path -> an existing model directory."""
+DEFAULT_RUN = os.path.join("checkpoints", "run1")
+
+
+def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models") -> str:
+    """A model name (looked up under models_dir) or a path -> an existing model directory.
+
+    No model means the fine-tuned run `checkpoints/run1` when it exists (as in gpt-2-simple),
+    else GPT-2 355M.
+    """
+    if model is None:
+        has_run = os.path.isdir(DEFAULT_RUN) and latest_checkpoint(DEFAULT_RUN) is not None
+        model = DEFAULT_RUN if has_run else "355M"
     model = str(model)
     if os.path.isdir(model):
         return model
@@ -165,7 +175,7 @@ def load_weights(model, prefix: str) -> None:
         var.assign(reader.get_tensor(name).astype(np.float32))
 
 
-def load_model(model: str = "124M", models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
+def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
     """A `GPT2` with weights from a model name, model directory or run directory.
 
     `checkpoint` picks a prefix other than the newest (e.g. `checkpoints/run1/model-500`).

@@ -26,6 +26,19 @@ COMMANDS = {
 }
 
 
+USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for its flags)
+
+  download NAME        fetch a pretrained GPT-2 (124M, 355M, 774M, 1558M) into models/
+  init DIR             write a randomly initialised model (tests, experiments)
+  collect SOURCE       build a lyrics dataset: genius, csv or folder
+  dataset-info PATH    songs, tokens and artists of a lyrics dataset
+  encode IN OUT.npz    pre-encode lyrics into tokens
+  train --dataset P    fine-tune (resumable; --drive_dir mirrors checkpoints)
+  sample               write songs: --artist "Yung Lean" or --prefix TEXT
+  interactive          prompt loop: type <<Artist
+  score FILE           loss and perplexity of a text under a model, as JSON"""
+
+
 def _quiet_tensorflow_import() -> None:
     """Import TensorFlow with its C++ start-up chatter muted (set RAPGEN_DEBUG=1 to see it).
 
@@ -69,7 +82,13 @@ def main(argv=None) -> int:
     from .errors import RapgenError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    wanted = argv[0].replace("-", "_") if argv else None
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if "--help" in argv or "-h" in argv:
+        # Fire would hand --help to a command that takes **options (train) as an option.
+        argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
+    wanted = argv[0].replace("-", "_")
     try:
         if wanted not in ("collect", "download"):
             _quiet_tensorflow_import()

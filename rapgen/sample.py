@@ -235,7 +235,7 @@ def build_prompt(prefix: Optional[str], artist: Optional[str]) -> Optional[str]:
 
 
 def sample(
-    model: str = "124M",
+    model: Optional[str] = None,
     models_dir: str = "models",
     prefix: Optional[str] = None,
     artist: Optional[str] = None,
@@ -305,7 +305,7 @@ def _append_songs(path: str, texts: List[str]) -> None:
 
 
 def interactive(
-    model: str = "124M",
+    model: Optional[str] = None,
     models_dir: str = "models",
     length: Optional[int] = None,
     nsamples: int = 1,

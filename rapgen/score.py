@@ -46,7 +46,7 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def score(file: str, model: str = "124M", models_dir: str = "models", encoding: str = "utf-8",
+def score(file: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8",
           batch_size: int = 4, checkpoint: Optional[str] = None) -> dict:
     """`{"tokens", "loss", "perplexity"}` of a text file under a model (tokens = predicted tokens)."""
     from .checkpoints import load_model

@@ -12,7 +12,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported on first use)
+# public name -> module that defines it (imported on first use). No module is named like a
+# function it exports: importing a submodule binds its name on the package, and `rapgen.train`
+# must stay the function, whatever was imported before.
 _EXPORTS = {
     "RapgenError": "rapgen.errors",
     "HParams": "rapgen.hparams",
@@ -22,15 +24,15 @@ _EXPORTS = {
     "save_model": "rapgen.checkpoints",
     "init": "rapgen.checkpoints",
     "GPT2": "rapgen.model",
-    "download": "rapgen.download",
+    "download": "rapgen.downloads",
     "encode": "rapgen.dataset",
     "dataset_info": "rapgen.dataset",
-    "train": "rapgen.train",
-    "sample": "rapgen.sample",
-    "generate": "rapgen.sample",
-    "interactive": "rapgen.sample",
-    "score": "rapgen.score",
-    "collect": "rapgen.collect",
+    "train": "rapgen.training",
+    "sample": "rapgen.sampling",
+    "generate": "rapgen.sampling",
+    "interactive": "rapgen.sampling",
+    "score": "rapgen.scoring",
+    "collect": "rapgen.collection",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -38,7 +40,9 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # found directly from now on
+        return value
     raise AttributeError(f"module 'rapgen' has no attribute {name!r}")
 
 

@@ -14,15 +14,15 @@ import sys
 
 # command name -> (module, function). Fire also accepts `dataset-info` for `dataset_info`.
 COMMANDS = {
-    "download": ("rapgen.download", "download"),
+    "download": ("rapgen.downloads", "download"),
     "init": ("rapgen.checkpoints", "init"),
     "encode": ("rapgen.dataset", "encode"),
     "dataset_info": ("rapgen.dataset", "dataset_info"),
-    "train": ("rapgen.train", "train"),
-    "sample": ("rapgen.sample", "sample"),
-    "interactive": ("rapgen.sample", "interactive"),
-    "score": ("rapgen.score", "score"),
-    "collect": ("rapgen.collect", "COMMANDS"),
+    "train": ("rapgen.training", "train"),
+    "sample": ("rapgen.sampling", "sample"),
+    "interactive": ("rapgen.sampling", "interactive"),
+    "score": ("rapgen.scoring", "score"),
+    "collect": ("rapgen.collection", "COMMANDS"),
 }
 
 
@@ -67,8 +67,27 @@ def _load(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def _join_repeated(argv, flag):
+    """`--where a --where b` -> `--where a,b`: fire would keep only the last one."""
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(flag + "="):
+            values.append(arg[len(flag) + 1:])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest + ([flag, ",".join(values)] if values else [])
+
+
 def _serialize(result):
     """What fire prints for a command's return value: commands print their own output."""
+    if isinstance(result, dict) and result and all(callable(v) for v in result.values()):
+        return "choose one of: " + ", ".join(result)  # a command group given no sub-command
     if isinstance(result, dict):
         return json.dumps(result)
     if isinstance(result, str):
@@ -89,6 +108,11 @@ def main(argv=None) -> int:
         # Fire would hand --help to a command that takes **options (train) as an option.
         argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
     wanted = argv[0].replace("-", "_")
+    if wanted == "collect":
+        if len(argv) == 1:
+            print("rapgen: error: collect needs a source: genius, csv or folder (e.g. rapgen collect csv --help)", file=sys.stderr)
+            return 2
+        argv = _join_repeated(argv, "--where")
     try:
         if wanted not in ("collect", "download"):
             _quiet_tensorflow_import()

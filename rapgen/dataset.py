@@ -21,6 +21,7 @@ import glob
 import hashlib
 import io
 import os
+import zipfile
 import zlib
 from typing import Dict, List, Optional
 
@@ -51,7 +52,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
     if nul >= 0 and not encoding.lower().startswith("utf-16"):
         raise RapgenError(f"{path} looks binary (a NUL byte at offset {nul}): give a lyrics text file")
     try:
-        return raw.decode(encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         raise RapgenError(
             f"{path} is not valid {encoding}: byte offset {e.start} ({raw[e.start:e.start + 1]!r}); "
@@ -59,6 +60,8 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
         ) from None
     except LookupError:
         raise RapgenError(f"unknown --encoding {encoding!r}") from None
+    # A byte-order mark (Windows editors) would hide a first separator line or header.
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def expand_paths(dataset: str) -> List[str]:
@@ -111,7 +114,7 @@ def _load_npz(path: str) -> np.ndarray:
             if "tokens" in data.files:
                 return data["tokens"].astype(np.uint16)
             chunks = [data[k] for k in data.files]
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise RapgenError(f"{path} is not a readable .npz file ({e})") from None
     if not chunks:
         return np.zeros(0, np.uint16)
@@ -172,7 +175,7 @@ def _read_cache(path: str, key: str) -> Optional[np.ndarray]:
         with np.load(path) as data:
             if str(data["key"]) == key:
                 return data["tokens"]
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         pass  # no cache, or an unreadable one: encode again
     return None
 
@@ -255,15 +258,22 @@ def load_dataset(dataset: str, encoder, val_fraction: float = 0.0, val_dataset: 
     return Dataset(train, val, n_songs)
 
 
+def _fill_window(tokens: np.ndarray, length: int) -> np.ndarray:
+    """Tokens repeated until they fill one window of length + 1; the copies share their
+    50256 ends, so the layout stays `[EOT] song [EOT] song …` with no doubled separator."""
+    if len(tokens) >= length + 1:
+        return tokens
+    body = tokens[1:] if len(tokens) > 1 and tokens[0] == EOT_ID and tokens[-1] == EOT_ID else tokens
+    return np.concatenate([tokens[:len(tokens) - len(body)], np.tile(body, (length + 1) // len(body) + 1)])
+
+
 def training_batch(tokens: np.ndarray, step: int, batch_size: int, length: int, seed: int, micro: int = 0) -> np.ndarray:
     """int32 [batch_size, length + 1] windows at random offsets, a pure function of (seed, step, micro).
 
     A dataset shorter than one window is repeated until it fills one.
     """
+    tokens = _fill_window(tokens, length)
     n = len(tokens)
-    if n < length + 1:
-        tokens = np.tile(tokens, (length + 1) // n + 1)
-        n = len(tokens)
     rng = np.random.default_rng([seed, step, micro])
     starts = rng.integers(0, n - length, size=batch_size)  # offsets 0 .. n - length - 1
     return np.stack([tokens[s:s + length + 1] for s in starts]).astype(np.int32)
@@ -271,10 +281,8 @@ def training_batch(tokens: np.ndarray, step: int, batch_size: int, length: int, 
 
 def validation_windows(tokens: np.ndarray, length: int, max_windows: int) -> np.ndarray:
     """int32 [k, length + 1]: consecutive windows from the start of the validation tokens."""
+    tokens = _fill_window(tokens, length)
     n = len(tokens)
-    if n < length + 1:
-        tokens = np.tile(tokens, (length + 1) // n + 1)
-        n = len(tokens)
     k = max(1, min(max_windows, (n - 1) // length))
     return np.stack([tokens[i * length:i * length + length + 1] for i in range(k)]).astype(np.int32)
 

@@ -22,7 +22,7 @@ from typing import Iterable, List, Optional
 
 SEPARATOR = "<|endoftext|>"
 _HEADER = re.compile(r"^<<(?P<body>.*?)>>[ \t]*$")
-_SEPARATOR_LINE = re.compile(r"^[ \t]*<\|endoftext\|>[ \t]*$", re.M)
+_SEPARATOR_LINE = re.compile(r"^[ \t]*<\|endoftext\|>[ \t\r]*$", re.M)  # \r: Windows line ends
 
 
 @dataclasses.dataclass
@@ -51,7 +51,7 @@ def format_songs(songs: Iterable[Song]) -> str:
 
 def split_songs(text: str) -> List[str]:
     """The songs of a lyrics text (separator lines removed, empty pieces dropped)."""
-    return [piece.strip("\n") for piece in _SEPARATOR_LINE.split(text) if piece.strip()]
+    return [piece.strip("\r\n") for piece in _SEPARATOR_LINE.split(text) if piece.strip()]
 
 
 def parse_header(line: str) -> Optional[tuple]:

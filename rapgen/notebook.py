@@ -94,7 +94,7 @@ def drive_folder(path: str = DRIVE_MOUNT + "/MyDrive/rapgen", local: str = "driv
 def genius_token() -> bool:
     """Say whether a Genius API token is at hand (never what it is); True if it is."""
     from .colab import get_secret
-    from .genius import TOKEN_ENV
+    from .collection.genius import TOKEN_ENV
 
     if (get_secret(TOKEN_ENV) or "").strip():
         print(f"Genius token: found ({TOKEN_ENV})")
@@ -108,7 +108,7 @@ def genius_token() -> bool:
 def genius_urls() -> Dict[str, str]:
     """`api_url` and `web_url` for `rapgen.collect("genius", ...)`: Genius itself, or in smoke mode
     the loopback imitation named by `RAPGEN_SMOKE_GENIUS_API` and `RAPGEN_SMOKE_GENIUS_WEB`."""
-    from .genius import API_URL, WEB_URL
+    from .collection.genius import API_URL, WEB_URL
 
     if not smoke():
         return {"api_url": API_URL, "web_url": WEB_URL}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from .errors import RapgenError
 from .fileio import atomic_copy
 
 INDEX = "checkpoint"
@@ -31,6 +32,15 @@ def _files(folder: str):
     return out
 
 
+def _stale_temps(folder: str):
+    """Temp files (`.name.XXXX.tmp`) that a copy killed midway (a Colab VM vanishing) left behind."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                yield os.path.join(root, name)
+
+
 def _same(src_path, dst_path, s, d) -> bool:
     """Small files (index, counter, logs) are compared by content, since they are rewritten
     within a second at the same size; big ones (checkpoints, written once) by size and time.
@@ -45,6 +55,9 @@ def _same(src_path, dst_path, s, d) -> bool:
 
 def mirror(src: str, dst: str, prune: bool = True) -> int:
     """Make dst a copy of src; returns how many files were copied."""
+    if not os.path.isdir(src):
+        # Mirroring nothing would prune (delete) everything in dst.
+        raise RapgenError(f"cannot mirror {src}: it is not a folder (nothing in {dst} was changed)")
     os.makedirs(dst, exist_ok=True)
     have, want = _files(dst), _files(src)
     copied = 0
@@ -61,4 +74,9 @@ def mirror(src: str, dst: str, prune: bool = True) -> int:
         # Index first, so the mirror never names a checkpoint being deleted.
         for rel in sorted(set(have) - set(want), key=lambda r: r != INDEX):
             os.unlink(os.path.join(dst, rel))
+        for path in list(_stale_temps(dst)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
     return copied

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from http_mirror import ModelMirror
-from rapgen import download as dl
+from rapgen import downloads as dl
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 

@@ -16,7 +16,7 @@ from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpo
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import GPT2
-from rapgen.train import TrainConfig, Trainer, train
+from rapgen.training import TrainConfig, Trainer, train
 
 # Invented for these tests.
 LYRICS = """<<Lil Tofu - Bean Curd Bounce>>

@@ -89,6 +89,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise RapgenError(f"--{name} must be 0 (off) or a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise RapgenError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
+            raise RapgenError(f"--val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
             raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
         if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
@@ -302,7 +306,11 @@ def _save(trainer: Trainer, run_dir: str, cfg: TrainConfig) -> str:
     atomic_write_text(os.path.join(run_dir, "counter"), f"{trainer.step}\n")
     atomic_write_text(os.path.join(run_dir, "train.json"), json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     if cfg.drive_dir:
-        mirror(run_dir, os.path.join(cfg.drive_dir, cfg.run_name))
+        try:
+            mirror(run_dir, os.path.join(cfg.drive_dir, cfg.run_name))
+        except OSError as e:
+            # The local checkpoint is complete; losing the mirror once must not stop training.
+            _say(cfg, f"warning: could not mirror to {cfg.drive_dir} ({e.strerror or e}); the next save tries again")
     return prefix
 
 
@@ -331,7 +339,7 @@ class _Log:
 
 
 def _sample_during_training(trainer, encoder, artists, cfg, run_dir):
-    from .sample import generate
+    from .sampling import generate
 
     model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
     rng = random.Random(cfg.seed * 1_000_003 + trainer.step)
@@ -400,7 +408,7 @@ def _run(cfg: TrainConfig) -> dict:
         name = cfg.model or DEFAULT_MODEL
         if not os.path.isdir(str(name)) and (str(name) in MODEL_SIZES or str(name) in MODEL_ALIASES):
             if not os.path.isdir(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
-                from .download import download
+                from .downloads import download
 
                 _say(cfg, f"{name} is not in {cfg.models_dir}/: downloading it")
                 download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)

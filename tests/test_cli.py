@@ -1,0 +1,151 @@
+"""The command line, run as `python -m rapgen` in subprocesses.
+
+Each subprocess pays TensorFlow's import (~5 s), so the independent runs are started
+together, two at a time, by one module fixture; the tests then check their results.
+"""
+
+import importlib.util
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import ROOT, run_cli
+from rapgen.checkpoints import init
+
+LYRICS = (
+    "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist and the tofu on ice\n<|endoftext|>\n"
+    "<<MC Fjord - Kall Natt>>\n[Vers 1]\nkall natt i hamnen, färjan går sent\n<|endoftext|>\n"
+)
+
+
+def snapshot(folder):
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rapgen: error:")
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, vocab_dir):
+    """Every CLI run of this module, done once: ({name: CompletedProcess}, context).
+
+    (The environment is conftest's `cli_env`, rebuilt here because that fixture is per test.)
+    """
+    env = dict(os.environ)
+    env["RAPGEN_VOCAB_DIR"] = vocab_dir
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RAPGEN_MODEL_URL", None)
+
+    base = tmp_path_factory.mktemp("cli")
+    model = str(base / "model")
+    init(model, n_layer=2, n_embd=32, n_head=2, n_ctx=64, seed=2, vocab_dir=vocab_dir)
+    lyrics = base / "heldout.txt"
+    lyrics.write_text(LYRICS, encoding="utf-8")
+    latin1 = base / "latin1.txt"
+    latin1.write_bytes("<<MC Åke - Höst>>\nså kallt\n".encode("latin-1"))
+    context = {"model": model, "new": str(base / "new"), "before": snapshot(model), "lyrics": str(lyrics),
+               "models_dir": str(base / "models")}
+    os.makedirs(context["models_dir"])
+
+    jobs = {
+        "help": (["--help"], None),
+        "init_new": (["init", context["new"], "--n_layer", "2", "--n_embd", "32", "--n_head", "2",
+                      "--n_ctx", "64", "--seed", "5"], None),
+        "init_again": (["init", model, "--n_layer", "2", "--n_embd", "32", "--n_head", "2", "--seed", "9"], None),
+        "sample_1": (["sample", "--model", model, "--artist", "Lil Tofu", "--seed", "1", "--length", "16"], None),
+        "sample_2": (["sample", "--model", model, "--artist", "Lil Tofu", "--seed", "1", "--length", "16"], None),
+        "empty_prefix": (["sample", "--model", model, "--prefix", ""], None),
+        "unknown_model": (["sample", "--model", "999M", "--models_dir", context["models_dir"], "--artist", "X"], None),
+        "interactive": (["interactive", "--model", model, "--length", "8", "--seed", "3"], "<<Lil Tofu\n   \n"),
+        "score": (["score", str(lyrics), "--model", model], None),
+        "score_latin1": (["score", str(latin1), "--model", model], None),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(run_cli, args, env, str(base), stdin, 300) for name, (args, stdin) in jobs.items()}
+        results = {name: f.result() for name, f in futures.items()}
+    return results, context
+
+
+def test_help_exits_zero(runs):
+    results, _ = runs
+    if importlib.util.find_spec("rapgen.collection") is None:
+        pytest.skip("rapgen/collect.py does not exist yet; `rapgen --help` imports every command's module")
+    r = results["help"]
+    assert r.returncode == 0, r.stderr
+    text = r.stdout + r.stderr
+    for command in ("sample", "interactive", "init", "score", "download"):
+        assert command in text
+    assert "Traceback" not in text
+
+
+def test_init_writes_a_model_then_refuses_to_overwrite(runs):
+    from rapgen.checkpoints import load_model
+    from rapgen.hparams import HParams
+
+    results, ctx = runs
+    r = results["init_new"]
+    assert r.returncode == 0, r.stderr
+    assert HParams.load(ctx["new"]) == HParams(n_ctx=64, n_embd=32, n_head=2, n_layer=2)
+    assert load_model(ctx["new"]).hparams.n_layer == 2
+    assert_one_line_error(results["init_again"], "already")
+    assert snapshot(ctx["model"]) == ctx["before"]
+
+
+def test_sample_with_seed_is_reproducible(runs):
+    results, _ = runs
+    a, b = results["sample_1"], results["sample_2"]
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+    assert "<<Lil Tofu" in a.stdout and "SAMPLE 1" in a.stdout
+    assert "Traceback" not in a.stderr
+
+
+def test_empty_prefix_is_a_one_line_error(runs):
+    results, _ = runs
+    assert_one_line_error(results["empty_prefix"], "prompt")
+
+
+def test_unknown_model_name_lists_the_valid_ones(runs):
+    results, _ = runs
+    assert_one_line_error(results["unknown_model"], "999M", "124M", "355M", "774M", "1558M")
+
+
+def test_interactive_answers_then_exits_on_eof(runs):
+    results, _ = runs
+    r = results["interactive"]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("Model prompt >>>") == 3  # the prompt, a blank line, then EOF
+    assert "SAMPLE 1" in r.stdout and "<<Lil Tofu" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_score_prints_json(runs):
+    from rapgen.scoring import score
+
+    results, ctx = runs
+    r = results["score"]
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(printed) == {"tokens", "loss", "perplexity"}
+    here = score(ctx["lyrics"], model=ctx["model"])
+    assert printed["tokens"] == here["tokens"] > 10
+    assert abs(printed["loss"] - here["loss"]) <= 1e-5
+    assert printed["perplexity"] > 1.0
+
+
+def test_score_of_non_utf8_file_is_a_one_line_error(runs):
+    results, _ = runs
+    assert_one_line_error(results["score_latin1"], "latin1.txt")

@@ -155,8 +155,17 @@ def test_round_trip_any_text(enc, text):
     assert enc.decode(enc.encode(text)) == text
 
 
+# The regex engines behind rapgen (Python `regex`) and tiktoken (Rust) ship different Unicode
+# versions: a code point unassigned in one may be a letter in the other (U+3D000 was such a
+# case), and GPT-2's pattern then splits differently. Comparing ids is fair only on characters
+# both know, so the reference comparisons draw from characters assigned in this Python's
+# Unicode database (older than either engine's); round trips still take any text.
+ASSIGNED = st.characters(blacklist_categories=("Cn", "Cs"))
+ASSIGNED_TEXT = st.text(ASSIGNED)
+
+
 @PROPERTY
-@given(st.text())
+@given(ASSIGNED_TEXT)
 def test_ids_equal_reference_any_text(enc, reference, text):
     assert enc.encode(text) == ref_ids(reference, text)
 
@@ -168,7 +177,7 @@ LYRIC_PIECES = st.sampled_from(
 
 
 @PROPERTY
-@given(st.lists(st.one_of(LYRIC_PIECES, st.text(max_size=5)), max_size=40).map("".join))
+@given(st.lists(st.one_of(LYRIC_PIECES, st.text(ASSIGNED, max_size=5)), max_size=40).map("".join))
 def test_lyrics_like_text_matches_reference_with_and_without_special(enc, reference, text):
     assert enc.encode(text) == ref_ids(reference, text)
     ids = enc.encode(text, allowed_special="all")

@@ -86,7 +86,6 @@ def _generation_function(model):
 
     if getattr(model, "_generate", None) is not None:
         return model._generate
-    hp = model.hparams
 
     @tf.function(
         input_signature=[
@@ -100,7 +99,7 @@ def _generation_function(model):
         ]
     )
     def generate(context, length, temperature, top_k, top_p, seed, stop_at_end):
-        B, T0 = tf.shape(context)[0], tf.shape(context)[1]
+        T0 = tf.shape(context)[1]
         S = T0 + length  # cache slots: the prompt and every generated token
         logits, present = model.forward(context)  # [B, T0, V], [L, 2, B, H, T0, D]
         cache = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [0, S - T0], [0, 0]])  # [L, 2, B, H, S, D]

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
-from rapgen.model import GPT2
 from rapgen.training import TrainConfig, Trainer, train
 
 # Invented for these tests.

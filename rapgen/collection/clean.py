@@ -15,7 +15,6 @@ songs and GPT-2 tokens (or words, without a vocabulary) per artist.
 from __future__ import annotations
 
 import collections
-import glob
 import hashlib
 import os
 import re
@@ -157,22 +156,18 @@ class Cleaner:
 
 # ----------------------------------------------------------------------------- counting and writing
 
-VOCAB_FILES = ("encoder.json", "vocab.bpe")
-
-
 def find_vocab_dir(vocab_dir: Optional[str] = None) -> Optional[str]:
-    """The folder to count tokens with: `vocab_dir` (which must hold the vocabulary), else
-    `$RAPGEN_VOCAB_DIR`, `models/*/` or `../shared/gpt2`; None if none of them holds it."""
-    def complete(folder):
-        return bool(folder) and all(os.path.isfile(os.path.join(folder, f)) for f in VOCAB_FILES)
+    """The folder to count tokens with (`--vocab_dir`, `$RAPGEN_VOCAB_DIR` or a downloaded model,
+    as `rapgen.checkpoints.find_vocab_dir` looks); None, to count words, when none holds it.
+    A `--vocab_dir` without the vocabulary is an error."""
+    from ..checkpoints import find_vocab_dir as find
 
-    if vocab_dir:
-        if not complete(str(vocab_dir)):
-            raise RapgenError(f"--vocab_dir {vocab_dir} holds no encoder.json and vocab.bpe: give a model "
-                              "folder (rapgen download 124M) or leave the flag out to count words")
-        return str(vocab_dir)
-    candidates = [os.environ.get("RAPGEN_VOCAB_DIR")] + sorted(glob.glob(os.path.join("models", "*")))
-    return next((c for c in candidates + [os.path.join("..", "shared", "gpt2")] if complete(c)), None)
+    try:
+        return find(vocab_dir)
+    except RapgenError:
+        if vocab_dir:
+            raise
+        return None
 
 
 class TokenCounter:

@@ -84,7 +84,7 @@ def test_top_k_draws_follow_the_renormalised_distribution(temperature):
     top = np.argsort(-row)[:10]
     want = softmax(row[top] / temperature)
     got = np.array([(tokens == t).mean() for t in top])
-    assert got.sum() == 1.0
+    assert np.isin(tokens, top).all()  # every draw is one of the 10 (a float sum of shares need not be exactly 1)
     assert 0.5 * np.abs(got - want).sum() < 0.05  # total variation distance
 
 

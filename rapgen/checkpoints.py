@@ -155,24 +155,34 @@ def write_checkpoint_index(model_dir: str, prefixes: List[str]) -> None:
     atomic_write_text(os.path.join(model_dir, "checkpoint"), "\n".join(lines) + "\n")
 
 
-def load_weights(model, prefix: str) -> None:
-    """Assign every variable of `model` from a checkpoint, matching names and checking shapes."""
+def read_weights(prefix: str, hparams: HParams) -> Dict[str, np.ndarray]:
+    """The GPT-2 variables of a checkpoint as float32 arrays, names and shapes checked against hparams."""
     import tensorflow as tf
+
+    from .model import variable_shapes
 
     try:
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
         raise RapgenError(f"cannot read checkpoint {prefix}: {getattr(e, 'message', e)}") from None
     shapes = reader.get_variable_to_shape_map()
-    for name, var in model.variables_by_name.items():
+    weights = {}
+    for name, shape in variable_shapes(hparams).items():
         if name not in shapes:
             raise RapgenError(f"checkpoint {prefix} has no variable {name}: it is not a GPT-2 model")
-        if list(shapes[name]) != var.shape.as_list():
+        if tuple(shapes[name]) != shape:
             raise RapgenError(
                 f"hparams.json does not match checkpoint {prefix}: {name} is {list(shapes[name])} "
-                f"there but {var.shape.as_list()} by hparams.json"
+                f"there but {list(shape)} by hparams.json"
             )
-        var.assign(reader.get_tensor(name).astype(np.float32))
+        weights[name] = reader.get_tensor(name).astype(np.float32, copy=False)
+    return weights
+
+
+def load_weights(model, prefix: str) -> None:
+    """Assign every variable of `model` from a checkpoint, matching names and checking shapes."""
+    for name, value in read_weights(prefix, model.hparams).items():
+        model.variables_by_name[name].assign(value)
 
 
 def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
@@ -184,8 +194,8 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
 
     model_dir = resolve_model_dir(model, models_dir)
     prefix = checkpoint or check_model_dir(model_dir)
-    gpt = GPT2(HParams.load(model_dir), compute_dtype=compute_dtype)
-    load_weights(gpt, prefix)
+    hparams = HParams.load(model_dir)
+    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=read_weights(prefix, hparams))
     gpt.model_dir, gpt.checkpoint = model_dir, prefix
     return gpt
 

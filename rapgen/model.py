@@ -43,43 +43,59 @@ def linear(x, w, b):
     return tf.reshape(y, tf.concat([lead_shape, [w.shape[1]]], axis=0))  # [..., out]
 
 
+def variable_shapes(hp: HParams) -> Dict[str, tuple]:
+    """Checkpoint name -> shape of every GPT-2 variable, in OpenAI's order."""
+    E = hp.n_embd
+    shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
+    for i in range(hp.n_layer):
+        p = f"model/h{i}/"
+        shapes.update({
+            p + "ln_1/g": (E,), p + "ln_1/b": (E,),
+            p + "attn/c_attn/w": (1, E, 3 * E), p + "attn/c_attn/b": (3 * E,),
+            p + "attn/c_proj/w": (1, E, E), p + "attn/c_proj/b": (E,),
+            p + "ln_2/g": (E,), p + "ln_2/b": (E,),
+            p + "mlp/c_fc/w": (1, E, 4 * E), p + "mlp/c_fc/b": (4 * E,),
+            p + "mlp/c_proj/w": (1, 4 * E, E), p + "mlp/c_proj/b": (E,),
+        })
+    shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
+    return shapes
+
+
+def initial_weights(hp: HParams, seed: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """Random float32 weights as GPT-2 starts: N(0, 0.02) matrices (wpe 0.01), zero biases,
+    unit layer-norm gains, and the residual projections (each block's two c_proj) scaled down
+    by sqrt(2 L) so that deep stacks start stable."""
+    rng = np.random.default_rng(seed)
+    resid_std = 0.02 / math.sqrt(2 * hp.n_layer)
+    values = {}
+    for name, shape in variable_shapes(hp).items():
+        if name.endswith("/g"):
+            values[name] = np.ones(shape, np.float32)
+        elif name.endswith("/b"):
+            values[name] = np.zeros(shape, np.float32)
+        else:
+            std = 0.01 if name == "model/wpe" else resid_std if name.endswith("c_proj/w") else 0.02
+            values[name] = rng.normal(0.0, std, size=shape).astype(np.float32)
+    return values
+
+
 class GPT2(tf.Module):
-    """The GPT-2 network. `variables_by_name` maps checkpoint names (`model/h0/ln_1/g`) to variables."""
+    """The GPT-2 network. `variables_by_name` maps checkpoint names (`model/h0/ln_1/g`) to variables.
 
-    def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32):
+    `weights` (name -> array, e.g. read from a checkpoint) sets the values; without it they
+    are random (`initial_weights`, seeded by `seed`).
+    """
+
+    def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32,
+                 weights: Optional[Dict[str, np.ndarray]] = None):
         super().__init__(name="gpt2")
-        self.hparams = hp = hparams
+        self.hparams = hparams
         self.compute_dtype = tf.as_dtype(compute_dtype)
-        rng = np.random.default_rng(seed)
-        E = hp.n_embd
-
-        def normal(std, *shape):
-            return rng.normal(0.0, std, size=shape).astype(np.float32)
-
-        def const(value, *shape):
-            return np.full(shape, value, dtype=np.float32)
-
-        # Initial values follow GPT-2: N(0, 0.02) weights, zero biases, unit layer-norm gains,
-        # and the residual projections scaled down by sqrt(2 L) so deep stacks start stable.
-        resid_std = 0.02 / math.sqrt(2 * hp.n_layer)
-        spec = {
-            "model/wte": normal(0.02, hp.n_vocab, E),
-            "model/wpe": normal(0.01, hp.n_ctx, E),
-        }
-        for i in range(hp.n_layer):
-            p = f"model/h{i}/"
-            spec.update({
-                p + "ln_1/g": const(1.0, E), p + "ln_1/b": const(0.0, E),
-                p + "attn/c_attn/w": normal(0.02, 1, E, 3 * E), p + "attn/c_attn/b": const(0.0, 3 * E),
-                p + "attn/c_proj/w": normal(resid_std, 1, E, E), p + "attn/c_proj/b": const(0.0, E),
-                p + "ln_2/g": const(1.0, E), p + "ln_2/b": const(0.0, E),
-                p + "mlp/c_fc/w": normal(0.02, 1, E, 4 * E), p + "mlp/c_fc/b": const(0.0, 4 * E),
-                p + "mlp/c_proj/w": normal(resid_std, 1, 4 * E, E), p + "mlp/c_proj/b": const(0.0, E),
-            })
-        spec.update({"model/ln_f/g": const(1.0, E), "model/ln_f/b": const(0.0, E)})
+        values = initial_weights(hparams, seed) if weights is None else weights
         with self.name_scope:
             self.variables_by_name: Dict[str, tf.Variable] = {
-                name: tf.Variable(value, name=name.replace("/", "_")) for name, value in spec.items()
+                name: tf.Variable(values[name], dtype=tf.float32, name=name.replace("/", "_"))
+                for name in variable_shapes(hparams)
             }
 
     def v(self, name: str) -> tf.Variable:

@@ -87,7 +87,10 @@ def _generation_function(model):
     if getattr(model, "_generate", None) is not None:
         return model._generate
 
+    # autograph=False: the loop is written with tf.while_loop and tf.cond already, and
+    # converting the model's Python source took about half of the first call's time.
     @tf.function(
+        autograph=False,
         input_signature=[
             tf.TensorSpec([None, None], tf.int32),  # context [B, T0]
             tf.TensorSpec([], tf.int32),  # length: new tokens at most

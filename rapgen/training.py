@@ -384,7 +384,7 @@ def _run(cfg: TrainConfig) -> dict:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from .checkpoints import copy_model_files, load_weights, resolve_model_dir
+    from .checkpoints import check_model_dir, copy_model_files, read_weights, resolve_model_dir
     from .dataset import load_dataset, song_artists, training_batch, validation_windows
     from .encoder import load_encoder
     from .model import GPT2
@@ -423,10 +423,9 @@ def _run(cfg: TrainConfig) -> dict:
     artists = sorted({a for a in song_artists(data.train, encoder) if a})
 
     dtype = compute_dtype(cfg.mixed_precision)
-    model = GPT2(hparams, compute_dtype=dtype)
-    from .checkpoints import check_model_dir
-
-    load_weights(model, resume or check_model_dir(source_dir))
+    weights = read_weights(resume or check_model_dir(source_dir), hparams)
+    model = GPT2(hparams, compute_dtype=dtype, weights=weights)
+    del weights  # the variables hold their own copy
     train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
     trainer = Trainer(cfg, model, train_names)
     if resume is not None:

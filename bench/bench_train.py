@@ -92,7 +92,7 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, load_weights
+    from rapgen.checkpoints import check_model_dir, read_weights
     from rapgen.dataset import load_dataset, training_batch
     from rapgen.encoder import load_encoder
     from rapgen.hparams import HParams
@@ -108,8 +108,8 @@ def child(spec: dict) -> dict:
     hparams = HParams.load(model_dir)
     encoder = load_encoder(model_dir)
     data = load_dataset(cfg.dataset, encoder, cfg.val_fraction, None, cfg.encoding, quiet=True)
-    model = GPT2(hparams, compute_dtype=compute_dtype(cfg.mixed_precision))
-    load_weights(model, check_model_dir(model_dir))
+    weights = read_weights(check_model_dir(model_dir), hparams)
+    model = GPT2(hparams, compute_dtype=compute_dtype(cfg.mixed_precision), weights=weights)
     trainer = Trainer(cfg, model, list(model.variables_by_name))
     setup_s = time.perf_counter() - t_start
 

@@ -179,12 +179,6 @@ def read_weights(prefix: str, hparams: HParams) -> Dict[str, np.ndarray]:
     return weights
 
 
-def load_weights(model, prefix: str) -> None:
-    """Assign every variable of `model` from a checkpoint, matching names and checking shapes."""
-    for name, value in read_weights(prefix, model.hparams).items():
-        model.variables_by_name[name].assign(value)
-
-
 def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
     """A `GPT2` with weights from a model name, model directory or run directory.
 
@@ -200,10 +194,6 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
     return gpt
 
 
-def model_tensors(model) -> Dict[str, "object"]:
-    return {name: var for name, var in model.variables_by_name.items()}
-
-
 def save_model(model, model_dir: str, vocab_dir: str, step: Optional[int] = None, keep: Optional[List[str]] = None) -> str:
     """Write a model directory (`model.ckpt`, or `model-<step>` when step is given); returns the prefix.
 
@@ -212,7 +202,7 @@ def save_model(model, model_dir: str, vocab_dir: str, step: Optional[int] = None
     os.makedirs(model_dir, exist_ok=True)
     copy_model_files(vocab_dir, model_dir, model.hparams)
     prefix = os.path.join(model_dir, "model.ckpt" if step is None else f"model-{step}")
-    write_checkpoint(prefix, model_tensors(model))
+    write_checkpoint(prefix, dict(model.variables_by_name))
     write_checkpoint_index(model_dir, list(keep or []) + [prefix])
     return prefix
 

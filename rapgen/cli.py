@@ -86,8 +86,6 @@ def _join_repeated(argv, flag):
 
 def _serialize(result):
     """What fire prints for a command's return value: commands print their own output."""
-    if isinstance(result, dict) and result and all(callable(v) for v in result.values()):
-        return "choose one of: " + ", ".join(result)  # a command group given no sub-command
     if isinstance(result, dict):
         return json.dumps(result)
     if isinstance(result, str):

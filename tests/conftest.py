@@ -49,6 +49,15 @@ def cli_env(vocab_dir):
     return env
 
 
+def snapshot(folder):
+    """Every file of a folder, name -> bytes (to show that nothing was overwritten)."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            out[name] = f.read()
+    return out
+
+
 def run_cli(args, env, cwd=None, input=None, timeout=300):
     """`python -m rapgen ARGS` -> CompletedProcess (text)."""
     import subprocess

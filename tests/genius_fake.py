@@ -34,6 +34,8 @@ import time
 import urllib.parse
 from typing import Dict, List, Optional
 
+from loopback import LoopbackServer
+
 ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost"]
 DECOY = "Lil Tofu Jr"
 _WORDS = ["soy", "drip", "fjord", "static", "pixel", "velvet", "ghost", "tofu", "neon", "gravel", "comet",
@@ -134,7 +136,9 @@ def song_page(song: FakeSong, padding: int = 0) -> str:
             "</div><script src='/cdn-cgi/challenge-platform/scripts/jsd/main.js'></script></body></html>")
 
 
-class FakeGenius:
+class FakeGenius(LoopbackServer):
+    thread_name = "fake-genius"
+
     """The fake site (a context manager). `songs_per_artist` songs each for `artists`."""
 
     def __init__(self, artists=None, songs_per_artist: int = 12, page_size: int = 50, latency: float = 0.0,
@@ -191,30 +195,6 @@ class FakeGenius:
 
     def page_requests(self) -> List[Logged]:
         return [r for r in self.requests if r.path.endswith("-lyrics")]
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "FakeGenius":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name="fake-genius")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> "FakeGenius":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---- answers: (status, content type, body, extra headers)
     def _song_json(self, song: FakeSong) -> dict:

@@ -24,6 +24,8 @@ import re
 import threading
 import urllib.parse
 
+from loopback import LoopbackServer
+
 FAULTS = ("drop", "truncate", "error500", "not_found", "ignore_range")
 
 _ERROR_PAGE = b"<html><head><title>500 Internal Server Error</title></head><body>oops</body></html>\n"
@@ -37,8 +39,11 @@ class Request:
     status: int = 0
 
 
-class ModelMirror:
-    """Serves model directories on 127.0.0.1 from a background thread (a context manager)."""
+class ModelMirror(LoopbackServer):
+    """Serves model directories on 127.0.0.1 from a background thread (a context manager).
+    `url` is the base URL to give `download(base_url=…)` or `RAPGEN_MODEL_URL`."""
+
+    thread_name = "model-mirror"
 
     def __init__(self, models: dict, port: int = 0):
         self.models = {str(name): os.fspath(path) for name, path in models.items()}
@@ -48,31 +53,6 @@ class ModelMirror:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread = None
-
-    @property
-    def url(self) -> str:
-        """The base URL to give `download(base_url=…)` or `RAPGEN_MODEL_URL`."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "ModelMirror":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="model-mirror", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> "ModelMirror":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def fault(self, path: str, kind: str, times: int | None = None) -> None:
         """Misbehave on requests for `path` (e.g. `/124M/vocab.bpe`); `times=None` is forever.

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import snapshot
 from rapgen.checkpoints import (
     init,
     latest_checkpoint,
@@ -44,14 +45,6 @@ def tokens(seed=0, shape=(2, 9), n_vocab=50257):
 
 def values(model):
     return {name: var.numpy() for name, var in model.variables_by_name.items()}
-
-
-def snapshot(folder):
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            out[name] = f.read()
-    return out
 
 
 def index_paths(model_dir):

@@ -11,21 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, snapshot
 from rapgen.checkpoints import init
 
 LYRICS = (
     "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist and the tofu on ice\n<|endoftext|>\n"
     "<<MC Fjord - Kall Natt>>\n[Vers 1]\nkall natt i hamnen, färjan går sent\n<|endoftext|>\n"
 )
-
-
-def snapshot(folder):
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            out[name] = f.read()
-    return out
 
 
 def assert_one_line_error(result, *needles):

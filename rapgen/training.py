@@ -29,6 +29,7 @@ import numpy as np
 
 from .errors import RapgenError
 from .fileio import atomic_write_text
+from .devices import DISTRIBUTE_CHOICES, compute_dtype, describe, make_strategy
 from .hparams import EOT_ID, MODEL_ALIASES, MODEL_SIZES, HParams
 
 DEFAULT_MODEL = "355M"
@@ -54,7 +55,8 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adafactor | sgd
     recompute: bool = False  # gradient checkpointing per block: less memory, ~1/3 more compute
     only_train_transformer_layers: bool = False  # freeze wte, wpe, ln_f
-    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: off on CPU
+    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: what the device does fast (rapgen.devices)
+    distribute: str = "auto"  # auto | off | mirrored | tpu; auto: every GPU, or the Colab TPU
     sequence_length: Optional[int] = None  # window length; defaults to n_ctx
     val_fraction: float = 0.05  # whole songs held out for validation
     val_dataset: Optional[str] = None  # or a separate validation file
@@ -97,28 +99,10 @@ class TrainConfig:
             raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
         if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
             raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
+        if self.distribute not in DISTRIBUTE_CHOICES:
+            raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
             raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
-
-
-# -- mixed precision ------------------------------------------------------------------
-
-
-def compute_dtype(choice) -> str:
-    """The matmul type for --mixed_precision; 'auto' asks the first GPU what it supports."""
-    import tensorflow as tf
-
-    if choice in ("off", False, None):
-        return "float32"
-    if choice in ("float16", "bfloat16"):
-        return choice
-    gpus = tf.config.list_physical_devices("GPU")
-    if choice is True and not gpus:
-        return "bfloat16"
-    if not gpus:
-        return "float32"  # auto on CPU: off unless asked
-    cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-    return "bfloat16" if tuple(cc) >= (8, 0) else "float16"  # T4 (7.5) has no bfloat16
 
 
 # -- run folders ----------------------------------------------------------------------
@@ -186,14 +170,21 @@ def _say(cfg, message):
 
 
 class Trainer:
-    """Owns the model, optimizer and compiled step of one run; `train()` drives it."""
+    """Owns the model, optimizer and compiled step of one run; `train()` drives it.
 
-    def __init__(self, cfg: TrainConfig, model, train_names):
+    Build it (and the model) inside `strategy.scope()` when training under tf.distribute: each
+    replica then takes its slice of the global batch, gradients are summed across replicas
+    before the update, and every device applies the same update to its own copy.
+    """
+
+    def __init__(self, cfg: TrainConfig, model, train_names, strategy=None):
         import tensorflow as tf
 
         from .optim import make_optimizer
 
         self.cfg, self.model = cfg, model
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
         self.train_vars = {n: v for n, v in model.variables_by_name.items() if n in train_names}
         self.optimizer = make_optimizer(cfg.optimizer, self.train_vars)
         self.fp16 = model.compute_dtype == tf.float16
@@ -201,44 +192,63 @@ class Trainer:
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
         self.step = 0
         variables = list(self.train_vars.values())
-        recompute = bool(cfg.recompute)
+        recompute, replicas, strategy = bool(cfg.recompute), self.replicas, self.strategy
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)])
-        def train_step(batches, lr, step):
-            # batches: [k, B, T+1], k micro-batches whose gradients are averaged.
-            k = tf.shape(batches)[0]
+        def apply(strategy, grads, finite, lr, step):
+            # Cross-replica context: grads are the all-reduced averages, the same on every device.
+            if not self.fp16:
+                self.optimizer.apply(grads, lr, step)
+                return
+            # Dynamic loss scaling: skip a step that overflowed and halve the scale;
+            # double it after 2000 clean steps.
+            finite = strategy.experimental_local_results(finite)[0]
+
+            def good():
+                self.optimizer.apply(grads, lr, step)
+                self.good_steps.assign_add(1)
+                return tf.constant(True)
+
+            def bad():
+                self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
+                self.good_steps.assign(0)
+                return tf.constant(False)
+
+            tf.cond(finite, good, bad)
+            grow = self.good_steps >= 2000
+            self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
+            self.good_steps.assign(tf.where(grow, tf.zeros_like(self.good_steps), self.good_steps))
+
+        def replica_step(batches, lr, step):
+            # batches: [k, B, T+1], the global batch; this replica takes rows [r*b, (r+1)*b).
+            ctx = tf.distribute.get_replica_context()
+            b = tf.shape(batches)[1] // replicas
+            start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
+            mine = batches[:, start:start + b]  # [k, b, T+1]
+            k = tf.shape(mine)[0]
             grads = [tf.zeros_like(v) for v in variables]
             total = tf.constant(0.0)
             for j in tf.range(k):
                 with tf.GradientTape() as tape:
-                    loss = model.loss(batches[j], recompute=recompute)
+                    loss = model.loss(mine[j], recompute=recompute)
                     scaled = loss * self.loss_scale
                 g = tape.gradient(scaled, variables)
                 grads = [a + tf.convert_to_tensor(b) for a, b in zip(grads, g)]
                 total += loss
-            scale = tf.cast(k, tf.float32) * self.loss_scale
+            # Each replica's loss is a mean over its equal share, so the global mean is the
+            # sum over replicas / (replicas * micro-batches); so is the gradient.
+            if replicas > 1:
+                grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, total)
+            scale = tf.cast(k * replicas, tf.float32) * self.loss_scale
             grads = [g / scale for g in grads]
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            if self.fp16:
-                # Dynamic loss scaling: skip a step that overflowed and halve the scale;
-                # double it after 2000 clean steps.
-                def good():
-                    self.optimizer.apply(grads, lr, step)
-                    self.good_steps.assign_add(1)
-                    return tf.constant(True)
+            ctx.merge_call(apply, args=(grads, finite, lr, step))
+            return total / tf.cast(k * replicas, tf.float32)
 
-                def bad():
-                    self.loss_scale.assign(tf.maximum(self.loss_scale / 2.0, 1.0))
-                    self.good_steps.assign(0)
-                    return tf.constant(False)
-
-                tf.cond(finite, good, bad)
-                if self.good_steps >= 2000:
-                    self.loss_scale.assign(self.loss_scale * 2.0)
-                    self.good_steps.assign(0)
-            else:
-                self.optimizer.apply(grads, lr, step)
-            return total / tf.cast(k, tf.float32)
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)])
+        def train_step(batches, lr, step):
+            losses = strategy.run(replica_step, args=(batches, lr, step))
+            return strategy.experimental_local_results(losses)[0]  # the same on every replica
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
         def eval_loss(batch):
@@ -365,6 +375,7 @@ def train(dataset: str = "", **options) -> dict:
     steps (-1 = until Ctrl-C), batch_size, learning_rate (1e-4), warmup_steps,
     accumulate_gradients, optimizer (adam|adafactor|sgd), recompute,
     only_train_transformer_layers, mixed_precision (auto|off|float16|bfloat16),
+    distribute (auto|off|mirrored|tpu),
     sequence_length, val_fraction, val_dataset, val_every, val_batches, sample_every,
     sample_length, sample_num, save_every, max_checkpoints, print_every,
     restore_from (latest|fresh|PATH), seed, drive_dir, encoding, overwrite, quiet.
@@ -423,13 +434,18 @@ def _run(cfg: TrainConfig) -> dict:
     artists = sorted({a for a in song_artists(data.train, encoder) if a})
 
     dtype = compute_dtype(cfg.mixed_precision)
+    strategy = make_strategy(cfg.distribute)
+    if cfg.batch_size % strategy.num_replicas_in_sync:
+        n = strategy.num_replicas_in_sync
+        raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
     weights = read_weights(resume or check_model_dir(source_dir), hparams)
-    model = GPT2(hparams, compute_dtype=dtype, weights=weights)
-    del weights  # the variables hold their own copy
-    train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
-    trainer = Trainer(cfg, model, train_names)
-    if resume is not None:
-        trainer.restore_state(resume)
+    with strategy.scope():  # variables and optimizer slots get a copy on every device
+        model = GPT2(hparams, compute_dtype=dtype, weights=weights)
+        del weights  # the variables hold their own copy
+        train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
+        trainer = Trainer(cfg, model, train_names, strategy)
+        if resume is not None:
+            trainer.restore_state(resume)
     os.makedirs(run_dir, exist_ok=True)
     copy_model_files(source_dir, run_dir, hparams)
     if cfg.steps != -1 and trainer.step >= cfg.steps:
@@ -437,7 +453,8 @@ def _run(cfg: TrainConfig) -> dict:
         return {"run_dir": run_dir, "step": trainer.step, "loss": None, "val_loss": None}
 
     _say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
-              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}")
+              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}, "
+              f"{describe(strategy)}")
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
     log = _Log(os.path.join(run_dir, "log.csv"), trainer.step)
     tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * length

@@ -1,0 +1,107 @@
+"""What the hardware can do: the compute type for `--mixed_precision auto` and the
+tf.distribute strategy for `--distribute auto`.
+
+- A GPU with compute capability 8.0 or more (A100, L4) computes in bfloat16, an older one
+  (T4, 7.5; V100, 7.0) in float16 with loss scaling; a TPU in bfloat16.
+- A CPU with AMX or AVX-512 BF16 (Sapphire Rapids and later, Zen 4) computes in bfloat16;
+  any other CPU stays in float32, where bfloat16 matmuls are emulated and slower.
+- Several GPUs train with MirroredStrategy, a Colab TPU runtime with TPUStrategy, anything
+  else with TensorFlow's default strategy (no distribution).
+
+>>> compute_dtype("auto")          # doctest: +SKIP
+'float32'
+>>> make_strategy("auto")          # doctest: +SKIP
+<tensorflow.python.distribute.distribute_lib._DefaultDistributionStrategy ...>
+"""
+
+from __future__ import annotations
+
+import os
+from typing import FrozenSet
+
+from .errors import RapgenError
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo; empty where there is none (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bfloat16(flags=None) -> bool:
+    """True where the CPU multiplies bfloat16 natively (AMX tiles or AVX-512 BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def _tpu_runtime() -> bool:
+    # Colab's TPU runtimes set one of these; a TPU VM names its accelerator.
+    return any(os.environ.get(name) for name in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"))
+
+
+def compute_dtype(choice="auto", flags=None) -> str:
+    """The matmul type for --mixed_precision: off/float32, float16, bfloat16 or auto."""
+    if choice in ("off", "float32", False, None):
+        return "float32"
+    if choice in ("float16", "bfloat16"):
+        return choice
+    if choice not in ("auto", True):
+        raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {choice!r}")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "bfloat16" if tuple(cc) >= (8, 0) else "float16"  # T4 (7.5) has no bfloat16
+    if _tpu_runtime() or tf.config.list_logical_devices("TPU"):
+        return "bfloat16"
+    if choice is True or cpu_has_fast_bfloat16(flags):
+        return "bfloat16"
+    return "float32"
+
+
+def make_strategy(choice: str = "auto"):
+    """A tf.distribute strategy for --distribute: auto, off, mirrored or tpu.
+
+    `mirrored` spreads over every GPU, or over the logical CPU devices where there is no GPU
+    (several only when configured with tf.config.set_logical_device_configuration: tests).
+    """
+    import tensorflow as tf
+
+    if choice not in DISTRIBUTE_CHOICES:
+        raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {choice!r}")
+    if choice == "off":
+        return tf.distribute.get_strategy()
+    if choice == "tpu" or (choice == "auto" and _tpu_runtime()):
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as e:
+            if choice == "auto":
+                return tf.distribute.get_strategy()
+            raise RapgenError(f"--distribute tpu: no TPU found ({str(e).splitlines()[0]}); use --distribute auto") from None
+        return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
+    if choice == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def describe(strategy) -> str:
+    """'1 device' or '2 replicas (MirroredStrategy)' for the start-of-run message."""
+    n = strategy.num_replicas_in_sync
+    name = type(strategy).__name__
+    if n == 1 and name.startswith("_Default"):
+        return "1 device"
+    return f"{n} replica{'s' if n > 1 else ''} ({name})"

@@ -179,17 +179,19 @@ def read_weights(prefix: str, hparams: HParams) -> Dict[str, np.ndarray]:
     return weights
 
 
-def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None, compute_dtype="float32"):
+def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None,
+               compute_dtype="float32", variable_dtype="float32"):
     """A `GPT2` with weights from a model name, model directory or run directory.
 
     `checkpoint` picks a prefix other than the newest (e.g. `checkpoints/run1/model-500`).
+    `variable_dtype` bfloat16/float16 keeps the weights in that type (for sampling only).
     """
     from .model import GPT2
 
     model_dir = resolve_model_dir(model, models_dir)
     prefix = checkpoint or check_model_dir(model_dir)
     hparams = HParams.load(model_dir)
-    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=read_weights(prefix, hparams))
+    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=read_weights(prefix, hparams), variable_dtype=variable_dtype)
     gpt.model_dir, gpt.checkpoint = model_dir, prefix
     return gpt
 

@@ -1,8 +1,10 @@
 """GPT-2 in TensorFlow 2: one `tf.Module`, variables named and shaped exactly as OpenAI's checkpoint.
 
 Shapes: B batch, T new tokens, P cached (past) positions, E n_embd, H n_head, D = E / H,
-L n_layer, V n_vocab. Variables stay float32; with `compute_dtype` bfloat16 or float16 the
-matmuls run in that type while layer norms, softmax and the logits' log-softmax stay float32.
+L n_layer, V n_vocab. Variables are float32 unless `variable_dtype` says otherwise (sampling
+in reduced precision stores them in bfloat16/float16: half the bytes to read per token); with
+`compute_dtype` bfloat16 or float16 the matmuls run in that type while layer norms, softmax
+and the logits' log-softmax stay float32.
 
 >>> model = GPT2(HParams(n_layer=2, n_embd=32, n_head=2, n_ctx=64))   # doctest: +SKIP
 >>> logits = model(tf.constant([[15496, 995]]))                        # doctest: +SKIP
@@ -31,7 +33,7 @@ def layer_norm(x, g, b, eps=1e-5):
     dtype = x.dtype
     x = tf.cast(x, tf.float32)
     mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # [..., 1]
-    x = (x - mean) * tf.math.rsqrt(var + eps) * g + b
+    x = (x - mean) * tf.math.rsqrt(var + eps) * tf.cast(g, tf.float32) + tf.cast(b, tf.float32)
     return tf.cast(x, dtype)
 
 
@@ -83,18 +85,20 @@ class GPT2(tf.Module):
     """The GPT-2 network. `variables_by_name` maps checkpoint names (`model/h0/ln_1/g`) to variables.
 
     `weights` (name -> array, e.g. read from a checkpoint) sets the values; without it they
-    are random (`initial_weights`, seeded by `seed`).
+    are random (`initial_weights`, seeded by `seed`). `variable_dtype` other than float32 is
+    for inference only (training keeps float32 master weights).
     """
 
     def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32,
-                 weights: Optional[Dict[str, np.ndarray]] = None):
+                 weights: Optional[Dict[str, np.ndarray]] = None, variable_dtype=tf.float32):
         super().__init__(name="gpt2")
         self.hparams = hparams
         self.compute_dtype = tf.as_dtype(compute_dtype)
+        self.variable_dtype = tf.as_dtype(variable_dtype)
         values = initial_weights(hparams, seed) if weights is None else weights
         with self.name_scope:
             self.variables_by_name: Dict[str, tf.Variable] = {
-                name: tf.Variable(values[name], dtype=tf.float32, name=name.replace("/", "_"))
+                name: tf.Variable(tf.cast(values[name], self.variable_dtype), name=name.replace("/", "_"))
                 for name in variable_shapes(hparams)
             }
 
@@ -168,7 +172,7 @@ class GPT2(tf.Module):
         # copy-on-read, after which every dense read (the logits below) copies all 154 MB of wte.
         wte = tf.convert_to_tensor(self.v("wte"))  # [V, E]
         wpe = tf.convert_to_tensor(self.v("wpe"))  # [n_ctx, E]
-        x = tf.gather(wte, tokens) + tf.gather(wpe, positions)[None]  # [B, T, E]
+        x = tf.cast(tf.gather(wte, tokens), tf.float32) + tf.cast(tf.gather(wpe, positions), tf.float32)[None]  # [B, T, E]
         x = tf.cast(x, self.compute_dtype)
         presents = []
         for i in range(hp.n_layer):

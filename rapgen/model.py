@@ -152,7 +152,7 @@ class GPT2(tf.Module):
         m = linear(m, self.v(f"h{i}/mlp/c_proj/w"), self.v(f"h{i}/mlp/c_proj/b"))  # [B, T, E]
         return x + m, present
 
-    def forward(self, tokens, past=None, past_length=0, recompute=False) -> Tuple[tf.Tensor, tf.Tensor]:
+    def forward(self, tokens, past=None, past_length=0, recompute=False, last_only=False) -> Tuple[tf.Tensor, tf.Tensor]:
         """Logits and this call's keys/values.
 
         tokens: int32 [B, T]. past: None, or a cache [L, 2, B, H, P, D] whose first
@@ -160,7 +160,8 @@ class GPT2(tf.Module):
         so a fixed-size buffer can be filled as generation goes). The new tokens sit at
         positions past_length .. past_length + T - 1, which must stay below n_ctx.
 
-        Returns logits float32 [B, T, V] and present [L, 2, B, H, T, D] (compute dtype).
+        Returns logits float32 [B, T, V] and present [L, 2, B, H, T, D] (compute dtype);
+        last_only=True gives the logits of the last position only, [B, V] (generation).
         recompute=True keeps only each block's input for the backward pass and recomputes
         the rest (gradient checkpointing): less memory, about a third more compute.
         """
@@ -187,15 +188,20 @@ class GPT2(tf.Module):
                 presents.append(present)
         x = layer_norm(x, self.v("ln_f/g"), self.v("ln_f/b"))  # [B, T, E]
         # No separate output matrix: GPT-2 ties the logits to the token embedding.
-        h = tf.reshape(x, [-1, hp.n_embd])  # [B*T, E]
+        if last_only:
+            x = x[:, -1:]  # [B, 1, E]
+        h = tf.reshape(x, [-1, hp.n_embd])  # [B*T, E] (or [B, E])
         wte = tf.cast(wte, h.dtype)
-        if tokens.shape[1] == 1:
+        if last_only or tokens.shape[1] == 1:
             # One new token per row (generation): oneDNN is several times faster on
             # wte @ h^T than on h @ wte^T at small batch sizes, so multiply that way round.
             logits = tf.transpose(tf.matmul(wte, h, transpose_b=True))  # [B, V]
         else:
             logits = tf.matmul(h, wte, transpose_b=True)  # [B*T, V]
-        logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(tokens)[0], T, hp.n_vocab])  # [B, T, V]
+        if last_only:
+            logits = tf.cast(logits, tf.float32)  # [B, V]
+        else:
+            logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(tokens)[0], T, hp.n_vocab])  # [B, T, V]
         if recompute and past is None:
             return logits, None
         return logits, tf.stack(presents)  # [L, 2, B, H, T, D]

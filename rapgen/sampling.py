@@ -102,32 +102,37 @@ def _generation_function(model):
         ]
     )
     def generate(context, length, temperature, top_k, top_p, seed, stop_at_end):
-        T0 = tf.shape(context)[1]
+        hp = model.hparams
+        B, T0 = tf.shape(context)[0], tf.shape(context)[1]
         S = T0 + length  # cache slots: the prompt and every generated token
-        logits, present = model.forward(context)  # [B, T0, V], [L, 2, B, H, T0, D]
-        cache = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [0, S - T0], [0, 0]])  # [L, 2, B, H, S, D]
-        step_seed = lambda i: tf.stack([seed[0], seed[1] + i])  # noqa: E731
-        token = choose_tokens(logits[:, -1], temperature, top_k, top_p, step_seed(0))  # [B]
-        done = tf.logical_and(stop_at_end, tf.equal(token, EOT_ID))  # [B]
+        cache = tf.zeros([hp.n_layer, 2, B, hp.n_head, S, hp.head_dim], model.compute_dtype)  # [L, 2, B, H, S, D]
         out = tf.TensorArray(tf.int32, size=length, element_shape=[None])
-        out = out.write(0, token)
 
-        def cond(i, token, cache, done, out):
+        def cond(i, tokens, cache, done, out):
             return tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done)))
 
-        def body(i, token, cache, done, out):
-            pos = T0 + i - 1  # position of `token`, the newest one
-            logits, present = model.forward(token[:, None], past=cache, past_length=pos)  # [B,1,V], [L,2,B,H,1,D]
-            slot = tf.reshape(tf.equal(tf.range(S), pos), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
-            cache = tf.where(slot, present, cache)  # write slot `pos`  [L, 2, B, H, S, D]
-            new = choose_tokens(logits[:, -1], temperature, top_k, top_p, step_seed(i))  # [B]
+        def body(i, tokens, cache, done, out):
+            # Step 0 reads the whole prompt, later steps the newest token: one copy of the
+            # network in the graph serves both, which halves the tracing and compiling of
+            # the first call (the cold start of `rapgen sample`).
+            T = tf.shape(tokens)[1]
+            pos = tf.where(i == 0, 0, T0 + i - 1)  # position of tokens[:, 0]
+            logits, present = model.forward(tokens, past=cache, past_length=pos, last_only=True)  # [B, V], [L, 2, B, H, T, D]
+            # Write the new keys/values into slots pos .. pos + T - 1.
+            present = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [pos, S - pos - T], [0, 0]])  # [L, 2, B, H, S, D]
+            slots = tf.range(S)
+            slot = tf.reshape(tf.logical_and(slots >= pos, slots < pos + T), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
+            cache = tf.where(slot, present, cache)  # [L, 2, B, H, S, D]
+            new = choose_tokens(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]))  # [B]
             new = tf.where(done, EOT_ID, new)  # finished rows only pad
             done = tf.logical_or(done, tf.logical_and(stop_at_end, tf.equal(new, EOT_ID)))
-            return i + 1, new, cache, done, out.write(i, new)
+            return i + 1, new[:, None], cache, done, out.write(i, new)
 
-        # Every loop variable keeps its shape (the cache is allocated full size), so no
-        # shape invariants are needed and the loop compiles once.
-        n, _, _, _, out = tf.while_loop(cond, body, (tf.constant(1), token, cache, done, out))
+        # The cache is allocated full size, so only the tokens fed in change shape (the
+        # prompt, then one per row) and the loop compiles once.
+        start = (tf.constant(0), context, cache, tf.zeros([B], tf.bool), out)
+        invariants = (tf.TensorShape([]), tf.TensorShape([None, None]), cache.shape, tf.TensorShape([None]), tf.TensorShape(None))
+        n, _, _, _, out = tf.while_loop(cond, body, start, shape_invariants=invariants)
         return tf.transpose(out.gather(tf.range(n)))  # [B, n]
 
     model._generate = generate

@@ -75,43 +75,51 @@ class Encoder:
         return len(self.encoder)
 
     def _bpe(self, symbols: str) -> List[str]:
-        """Apply merges to one word's byte symbols, lowest rank first."""
+        """Apply merges to one word's byte symbols, lowest rank first.
+
+        `pair_ranks[i]` is the rank of (parts[i], parts[i + 1]); a merge only changes the two
+        entries beside it, so they are all that is looked up again.
+        """
+        ranks, none = self.ranks, len(self.ranks)  # `none`: ranks above every merge
         parts = list(symbols)
-        ranks = self.ranks
-        while len(parts) > 1:
-            best, best_rank = None, None
-            for i in range(len(parts) - 1):
-                rank = ranks.get((parts[i], parts[i + 1]))
-                if rank is not None and (best_rank is None or rank < best_rank):
-                    best, best_rank = i, rank
-            if best is None:
+        pair_ranks = [ranks.get(pair, none) for pair in zip(parts, parts[1:])]
+        while pair_ranks:
+            rank = min(pair_ranks)
+            if rank == none:
                 break
-            first, second = parts[best], parts[best + 1]
-            merged = []
-            i = 0
-            # Merge every occurrence of the pair in one pass, left to right, as GPT-2 does.
-            while i < len(parts):
-                if i < len(parts) - 1 and parts[i] == first and parts[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
+            i = pair_ranks.index(rank)
+            while True:
+                # Merge every occurrence of this pair, left to right, as GPT-2 does. The pairs
+                # a merge creates contain the merged symbol, so none of them is this pair.
+                parts[i:i + 2] = [parts[i] + parts[i + 1]]
+                del pair_ranks[i]
+                if i > 0:
+                    pair_ranks[i - 1] = ranks.get((parts[i - 1], parts[i]), none)
+                if i < len(pair_ranks):
+                    pair_ranks[i] = ranks.get((parts[i], parts[i + 1]), none)
+                try:
+                    i = pair_ranks.index(rank, i + 1)
+                except ValueError:
+                    break
         return parts
 
     def _encode_word(self, word: str) -> Tuple[int, ...]:
         ids = self._cache.get(word)
         if ids is None:
             symbols = word.encode("utf-8").decode("latin-1").translate(self._byte_table)
-            ids = tuple(self.encoder[p] for p in self._bpe(symbols))
+            whole = self.encoder.get(symbols)
+            # Most words are a token of their own: take it without merging, as tiktoken
+            # (OpenAI's tokenizer, which the tests compare ids with) does.
+            ids = (whole,) if whole is not None else tuple(self.encoder[p] for p in self._bpe(symbols))
             if len(self._cache) < 500_000:  # bound memory on pathological inputs
                 self._cache[word] = ids
         return ids
 
     def _encode_ordinary(self, text: str, out: List[int]) -> None:
+        cache, encode_word, extend = self._cache, self._encode_word, out.extend
         for word in WORD_PATTERN.findall(text):
-            out.extend(self._encode_word(word))
+            ids = cache.get(word)
+            extend(ids if ids is not None else encode_word(word))
 
     def encode(self, text: str, allowed_special: Union[str, Collection[str]] = ()) -> List[int]:
         """Token ids of `text`.

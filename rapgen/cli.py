@@ -19,6 +19,7 @@ COMMANDS = {
     "encode": ("rapgen.dataset", "encode"),
     "dataset_info": ("rapgen.dataset", "dataset_info"),
     "train": ("rapgen.training", "train"),
+    "plan": ("rapgen.plan", "plan"),
     "sample": ("rapgen.sampling", "sample"),
     "interactive": ("rapgen.sampling", "interactive"),
     "score": ("rapgen.scoring", "score"),
@@ -34,6 +35,7 @@ USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for i
   dataset-info PATH    songs, tokens and artists of a lyrics dataset
   encode IN OUT.npz    pre-encode lyrics into tokens
   train --dataset P    fine-tune (resumable; --drive_dir mirrors checkpoints)
+  plan --model 774M    estimated peak memory of fine-tuning; --memory_gb 15: what fits
   sample               write songs: --artist "Yung Lean" or --prefix TEXT
   interactive          prompt loop: type <<Artist
   score FILE           loss and perplexity of a text under a model, as JSON"""
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    if "--help" in argv or "-h" in argv:
+    asks_help = "--help" in argv or "-h" in argv
+    if asks_help:
         # Fire would hand --help to a command that takes **options (train) as an option.
         argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
     wanted = argv[0].replace("-", "_")
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
             return 2
         argv = _join_repeated(argv, "--where")
     try:
-        if wanted not in ("collect", "download"):
+        if wanted not in ("collect", "download") and not asks_help:  # help needs no TensorFlow
             _quiet_tensorflow_import()
         if wanted in COMMANDS:
             component = {wanted: _load(wanted)}

@@ -17,7 +17,8 @@ tf.distribute strategy for `--distribute auto`.
 from __future__ import annotations
 
 import os
-from typing import FrozenSet
+import subprocess
+from typing import FrozenSet, Optional
 
 from .errors import RapgenError
 
@@ -96,6 +97,30 @@ def make_strategy(choice: str = "auto"):
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def device_memory_gib(meminfo: str = "/proc/meminfo") -> Optional[float]:
+    """Memory one training replica may use, in GiB: the first GPU's total (nvidia-smi), else
+    the host's available memory (training on the CPU); None where neither can be read."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=20)
+            return int(out.stdout.split()[0]) / 1024 if out.returncode == 0 else None
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+    if _tpu_runtime():
+        return None
+    try:
+        with open(meminfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20  # kB -> GiB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def describe(strategy) -> str:

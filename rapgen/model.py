@@ -20,7 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from .hparams import HParams
+from .hparams import HParams, variable_shapes  # noqa: F401  (variable_shapes: re-exported)
 
 
 def gelu(x):
@@ -43,24 +43,6 @@ def linear(x, w, b):
     w = tf.cast(tf.reshape(w, w.shape[1:]), x.dtype)  # [in, out]; a reshape, unlike w[0], copies nothing
     y = tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + tf.cast(b, x.dtype)  # [N, out]
     return tf.reshape(y, tf.concat([lead_shape, [w.shape[1]]], axis=0))  # [..., out]
-
-
-def variable_shapes(hp: HParams) -> Dict[str, tuple]:
-    """Checkpoint name -> shape of every GPT-2 variable, in OpenAI's order."""
-    E = hp.n_embd
-    shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
-    for i in range(hp.n_layer):
-        p = f"model/h{i}/"
-        shapes.update({
-            p + "ln_1/g": (E,), p + "ln_1/b": (E,),
-            p + "attn/c_attn/w": (1, E, 3 * E), p + "attn/c_attn/b": (3 * E,),
-            p + "attn/c_proj/w": (1, E, E), p + "attn/c_proj/b": (E,),
-            p + "ln_2/g": (E,), p + "ln_2/b": (E,),
-            p + "mlp/c_fc/w": (1, E, 4 * E), p + "mlp/c_fc/b": (4 * E,),
-            p + "mlp/c_proj/w": (1, 4 * E, E), p + "mlp/c_proj/b": (E,),
-        })
-    shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
-    return shapes
 
 
 def initial_weights(hp: HParams, seed: Optional[int] = None) -> Dict[str, np.ndarray]:

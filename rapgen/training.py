@@ -52,9 +52,11 @@ class TrainConfig:
     learning_rate: float = 1e-4  # gpt-2-simple's Adam default; fine for 124M/355M fine-tuning
     warmup_steps: int = 10  # linear warm-up from 0, then constant
     accumulate_gradients: int = 1  # micro-batches averaged into one update
-    optimizer: str = "adam"  # adam | adafactor | sgd
-    recompute: bool = False  # gradient checkpointing per block: less memory, ~1/3 more compute
-    only_train_transformer_layers: bool = False  # freeze wte, wpe, ln_f
+    # "auto": the fastest choice whose estimated peak fits the device (rapgen.plan), said at the start
+    optimizer: str = "auto"  # auto | adam | adafactor | sgd
+    recompute: object = "auto"  # auto | True | False: gradient checkpointing per block, less memory, ~1/3 more compute
+    only_train_transformer_layers: object = "auto"  # auto | True | False: freeze wte, wpe, ln_f
+    memory_gb: Optional[float] = None  # the budget for "auto" (GiB); default: the GPU's memory, or free RAM
     mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: what the device does fast (rapgen.devices)
     distribute: str = "auto"  # auto | off | mirrored | tpu; auto: every GPU, or the Colab TPU
     sequence_length: Optional[int] = None  # window length; defaults to n_ctx
@@ -99,6 +101,13 @@ class TrainConfig:
             raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
         if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
             raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
+        if str(self.optimizer).lower() not in ("auto", "adam", "adafactor", "sgd"):
+            raise RapgenError(f"unknown --optimizer {self.optimizer!r}: choose auto, adam, adafactor, sgd")
+        for name in ("recompute", "only_train_transformer_layers"):
+            if getattr(self, name) not in ("auto", True, False):
+                raise RapgenError(f"--{name} must be True, False or auto; got {getattr(self, name)!r}")
+        if self.memory_gb is not None and (not isinstance(self.memory_gb, (int, float)) or isinstance(self.memory_gb, bool) or self.memory_gb <= 0):
+            raise RapgenError(f"--memory_gb must be a positive number of GiB, got {self.memory_gb!r}")
         if self.distribute not in DISTRIBUTE_CHOICES:
             raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
@@ -159,6 +168,50 @@ def _expected_hparams(model, models_dir) -> Optional[HParams]:
     return None
 
 
+MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")
+
+
+def _choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int, run_dir: str) -> None:
+    """Replace "auto" in optimizer / recompute / only_train_transformer_layers, in place."""
+    from .devices import device_memory_gib
+    from .plan import GIB, choose_settings
+
+    auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
+    if not auto:
+        return
+    saved = os.path.join(run_dir, "train.json")
+    if os.path.exists(saved):
+        # A resumed run keeps what it started with: another optimizer would drop its state.
+        try:
+            with open(saved, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            before = {}
+        for name in list(auto):
+            if before.get(name, "auto") != "auto":
+                setattr(cfg, name, before[name])
+                auto.remove(name)
+        if not auto:
+            return
+    budget = cfg.memory_gb or device_memory_gib()
+    if budget is None:
+        for name, value in zip(MEMORY_FIELDS, ("adam", False, False)):
+            if name in auto:
+                setattr(cfg, name, value)
+        _say(cfg, "memory: the device's memory is unknown, so adam without recompute (--memory_gb GiB lets rapgen choose)")
+        return
+    pinned = {f: getattr(cfg, f) for f in MEMORY_FIELDS if f not in auto}
+    choice = choose_settings(hparams, budget * GIB, batch_size=cfg.batch_size // replicas, sequence_length=length,
+                             mixed_precision_dtype=dtype, accumulate_gradients=cfg.accumulate_gradients,
+                             model_name=str(cfg.model or DEFAULT_MODEL), **pinned)
+    for name in auto:
+        setattr(cfg, name, choice[name])
+    _say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers and "
+              f"--memory_gb override it; `rapgen plan` shows the estimate)")
+    if not choice["fits"]:
+        _say(cfg, "warning: this may run out of memory")
+
+
 def _say(cfg, message):
     if not cfg.quiet:
         from tqdm.auto import tqdm
@@ -186,13 +239,14 @@ class Trainer:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.train_vars = {n: v for n, v in model.variables_by_name.items() if n in train_names}
-        self.optimizer = make_optimizer(cfg.optimizer, self.train_vars)
+        # Settings left "auto" (set up without train()) mean the plain defaults here.
+        self.optimizer = make_optimizer("adam" if cfg.optimizer == "auto" else cfg.optimizer, self.train_vars)
         self.fp16 = model.compute_dtype == tf.float16
         self.loss_scale = tf.Variable(2.0**15 if self.fp16 else 1.0, trainable=False)
         self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
         self.step = 0
         variables = list(self.train_vars.values())
-        recompute, replicas, strategy = bool(cfg.recompute), self.replicas, self.strategy
+        recompute, replicas, strategy = cfg.recompute is True, self.replicas, self.strategy
 
         def apply(strategy, grads, finite, lr, step):
             # Cross-replica context: grads are the all-reduced averages, the same on every device.
@@ -373,8 +427,9 @@ def train(dataset: str = "", **options) -> dict:
 
     Options (TrainConfig): model (355M for a new run), models_dir, run_name, checkpoint_dir,
     steps (-1 = until Ctrl-C), batch_size, learning_rate (1e-4), warmup_steps,
-    accumulate_gradients, optimizer (adam|adafactor|sgd), recompute,
-    only_train_transformer_layers, mixed_precision (auto|off|float16|bfloat16),
+    accumulate_gradients, optimizer (auto|adam|adafactor|sgd), recompute, only_train_transformer_layers
+    (these three default to auto: the fastest that fits memory_gb, by default the device's memory),
+    memory_gb, mixed_precision (auto|off|float16|bfloat16),
     distribute (auto|off|mirrored|tpu),
     sequence_length, val_fraction, val_dataset, val_every, val_batches, sample_every,
     sample_length, sample_num, save_every, max_checkpoints, print_every,
@@ -438,11 +493,12 @@ def _run(cfg: TrainConfig) -> dict:
     if cfg.batch_size % strategy.num_replicas_in_sync:
         n = strategy.num_replicas_in_sync
         raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
+    _choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run_dir)
     weights = read_weights(resume or check_model_dir(source_dir), hparams)
     with strategy.scope():  # variables and optimizer slots get a copy on every device
         model = GPT2(hparams, compute_dtype=dtype, weights=weights)
         del weights  # the variables hold their own copy
-        train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
+        train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
         trainer = Trainer(cfg, model, train_names, strategy)
         if resume is not None:
             trainer.restore_state(resume)
@@ -453,7 +509,9 @@ def _run(cfg: TrainConfig) -> dict:
         return {"run_dir": run_dir, "step": trainer.step, "loss": None, "val_loss": None}
 
     _say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
-              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}, "
+              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
+              f"{', recompute' if cfg.recompute is True else ''}"
+              f"{', frozen embeddings' if cfg.only_train_transformer_layers is True else ''}, "
               f"{describe(strategy)}")
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
     log = _Log(os.path.join(run_dir, "log.csv"), trainer.step)

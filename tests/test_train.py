@@ -1,6 +1,7 @@
 """Fine-tuning: learning, update equivalences, run folders, exact resume, Drive, interchange, bad input."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -239,7 +240,9 @@ def test_sigint_saves_and_exits_cleanly(model_dir, lyrics, tmp_path, cli_env):
     [
         (dict(steps=0), "--steps"),
         (dict(sequence_length=33), "sequence_length"),
-        (dict(optimizer="lion"), "optimizer"),
+        (dict(optimizer="lion"), "unknown --optimizer 'lion': choose auto, adam, adafactor, sgd"),
+        (dict(recompute="maybe"), "--recompute must be True, False or auto; got 'maybe'"),
+        (dict(memory_gb=-3), "--memory_gb must be a positive number of GiB, got -3"),
         (dict(batch_size=0), "batch_size"),
         (dict(bogus=1), "unknown option"),
     ],
@@ -251,6 +254,29 @@ def test_bad_settings_are_one_line_errors(model_dir, lyrics, tmp_path, options, 
         train(**{**args, "steps": options.get("steps", 2)})
     assert "\n" not in str(info.value)
     assert not os.path.exists(tmp_path / "run1" / "checkpoint")
+
+
+def test_auto_memory_settings_are_chosen_said_saved_and_kept_on_resume(model_dir, lyrics, tmp_path, capsys):
+    opts = dict(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), sequence_length=8,
+                **{**FAST, "quiet": False, "print_every": 0})
+    # A roomy budget: the fastest choice, Adam without recompute, and the reason printed.
+    train(steps=2, memory_gb=64, **opts)
+    out = capsys.readouterr().out
+    assert "memory: " in out and ": adam, est. peak" in out and "override" in out
+    saved = json.loads((tmp_path / "run1" / "train.json").read_text())
+    assert (saved["optimizer"], saved["recompute"], saved["only_train_transformer_layers"]) == ("adam", False, False)
+    # A budget the runtime alone fills: the smallest choice, with a warning, not a refusal.
+    train(steps=2, memory_gb=1, **{**opts, "run_name": "small"})
+    out = capsys.readouterr().out
+    assert "nothing fits" in out and "warning: this may run out of memory" in out
+    saved = json.loads((tmp_path / "small" / "train.json").read_text())
+    assert (saved["optimizer"], saved["recompute"], saved["only_train_transformer_layers"]) == ("adafactor", True, True)
+    # Resuming with "auto" keeps the run's optimizer whatever the budget now says.
+    train(steps=4, memory_gb=64, **{**opts, "run_name": "small"})
+    saved = json.loads((tmp_path / "small" / "train.json").read_text())
+    assert (saved["optimizer"], saved["recompute"]) == ("adafactor", True)
+    newest = latest_checkpoint(str(tmp_path / "small"))
+    assert newest.endswith("model-4") and "model/h0/mlp/c_fc/w/Adafactor_vr" in read_checkpoint(newest)
 
 
 def test_resuming_with_another_model_shape_is_refused(model_dir, lyrics, tmp_path, vocab_dir):

@@ -1,0 +1,374 @@
+"""How much memory fine-tuning needs, and which settings fit a GPU.
+
+`estimate_memory` adds up, in bytes, what one training step holds at its peak, term by term,
+from the way `rapgen.model` and `rapgen.training.Trainer` hold tensors; `choose_settings`
+picks the fastest configuration that fits a memory budget; `plan` is `rapgen plan`.
+
+>>> from rapgen.hparams import HParams
+>>> est = estimate_memory(HParams.for_model("774M"), sequence_length=1024, optimizer="adafactor", recompute=True)
+>>> round(est["total"] / GIB, 1)
+8.7
+>>> choose_settings(HParams.for_model("774M"), 15 * GIB, model_name="774M")["reason"]
+'774M on 15.0 GiB: adafactor + recompute, est. peak 8.7 GiB'
+
+    rapgen plan --model 774M --memory_gb 15
+
+Memory is counted in GiB (2^30 bytes), as nvidia-smi and TensorFlow count it: a T4 shows
+15 GiB ("16 GB"). The estimate is checked against measured peak memory of one CPU training
+step by `bench/bench_memory.py`; on a GPU it is an estimate, not a measurement.
+
+Where the peak falls. A step (Trainer.train_step) first runs the forward pass, keeping what
+the backward pass needs; the backward pass frees that block by block while it adds each
+variable's gradient into an accumulator; then the gradients are divided by (micro-batches x
+loss scale) and the optimizer updates each variable. The peak is the larger of two moments:
+
+- end of the forward pass: weights + optimizer slots + gradient accumulators (zeros) +
+  activations kept for the backward pass + logits;
+- the update: weights + slots + accumulated gradients + wte's dense gradients + the
+  update's temporaries (a few times the largest variable).
+
+Recompute shrinks the first; Adafactor shrinks the slots (both moments); frozen embeddings
+(only_train_transformer_layers) drop the token and position embeddings' gradients and slots.
+Mixed precision shrinks the activations but not the weights, gradients or slots (float32).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, Optional
+
+from .errors import RapgenError
+from .hparams import HParams, canonical_model_name, variable_shapes
+
+GIB = 2**30
+OPTIMIZERS = ("adam", "adafactor", "sgd")
+
+# -- constants that are not read off the code ----------------------------------------
+#
+# Memory TensorFlow's tensors do not account for. On the CPU where these were calibrated
+# (bench/bench_memory.py, tiny model: its tensors are ~0.25 GB, the step's peak 0.13 GB more)
+# it is the step function's graph, kernel and oneDNN caches and thread stacks; on a GPU, the
+# cuBLAS/cuDNN workspaces and the allocator's rounding take a similar amount.
+WORKSPACE_BYTES = int(0.13e9)
+# What a GPU's total (nvidia-smi) holds before any tensor: the CUDA context and what
+# TensorFlow leaves unallocated. TensorFlow on a T4 reports about 13.6 GiB for tensors of
+# its 15 GiB. Not measurable on a CPU; bench_memory leaves this term out of its comparison.
+RUNTIME_BYTES = int(1.4 * GIB)
+# Temporaries of the update, in multiples of the largest trained variable: the gradient
+# divided by the loss scale, then Adam's (1-beta1)*g, g*g, sqrt(v), the step, or
+# Adafactor's g*g, rank-1 second moment, rsqrt, update; SGD only lr*g. Variables are updated
+# a few at a time and each one's temporaries are freed after it, so what the update adds is a
+# few copies of the biggest variable, not a copy of all of them. Calibrated on 124M
+# (bench/bench_memory.py: the update added 5 to 6.4 times wte with Adam, Adafactor or SGD,
+# of which 3 are wte's own gradient made dense, below).
+UPDATE_TEMPORARIES = {"adam": 3, "adafactor": 3, "sgd": 1}
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def parameter_counts(hparams: HParams, only_train_transformer_layers: bool = False) -> Dict[str, int]:
+    """{"total", "trained", "largest_trained"}: weights, from rapgen.model.variable_shapes.
+
+    Frozen embeddings (only_train_transformer_layers) train only the blocks `model/h*`, as
+    rapgen.training does.
+    """
+    shapes = variable_shapes(hparams)
+    trained = [s for n, s in shapes.items() if not only_train_transformer_layers or n.startswith("model/h")]
+    return {
+        "total": sum(math.prod(s) for s in shapes.values()),
+        "trained": sum(math.prod(s) for s in trained),
+        "largest_trained": max(math.prod(s) for s in trained),
+    }
+
+
+def optimizer_slot_bytes(hparams: HParams, optimizer: str, only_train_transformer_layers: bool = False) -> int:
+    """Bytes of optimizer state, float32, as rapgen.optim allocates it."""
+    optimizer = _check_optimizer(optimizer)
+    total = 0
+    for name, shape in variable_shapes(hparams).items():
+        if only_train_transformer_layers and not name.startswith("model/h"):
+            continue
+        if optimizer == "adam":
+            total += 2 * math.prod(shape)  # m and v, each the variable's shape
+        elif optimizer == "adafactor":
+            dims = [d for d in shape if d != 1]  # c_attn's [1, E, 3E] is a matrix
+            # A matrix keeps a mean per row and per column; a vector its full second moment.
+            total += math.prod(dims[:-1]) + math.prod(dims[:-2]) * dims[-1] if len(dims) >= 2 else math.prod(shape)
+    return 4 * total
+
+
+def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: Optional[int] = None,
+                    optimizer: str = "adam", recompute: bool = False, compute_dtype: str = "float32",
+                    only_train_transformer_layers: bool = False, accumulate_gradients: int = 1) -> dict:
+    """Peak memory of one training step, in bytes, by part.
+
+    Returns {"weights", "gradients", "optimizer", "activations", "logits", "update",
+    "workspace", "runtime", "total", "peak_at", "parameters", "trained_parameters"}.
+    The total is not the sum of every part: "activations" and "logits" belong to the end of
+    the forward pass, "update" to the optimizer step, never held together; "peak_at" says
+    which of the two moments is larger ("forward" or "update").
+
+    sequence_length is the window (tokens per row, default n_ctx); accumulate_gradients does
+    not change the peak (micro-batches run one after another into the same accumulators).
+    """
+    hp = hparams
+    optimizer = _check_optimizer(optimizer)
+    if compute_dtype not in DTYPE_BYTES:
+        raise RapgenError(f"compute dtype must be one of {', '.join(DTYPE_BYTES)}, got {compute_dtype!r}")
+    T = hp.n_ctx if sequence_length is None else sequence_length
+    for name, value in (("batch_size", batch_size), ("sequence_length", T), ("accumulate_gradients", accumulate_gradients)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise RapgenError(f"--{name} must be a positive integer, got {value!r}")
+    if T > hp.n_ctx:
+        raise RapgenError(f"--sequence_length {T} is longer than the model's n_ctx ({hp.n_ctx})")
+    B, E, H, L, V = batch_size, hp.n_embd, hp.n_head, hp.n_layer, hp.n_vocab
+    c = DTYPE_BYTES[compute_dtype]  # bytes of an activation in the compute type
+    mixed = c != 4
+    counts = parameter_counts(hp, only_train_transformer_layers)
+    n_train = counts["trained"]
+    embeddings_trained = not only_train_transformer_layers
+
+    # Variables are float32 whatever the compute type.
+    weights = 4 * counts["total"]
+    # Trainer.train_step: one dense float32 accumulator per trained variable (tf.zeros_like at
+    # the start, each gradient added as the backward pass produces it), held to the update.
+    gradients = 4 * n_train
+    slots = optimizer_slot_bytes(hp, optimizer, only_train_transformer_layers)
+
+    # -- activations kept for the backward pass (what the gradient ops read) ------------
+    bte, bhtt = B * T * E, B * H * T * T  # a [B, T, E] tensor; one attention matrix [B, H, T, T]
+    # layer_norm runs in float32: its float32 input, x - mean and (x - mean) * rsqrt(var)
+    # are read by the gradient, and its output (compute type) by the next matmul.
+    layer_norm = (12 + c) * bte
+    block = (
+        2 * layer_norm  # ln_1, ln_2
+        + 3 * c * bte  # q, k, v (the scores' and the output's matmuls read them)
+        + 4 * bhtt + (c * bhtt if mixed else 0)  # softmax output (float32; its gradient reads it), and its cast
+        + c * bte  # the heads merged back, input of c_proj
+        # gelu(h) = 0.5 h (1 + tanh(a (h + 0.044715 h^3))), unfused: h, 0.044715 h, 0.044715 h^2,
+        # tanh, 0.5 h and 1 + tanh are each read by a gradient, plus gelu's output (c_fc's
+        # output is 4E wide).
+        + 7 * 4 * c * bte
+        # With mixed precision each matmul reads its weight cast to the compute type.
+        + (c * 12 * E * E if mixed else 0)
+    )
+    if recompute:
+        # tf.recompute_grad per block keeps only each block's input; the backward pass
+        # recomputes one block at a time, holding its activations and its gradient's
+        # temporaries (the softmax's gradient, two attention-sized tensors; a few [B, T, 4E]).
+        backward_working_set = 2 * 4 * bhtt + 2 * 4 * c * bte
+        activations = L * c * bte + block + backward_working_set + layer_norm
+    else:
+        activations = L * block + layer_norm  # + ln_f
+    if mixed:
+        activations += c * V * E  # wte cast for the logits matmul
+    # The float32 logits [B, T, V]; sparse_softmax_cross_entropy writes its gradient into the
+    # same buffer. With mixed precision the compute-type logits exist until their cast.
+    logits = 4 * B * T * V + (c * B * T * V if mixed else 0)
+
+    # -- the update -------------------------------------------------------------------
+    # The backward pass ends holding wte's gradient three times: the logits matmul's (dense,
+    # held since the backward pass began), the embedding lookup's made dense to be added to
+    # it, and their sum. Then each variable's update makes temporaries of its size.
+    update = (3 * 4 * V * E if embeddings_trained else 0) + UPDATE_TEMPORARIES[optimizer] * 4 * counts["largest_trained"]
+    if compute_dtype == "float16":
+        # Dynamic loss scaling checks every gradient is finite: a boolean per entry, one
+        # variable at a time.
+        update += counts["largest_trained"]
+
+    forward_peak = weights + gradients + slots + activations + logits
+    update_peak = weights + gradients + slots + update
+    total = max(forward_peak, update_peak) + WORKSPACE_BYTES + RUNTIME_BYTES
+    return {
+        "weights": int(weights), "gradients": int(gradients), "optimizer": int(slots),
+        "activations": int(activations), "logits": int(logits), "update": int(update),
+        "workspace": WORKSPACE_BYTES, "runtime": RUNTIME_BYTES, "total": int(total),
+        "peak_at": "forward" if forward_peak >= update_peak else "update",
+        "parameters": counts["total"], "trained_parameters": n_train,
+    }
+
+
+# The order to try: fastest first. Recompute costs about a third more compute; Adafactor
+# about the same speed as Adam but a different optimizer; freezing the embeddings changes
+# what is learned, so it comes last.
+CANDIDATES = (
+    dict(optimizer="adam", recompute=False, only_train_transformer_layers=False),
+    dict(optimizer="adam", recompute=True, only_train_transformer_layers=False),
+    dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=False),
+    dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=True),
+)
+
+
+def describe(settings: dict) -> str:
+    """'adafactor + recompute + frozen embeddings'"""
+    parts = [settings["optimizer"]]
+    if settings.get("recompute"):
+        parts.append("recompute")
+    if settings.get("only_train_transformer_layers"):
+        parts.append("frozen embeddings")
+    return " + ".join(parts)
+
+
+def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 1, sequence_length: Optional[int] = None,
+                    mixed_precision_dtype: str = "float32", accumulate_gradients: int = 1, margin: float = 0.1,
+                    model_name: Optional[str] = None, optimizer: Optional[str] = None, recompute: Optional[bool] = None,
+                    only_train_transformer_layers: Optional[bool] = None) -> dict:
+    """The fastest of CANDIDATES whose estimated peak fits (1 - margin) x memory_bytes.
+
+    optimizer, recompute, only_train_transformer_layers: None lets the chooser decide; a
+    value pins that setting (the user's override) and the others are chosen around it.
+
+    Returns {"optimizer", "recompute", "only_train_transformer_layers", "fits", "estimate",
+    "reason", "max_sequence_length"}. When nothing fits, fits is False, the settings are the
+    smallest candidate's, and max_sequence_length is the longest window that candidate fits
+    (None when not even 2 tokens do); reason says so in one line.
+    """
+    if not isinstance(memory_bytes, (int, float)) or isinstance(memory_bytes, bool) or memory_bytes <= 0:
+        raise RapgenError(f"the memory budget must be a positive number, got {memory_bytes!r}")
+    hp = hparams
+    T = hp.n_ctx if sequence_length is None else sequence_length
+    budget = memory_bytes * (1 - margin)
+    name = model_name or f"n_layer {hp.n_layer}, n_embd {hp.n_embd}"
+    where = f"{name} on {memory_bytes / GIB:.1f} GiB"
+    common = dict(batch_size=batch_size, compute_dtype=mixed_precision_dtype, accumulate_gradients=accumulate_gradients)
+    pins = {k: v for k, v in (("optimizer", None if optimizer is None else _check_optimizer(optimizer)),
+                              ("recompute", recompute), ("only_train_transformer_layers", only_train_transformer_layers))
+            if v is not None}
+    candidates = []
+    for settings in CANDIDATES:
+        settings = {**settings, **pins}
+        if settings not in candidates:
+            candidates.append(settings)
+
+    for settings in candidates:
+        est = estimate_memory(hp, sequence_length=T, **settings, **common)
+        if est["total"] <= budget:
+            return {**settings, "fits": True, "estimate": est, "max_sequence_length": T,
+                    "reason": f"{where}: {describe(settings)}, est. peak {est['total'] / GIB:.1f} GiB"}
+
+    # Nothing fits at this length: the longest window the smallest configuration fits.
+    smallest = candidates[-1]
+    est = estimate_memory(hp, sequence_length=T, **smallest, **common)
+    longest = None
+    lo, hi = 2, T  # the estimate grows with the length: bisect
+    if estimate_memory(hp, sequence_length=lo, **smallest, **common)["total"] <= budget:
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if estimate_memory(hp, sequence_length=mid, **smallest, **common)["total"] <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        longest = lo
+    if longest:
+        hint = f"--sequence_length {longest} would fit" + (" (or a smaller --batch_size)" if batch_size > 1 else "")
+    else:
+        # What does not depend on the window: weights, gradients, slots, the update's copy.
+        floor = estimate_memory(hp, sequence_length=2, **smallest, **common)["total"]
+        hint = f"no sequence_length fits: weights, gradients and the update alone need est. {floor / GIB:.1f} GiB"
+    return {**smallest, "fits": False, "estimate": est, "max_sequence_length": longest,
+            "reason": f"{where}: nothing fits at {T} tokens x batch {batch_size}: even {describe(smallest)} needs "
+                      f"est. {est['total'] / GIB:.1f} GiB, over {budget / GIB:.1f} GiB ({margin:.0%} kept free); {hint}"}
+
+
+# -- rapgen plan ----------------------------------------------------------------------
+
+
+def _hparams_for(model, models_dir) -> tuple:
+    """(HParams, display name) for a model name or directory; no weights needed."""
+    model = str(model)
+    if os.path.isdir(model):
+        return HParams.load(model), model.rstrip("/")
+    name = canonical_model_name(model)  # RapgenError listing the valid names
+    local = os.path.join(models_dir, name)
+    if os.path.exists(os.path.join(local, "hparams.json")):
+        return HParams.load(local), name
+    return HParams.for_model(name), name
+
+
+def _compute_dtype(mixed_precision) -> str:
+    if mixed_precision in (False, None, "off", "float32"):
+        return "float32"
+    if mixed_precision in ("float16", "bfloat16"):
+        return mixed_precision
+    if mixed_precision in ("auto", True):
+        from .devices import compute_dtype
+
+        return compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
+    raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {mixed_precision!r}")
+
+
+def _flag(value, name) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes", "on"):
+        return True
+    if str(value).lower() in ("false", "0", "no", "off"):
+        return False
+    raise RapgenError(f"--{name} must be True or False, got {value!r}")
+
+
+def _check_optimizer(optimizer) -> str:
+    name = str(optimizer).lower()
+    if name not in OPTIMIZERS:
+        raise RapgenError(f"unknown --optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
+    return name
+
+
+def format_estimate(est: dict) -> str:
+    """The estimate as a small table, GiB."""
+    forward, update = est["peak_at"] == "forward", est["peak_at"] == "update"
+    rows = [
+        ("weights (float32)", est["weights"], True),
+        ("gradients (accumulated)", est["gradients"], True),
+        ("optimizer slots", est["optimizer"], True),
+        ("activations kept for backward", est["activations"], forward),
+        ("logits / loss", est["logits"], forward),
+        ("update (wte gradients, temporaries)", est["update"], update),
+        ("workspace", est["workspace"], True),
+        ("runtime (CUDA context, reserve)", est["runtime"], True),
+    ]
+    lines = [f"  {label:<38} {value / GIB:>7.2f} GiB" + ("" if counted else "   (not at the peak)")
+             for label, value, counted in rows]
+    lines.append(f"  {'estimated peak':<38} {est['total'] / GIB:>7.2f} GiB   (at the {est['peak_at']} step)")
+    return "\n".join(lines)
+
+
+def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, sequence_length: Optional[int] = None,
+         optimizer: str = "adam", recompute: bool = False, mixed_precision: str = "off",
+         only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
+         memory_gb: Optional[float] = None, margin: float = 0.1) -> None:
+    """Print the estimated peak memory of fine-tuning, and with --memory_gb what fits.
+
+    --model: 124M, 355M, 774M, 1558M (no download needed) or a model directory.
+    --memory_gb: the GPU's memory in GiB as nvidia-smi shows it (15 for a T4, 16 for a
+    V100 16 GB, 40 or 80 for an A100); prints the settings `rapgen train` should use.
+
+    >>> plan(model="774M", memory_gb=15)   # doctest: +SKIP
+    """
+    hp, name = _hparams_for(model, models_dir)
+    dtype = _compute_dtype(mixed_precision)
+    recompute = _flag(recompute, "recompute")
+    frozen = _flag(only_train_transformer_layers, "only_train_transformer_layers")
+    if sequence_length is not None and (not isinstance(sequence_length, int) or isinstance(sequence_length, bool)
+                                        or not 2 <= sequence_length <= hp.n_ctx):
+        raise RapgenError(f"--sequence_length must be between 2 and the model's n_ctx ({hp.n_ctx}), got {sequence_length!r}")
+    if memory_gb is not None and (not isinstance(memory_gb, (int, float)) or isinstance(memory_gb, bool) or memory_gb <= 0):
+        raise RapgenError(f"--memory_gb must be a positive number of GiB, got {memory_gb!r}")
+    if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise RapgenError(f"--margin must be in [0, 1), got {margin!r}")
+    T = sequence_length or hp.n_ctx
+    settings = dict(optimizer=_check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen)
+    est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,
+                          accumulate_gradients=accumulate_gradients, **settings)
+    print(f"{name}: {est['parameters'] / 1e6:.1f}M parameters ({est['trained_parameters'] / 1e6:.1f}M trained), "
+          f"batch {batch_size} x {T} tokens, {describe(settings)}, {dtype} compute")
+    print(format_estimate(est))
+    if memory_gb is not None:
+        choice = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T, mixed_precision_dtype=dtype,
+                                 accumulate_gradients=accumulate_gradients, margin=margin, model_name=name)
+        print(choice["reason"])
+        if choice["fits"]:
+            flags = f"--optimizer {choice['optimizer']}" + (" --recompute True" if choice["recompute"] else "") + (
+                " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "")
+            print(f"  rapgen train ... {flags}")

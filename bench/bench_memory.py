@@ -44,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_train import invented_lyrics, machine, vocab_dir  # noqa: E402
+from bench_train import invented_lyrics, machine, run_as_child, vocab_dir  # noqa: E402
 
 SIZES = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=2, n_ctx=1024),
@@ -206,15 +206,7 @@ def main() -> None:
     parser.add_argument("--init", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
-        return
-    if args.init:
-        from rapgen.checkpoints import init
-
-        spec = json.loads(args.init)
-        init(spec["model_dir"], seed=0, vocab_dir=spec["vocab_dir"], **SIZES[spec["size"]])
-        print("RESULT {}")
+    if run_as_child(args, child, SIZES):
         return
 
     from rapgen.hparams import HParams

@@ -184,6 +184,21 @@ def run_child(args: list, env: dict) -> dict:
 run_child.children_cpu = 0.0
 
 
+def run_as_child(args, measure, sizes) -> bool:
+    """Do the work of a child process (--child: one measurement, --init: make a model); False in the parent."""
+    if args.child:
+        print("RESULT " + json.dumps(measure(json.loads(args.child))), flush=True)
+        return True
+    if args.init:
+        from rapgen.checkpoints import init
+
+        spec = json.loads(args.init)
+        init(spec["model_dir"], seed=0, vocab_dir=spec["vocab_dir"], **sizes[spec["size"]])
+        print("RESULT {}")
+        return True
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="124M,tiny", help="comma-separated: " + ", ".join(SIZES))
@@ -194,15 +209,7 @@ def main() -> None:
     parser.add_argument("--init", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
-        return
-    if args.init:
-        from rapgen.checkpoints import init
-
-        spec = json.loads(args.init)
-        init(spec["model_dir"], seed=0, vocab_dir=spec["vocab_dir"], **SIZES[spec["size"]])
-        print("RESULT {}")
+    if run_as_child(args, child, SIZES):
         return
 
     sizes = [s for s in args.sizes.split(",") if s]

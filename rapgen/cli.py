@@ -8,6 +8,7 @@ status 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -50,6 +51,11 @@ def _quiet_tensorflow_import() -> None:
     if "tensorflow" in sys.modules or os.environ.get("RAPGEN_DEBUG"):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if importlib.util.find_spec("tf_keras") is None:
+        # TensorFlow imports Keras 3's optimizers eagerly (about a second) unless told to use
+        # the legacy tf_keras, which then is not there to load. rapgen uses no Keras, and
+        # this process runs only rapgen, so the cold start of a command skips it.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

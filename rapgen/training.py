@@ -441,6 +441,10 @@ def train(dataset: str = "", **options) -> dict:
     unknown = sorted(set(options) - names)
     if unknown:
         raise RapgenError(f"unknown option --{unknown[0]} for train (see `rapgen train --help`)")
+    for name in ("recompute", "only_train_transformer_layers"):
+        # Colab form dropdowns give strings: "True", "False", "auto".
+        if isinstance(options.get(name), str) and options[name].lower() in ("true", "false"):
+            options[name] = options[name].lower() == "true"
     cfg = TrainConfig(dataset=str(dataset or ""), **options)
     cfg.check()
     return _run(cfg)

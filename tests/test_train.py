@@ -259,8 +259,9 @@ def test_bad_settings_are_one_line_errors(model_dir, lyrics, tmp_path, options, 
 def test_auto_memory_settings_are_chosen_said_saved_and_kept_on_resume(model_dir, lyrics, tmp_path, capsys):
     opts = dict(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), sequence_length=8,
                 **{**FAST, "quiet": False, "print_every": 0})
-    # A roomy budget: the fastest choice, Adam without recompute, and the reason printed.
-    train(steps=2, memory_gb=64, **opts)
+    # A roomy budget: the fastest choice, Adam without recompute, and the reason printed. A Colab
+    # dropdown's "False" is the boolean.
+    train(steps=2, memory_gb=64, only_train_transformer_layers="False", **opts)
     out = capsys.readouterr().out
     assert "memory: " in out and ": adam, est. peak" in out and "override" in out
     saved = json.loads((tmp_path / "run1" / "train.json").read_text())

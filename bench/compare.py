@@ -429,7 +429,7 @@ def report(results: dict, peak: dict, sample_len: int, cold_len: int) -> None:
     print("Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()))
     print("Matmul peaks (GFLOP/s): " + "; ".join(
         f"{fw} " + ", ".join(f"{d} {p['gflops']:.1f} (n={p['n']})" for d, p in peaks.items())
-        for fw, peaks in results["peaks"].items()) + f". MFU uses the better of the two for the row's type.")
+        for fw, peaks in results["peaks"].items()) + ". MFU uses the better of the two for the row's type.")
     print()
 
     def find(key, **match):

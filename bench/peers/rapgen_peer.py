@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 
@@ -145,22 +144,10 @@ def sample(spec: dict) -> dict:
 
 def encode(spec: dict) -> dict:
     import bench_core
-    from rapgen.encoder import Encoder
 
     text = bench_core.synthetic_lyrics(int(spec["mb"] * 1e6))
     n_mb = len(text.encode("utf-8")) / 1e6
-    vocab_dir = spec["vocab_dir"]
-    with open(os.path.join(vocab_dir, "encoder.json"), encoding="utf-8") as f:
-        vocab = json.load(f)
-    with open(os.path.join(vocab_dir, "vocab.bpe"), encoding="utf-8") as f:
-        merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line.strip()]
-    enc = Encoder(vocab, merges)  # a new encoder: its word cache starts empty
-    t = time.perf_counter()
-    ids = enc.encode(text, allowed_special="all")
-    cold = time.perf_counter() - t
-    t = time.perf_counter()
-    enc.encode(text, allowed_special="all")
-    warm = time.perf_counter() - t
+    ids, cold, warm = bench_core.time_rapgen_encode(spec["vocab_dir"], text)
     import numpy as np
 
     digest = hashlib.sha256(np.asarray(ids, np.int32).tobytes()).hexdigest()

@@ -38,6 +38,7 @@ import math
 import os
 from typing import Dict, Optional
 
+from .devices import compute_dtype
 from .errors import RapgenError
 from .hparams import HParams, canonical_model_name, variable_shapes
 
@@ -286,18 +287,6 @@ def _hparams_for(model, models_dir) -> tuple:
     return HParams.for_model(name), name
 
 
-def _compute_dtype(mixed_precision) -> str:
-    if mixed_precision in (False, None, "off", "float32"):
-        return "float32"
-    if mixed_precision in ("float16", "bfloat16"):
-        return mixed_precision
-    if mixed_precision in ("auto", True):
-        from .devices import compute_dtype
-
-        return compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
-    raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {mixed_precision!r}")
-
-
 def _flag(value, name) -> bool:
     if isinstance(value, bool):
         return value
@@ -347,7 +336,7 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
     >>> plan(model="774M", memory_gb=15)   # doctest: +SKIP
     """
     hp, name = _hparams_for(model, models_dir)
-    dtype = _compute_dtype(mixed_precision)
+    dtype = compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
     recompute = _flag(recompute, "recompute")
     frozen = _flag(only_train_transformer_layers, "only_train_transformer_layers")
     if sequence_length is not None and (not isinstance(sequence_length, int) or isinstance(sequence_length, bool)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from rapgen.checkpoints import init, latest_checkpoint, read_checkpoint
+from rapgen.checkpoints import latest_checkpoint, read_checkpoint
 
 CHILD = r"""
 import json, os, sys
@@ -56,13 +56,6 @@ def run_training(devices, tmp_path, model_dir, lyrics, **options):
     return losses, read_checkpoint(latest_checkpoint(run_dir)), proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, vocab_dir):
-    folder = tmp_path_factory.mktemp("m") / "tiny"
-    init(str(folder), n_layer=2, n_embd=32, n_head=2, n_ctx=32, seed=4, vocab_dir=vocab_dir)
-    return str(folder)
-
-
 @pytest.fixture
 def lyrics(tmp_path):
     path = tmp_path / "lyrics.txt"
@@ -74,9 +67,9 @@ def lyrics(tmp_path):
     dict(optimizer="adam"),
     dict(optimizer="adafactor", accumulate_gradients=2),
 ], ids=["adam", "adafactor-accumulate"])
-def test_two_devices_match_one(options, tmp_path, model_dir, lyrics):
-    one, weights_one, _ = run_training(1, tmp_path, model_dir, lyrics, **options)
-    two, weights_two, log = run_training(2, tmp_path, model_dir, lyrics, **options)
+def test_two_devices_match_one(options, tmp_path, tiny_model_dir, lyrics):
+    one, weights_one, _ = run_training(1, tmp_path, tiny_model_dir, lyrics, **options)
+    two, weights_two, log = run_training(2, tmp_path, tiny_model_dir, lyrics, **options)
     assert len(one) == len(two) == 3
     np.testing.assert_allclose(two, one, rtol=1e-5)
     assert one[-1] < one[0]  # it learned, so the steps did update something
@@ -94,8 +87,8 @@ def test_two_devices_match_one(options, tmp_path, model_dir, lyrics):
     assert "2 replicas (MirroredStrategy)" in log
 
 
-def test_batch_that_does_not_split_is_refused(tmp_path, model_dir, lyrics):
+def test_batch_that_does_not_split_is_refused(tmp_path, tiny_model_dir, lyrics):
     with pytest.raises(AssertionError) as failure:
-        run_training(2, tmp_path, model_dir, lyrics, batch_size=3)
+        run_training(2, tmp_path, tiny_model_dir, lyrics, batch_size=3)
     assert "ERROR --batch_size 3 does not split evenly over 2 devices: use a multiple of 2" in str(failure.value)
     assert not os.path.exists(tmp_path / "ckpt2" / "run1")  # refused before anything was written

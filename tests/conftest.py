@@ -44,7 +44,6 @@ def cli_env(vocab_dir):
     """Environment for running `python -m rapgen` in a subprocess."""
     env = dict(os.environ)
     env["RAPGEN_VOCAB_DIR"] = vocab_dir
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("RAPGEN_MODEL_URL", None)
     return env
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, run_cli, snapshot
+from conftest import run_cli, snapshot
 from rapgen.checkpoints import init
 
 LYRICS = (
@@ -38,7 +38,6 @@ def runs(tmp_path_factory, vocab_dir):
     """
     env = dict(os.environ)
     env["RAPGEN_VOCAB_DIR"] = vocab_dir
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("RAPGEN_MODEL_URL", None)
 
     base = tmp_path_factory.mktemp("cli")

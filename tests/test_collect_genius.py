@@ -22,7 +22,6 @@ from rapgen.collection.fetch import SongCache
 from rapgen.collection.genius import GeniusClient, RateLimiter, retry_after_seconds
 from rapgen.lyrics import parse_songs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "rg-FAKE-TOKEN-q7Zx93kLw0pT"  # recognisable, so a leak is easy to find
 
 
@@ -262,7 +261,7 @@ def test_rate_limit_and_retry_after():
 
 
 def _cli_env():
-    env = dict(os.environ, GENIUS_ACCESS_TOKEN=TOKEN, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, GENIUS_ACCESS_TOKEN=TOKEN)
     env.pop("RAPGEN_VOCAB_DIR", None)
     return env
 

@@ -13,7 +13,6 @@ from rapgen.collection import collect_csv, collect_folder
 from rapgen.errors import RapgenError
 from rapgen.lyrics import parse_songs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id", "language"]
 ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost", "Tofu, The Creator"]
 WORDS = "soy drip fjord static pixel velvet ghost tofu neon gravel comet lantern marble thunder".split()
@@ -171,7 +170,7 @@ def test_folder_takes_artists_from_folder_names(tmp_path):
 
 
 def test_cli_csv_and_folder(dump, tmp_path):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)
     make_folder(tmp_path / "mine")
 
     def cli(*args):

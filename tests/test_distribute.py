@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from rapgen.checkpoints import latest_checkpoint, read_checkpoint
 
 CHILD = r"""
@@ -45,7 +44,7 @@ def run_training(devices, tmp_path, model_dir, lyrics, **options):
                       batch_size=4, sequence_length=16, learning_rate=1e-2, warmup_steps=0, val_fraction=0.0,
                       save_every=0, sample_every=0, val_every=0, print_every=0,
                       distribute="mirrored" if devices > 1 else "off"), **options}
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"devices": devices, "options": options})],
                           env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

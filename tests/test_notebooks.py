@@ -331,7 +331,6 @@ class Lab:
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "TF_CPP_MIN_LOG_LEVEL": "2",
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         })
         self.env = env
 

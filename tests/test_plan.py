@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import variable_shapes
@@ -216,7 +216,7 @@ print(json.dumps({"measured": hwm() - base}))
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc/self/clear_refs")
 def test_estimate_is_close_to_a_measured_tiny_step():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", STEP], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     measured = json.loads(out.stdout.strip().splitlines()[-1])["measured"]
@@ -232,7 +232,6 @@ def test_estimate_is_close_to_a_measured_tiny_step():
 @pytest.fixture(scope="module")
 def plan_runs(tmp_path_factory):
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     cwd = tmp_path_factory.mktemp("plan")  # no models/ here: nothing downloaded
     model_dir = cwd / "mine"
     model_dir.mkdir()

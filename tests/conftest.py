@@ -2,6 +2,10 @@
 
 The vocabulary is found through $RAPGEN_GPT2_DIR or `../shared/gpt2` beside the project;
 tests that need it are skipped, with that reason, on a machine that has neither.
+
+In CI (`CI` set, as `.ci/run` has it) nothing may be skipped: a skipped test is reported as a
+failure with its reason, so a missing prerequisite (the vocabulary, espeak-ng, an installed
+package) can never turn a run green.
 """
 
 import os
@@ -11,6 +15,20 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
 
 
 def gpt2_vocab_dir():

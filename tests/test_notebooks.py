@@ -5,10 +5,15 @@ a tiny model served by a loopback mirror through `RAPGEN_MODEL_URL`, so the down
 really downloads; a loopback imitation of the Genius API and song pages serving the project's
 sample lyrics, so the collection cell really collects; a few training steps; a few tokens.
 
-Each notebook runs in its own IPython kernel started from this interpreter. Cells go through
-jupyter_client's `execute_interactive` with stdin allowed, so `input()` in the interactive cell
-is answered like a person would: a prompt, then Ctrl-D ("\\x04", which ipykernel turns into
-EOFError and `rapgen.interactive` takes as the end).
+Each notebook runs in its own IPython kernel started from this interpreter, two ways:
+
+* headless, by nbclient, as papermill, `jupyter nbconvert --execute` and CI services run
+  notebooks: no stdin, so `input()` in the interactive cell raises StdinNotImplementedError,
+  which `rapgen.interactive` must take as the end of the loop (one line, no error). 01 and 02
+  run this way, and 03 once too;
+* interactively, through jupyter_client's `execute_interactive` with stdin allowed, so the
+  prompt in 03 is answered like a person would: a prompt, then Ctrl-D ("\\x04", which
+  ipykernel turns into EOFError and `rapgen.interactive` takes as the end).
 
 The whole series takes about a minute and a half on two CPU cores (mostly TensorFlow starting
 in each kernel); `-k 03` runs what one notebook needs.
@@ -258,18 +263,24 @@ class Kernel:
         from jupyter_client.kernelspec import KernelSpecManager
         from jupyter_client.manager import KernelManager
 
-        spec = pathlib.Path(spec_root) / "kernels" / "rapgen-test"
-        spec.mkdir(parents=True, exist_ok=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "rapgen tests", "language": "python",
-        }))
+        spec = self.write_spec(spec_root)
         self.km = KernelManager(kernel_name="rapgen-test",
                                 kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
         self.km.start_kernel(cwd=str(cwd), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=120)
+
+    @staticmethod
+    def write_spec(spec_root):
+        """A kernel spec that starts this interpreter (so the kernel imports the rapgen under test)."""
+        spec = pathlib.Path(spec_root) / "kernels" / "rapgen-test"
+        spec.mkdir(parents=True, exist_ok=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "rapgen tests", "language": "python",
+        }))
+        return spec
 
     def close(self):
         self.kc.stop_channels()
@@ -311,6 +322,33 @@ class Kernel:
         return outputs, prompts
 
 
+def headless(nb, cwd, env, spec_root):
+    """Execute every cell with nbclient, as headless runners do; returns the text output per code cell.
+
+    nbclient raises CellExecutionError (with the cell and its traceback) on the first error.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    Kernel.write_spec(spec_root)
+    km = KernelManager(kernel_name="rapgen-test",
+                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(pathlib.Path(spec_root) / "kernels")]))
+    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="rapgen-test",
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=env)
+    outputs = []
+    for cell in code_cells(nb):
+        texts = []
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                texts.append(out.text)
+            elif out.output_type in ("execute_result", "display_data"):
+                texts.append(out.data.get("text/plain", "") + ("\n[image/png]" if "image/png" in out.data else "") + "\n")
+        outputs.append(ANSI.sub("", "".join(texts)))
+    return outputs
+
+
 class Lab:
     """A temporary working folder with the mirror and fake Genius running, and the kernels' environment."""
 
@@ -334,6 +372,9 @@ class Lab:
         })
         self.env = env
 
+    def run_headless(self, name):
+        return headless(load(name), self.cwd, self.env, self.root / "jupyter")
+
     def run(self, name, answers=()):
         kernel = Kernel(self.cwd, self.env, self.root / "jupyter")
         try:
@@ -354,14 +395,12 @@ def lab(tmp_path_factory, vocab_dir):
 
 @pytest.fixture(scope="module")
 def collected(lab):
-    outputs, _ = lab.run("01_collect_lyrics.ipynb")
-    return outputs
+    return lab.run_headless("01_collect_lyrics.ipynb")
 
 
 @pytest.fixture(scope="module")
 def trained(lab, collected):
-    outputs, _ = lab.run("02_finetune.ipynb")
-    return outputs
+    return lab.run_headless("02_finetune.ipynb")
 
 
 def all_output(outputs):
@@ -405,7 +444,7 @@ def test_02_run_again_after_a_disconnect_resumes_from_drive(lab, trained):
     # A new Colab machine: nothing local survives, Drive does.
     shutil.rmtree(lab.cwd / "checkpoints")
     shutil.rmtree(lab.cwd / "models")
-    outputs, _ = lab.run("02_finetune.ipynb")
+    outputs = lab.run_headless("02_finetune.ipynb")
     text = all_output(outputs)
     assert "restoring run1 from the mirror" in text
     assert "already at step 4" in text
@@ -421,3 +460,14 @@ def test_03_writes_songs_and_answers_prompts(lab, trained):
     assert interactive.index("<<Lil Tofu") < interactive.index("SAMPLE 1")
     songs = (lab.drive / "songs.txt").read_text(encoding="utf-8")
     assert songs.count("<|endoftext|>") == 3 and songs.startswith("<<Lil Tofu")
+
+
+def test_03_runs_headless_and_the_prompt_loop_ends_in_one_line(lab, trained):
+    """nbclient gives the kernel no stdin: the interactive cell must end, not fail the notebook."""
+    before = (lab.drive / "songs.txt").read_text(encoding="utf-8") if (lab.drive / "songs.txt").exists() else ""
+    outputs = lab.run_headless("03_rap.ipynb")
+    last = outputs[-1]
+    assert "takes no typed input" in last and len(last.strip().splitlines()) == 1, last
+    assert "Traceback" not in all_output(outputs) and "StdinNotImplementedError" not in all_output(outputs)
+    songs = (lab.drive / "songs.txt").read_text(encoding="utf-8")
+    assert songs.startswith(before) and songs.count("<|endoftext|>") > before.count("<|endoftext|>")

@@ -345,6 +345,13 @@ def interactive(
         except (EOFError, KeyboardInterrupt):
             print()
             return
+        except NotImplementedError:
+            # A frontend without input (a notebook run headless by nbclient, papermill or
+            # `jupyter nbconvert --execute`): IPython raises StdinNotImplementedError, a
+            # NotImplementedError. Nobody can type a prompt there, so the loop ends.
+            print("interactive: this frontend takes no typed input, so the prompt loop ends here "
+                  "(run the notebook in Jupyter or Colab to type prompts, or call rapgen.sample)")
+            return
         if not text.strip():
             print("Type a prompt, for example <<Yung Lean (Ctrl-D to quit)")
             continue

@@ -28,6 +28,11 @@ How a download stays safe:
   requested at all (a finished model works offline). Otherwise a file already under its final
   name is kept (the rename above means it was verified), except the weights, which are kept
   only if their size matches `hparams.json`.
+* **Offline.** Each retry is said in one line (what failed, the wait, attempt n of m). When no
+  answer comes at all (connection refused, unknown host, timeout) the final error names the host
+  and suggests checking the connection or a mirror; it offers a resume only when something was
+  received. A model folder the download created and left without any file is removed, so the
+  next command does not take it for a model (`needs_download` tells callers such a folder apart).
 * **Optional `.meta`.** `model.ckpt.meta` is a TF1 graph that rapgen never reads; a mirror made
   by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
   error. The other six files are required.
@@ -41,8 +46,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import time
+import urllib.parse
 
 from .errors import RapgenError
 from .hparams import HParams, canonical_model_name
@@ -66,7 +73,15 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
 class _Retry(Exception):
-    """An attempt failed in a way worth retrying (dropped connection, short body, 5xx)."""
+    """An attempt failed in a way worth retrying (dropped connection, short body, 5xx).
+
+    `host` is set when no answer came at all (refused, unknown host, timed out): the message then
+    reads "could not connect to HOST (problem)"."""
+
+    def __init__(self, problem: str, host: str | None = None):
+        super().__init__(f"could not connect to {host} ({problem})" if host else problem)
+        self.problem = problem
+        self.host = host
 
 
 def download(
@@ -100,6 +115,7 @@ def download(
         raise RapgenError(f"timeout must be a positive number of seconds, got {timeout!r}")
     models_dir = os.fspath(models_dir) if isinstance(models_dir, os.PathLike) else str(models_dir)
     model_dir = os.path.join(models_dir, name)
+    created = _new_folders(model_dir)  # removed again if the download leaves them empty
     try:
         os.makedirs(model_dir, exist_ok=True)
     except OSError as e:
@@ -125,9 +141,67 @@ def download(
                 continue
             fetcher.fetch(url, dest, expected_size=expected, optional=filename in OPTIONAL,
                           check=_CHECKS.get(filename))
+    except BaseException:  # Ctrl-C included: an empty folder left behind would pass for a model
+        _tidy(model_dir, created)
+        raise
     finally:
         fetcher.session.close()
     return model_dir
+
+
+def needs_download(model_dir: str) -> bool:
+    """True when `model_dir` is absent or holds an unfinished download of OpenAI's files (some of
+    the required files missing, or weights of the wrong size); False for a complete download and
+    for a folder holding anything else (a model made or copied there: the caller's checks apply).
+    Cheap: it reads only `hparams.json` and file sizes.
+
+    >>> needs_download("models/124M")                               # doctest: +SKIP
+    False
+    """
+    if not os.path.isdir(model_dir):
+        return True
+    known = set(FILES) | {f + ".part" for f in FILES}
+    names = set(os.listdir(model_dir))
+    if names - known:
+        return False
+    if any(f not in names for f in FILES if f not in OPTIONAL):
+        return True
+    try:
+        weights = 4 * HParams.load(model_dir).n_params()
+    except RapgenError:
+        return True
+    return _size(os.path.join(model_dir, WEIGHTS)) != weights
+
+
+def _new_folders(path: str) -> list:
+    """The folders `os.makedirs(path)` would create, deepest first."""
+    made = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        made.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return made
+
+
+def _tidy(model_dir: str, created: list) -> None:
+    """After a failed download: drop empty `.part` files, then the folders this download created
+    if nothing is left in them (a folder holding received bytes stays, for the resume)."""
+    try:
+        names = os.listdir(model_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(model_dir, name)
+        if name.endswith(".part") and _size(path) == 0:
+            _remove(path)
+    for folder in created:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (or not ours to remove): keep it and its parents
+            break
 
 
 def _base_url(base_url) -> str:
@@ -279,13 +353,14 @@ class _Fetcher:
                 after = _size(part) or 0
                 failures = 0 if after > before else failures + 1
                 if failures > self.retries:
-                    raise RapgenError(
-                        f"giving up on {url} after {failures} attempts without progress ({e}); "
-                        "run the same command again to resume, or use a mirror with --base_url "
-                        f"or {ENV_BASE_URL}"
-                    ) from None
+                    raise RapgenError(self._give_up(url, dest, e, failures)) from None
+                name = os.path.basename(dest)
                 if failures:
-                    time.sleep(min(RETRY_WAIT_S * 2 ** (failures - 1), MAX_RETRY_WAIT_S))
+                    wait = min(RETRY_WAIT_S * 2 ** (failures - 1), MAX_RETRY_WAIT_S)
+                    _say(self.quiet, f"{name}: {e}; retrying in {wait:g} s (attempt {failures + 1} of {self.retries + 1})")
+                    time.sleep(wait)
+                else:
+                    _say(self.quiet, f"{name}: {e}; resuming at byte {after:,}")
                 continue
             if outcome == "missing":
                 if optional:
@@ -305,10 +380,23 @@ class _Fetcher:
         self._finish(url, part, dest, expected_size, check)
         return True
 
+    def _give_up(self, url: str, dest: str, error: _Retry, failures: int) -> str:
+        """The one-line error after `failures` attempts in a row without progress."""
+        folder = os.path.dirname(dest)
+        received = any(_size(os.path.join(folder, n)) for n in os.listdir(folder))
+        mirror = f"use a mirror with --base_url or {ENV_BASE_URL}"
+        resume = "; what was received is kept: run the same command again to resume" if received else ""
+        if error.host:
+            return (f"could not connect to {error.host} ({error.problem}; {failures} attempts): check your internet "
+                    f"connection, or {mirror}{resume}")
+        then = "run the same command again to resume, or " if received else "try again later, or "
+        return f"giving up on {url} after {failures} attempts without progress ({error}); {then}{mirror}"
+
     def _attempt(self, url: str, part: str, start: int, expected_size) -> str:
         import requests
 
         headers = {"Accept-Encoding": "identity"}
+        self._progress = None  # set once a body starts: a failure after that is not "no answer"
         if start:
             headers["Range"] = f"bytes={start}-"
         try:
@@ -351,7 +439,7 @@ class _Fetcher:
                 got, expected = self._progress
                 raise _Retry(f"the body stopped after {got} of {expected or 'unknown'} bytes "
                              f"({type(e).__name__})") from None
-            raise _Retry(f"{type(e).__name__}: {_short(e)}") from None
+            raise _Retry(_no_answer(e, self.timeout), host=urllib.parse.urlsplit(url).netloc) from None
         except requests.RequestException as e:
             raise RapgenError(f"cannot download {url}: {_short(e)}") from None
         if expected_size is not None and offset + received > expected_size:
@@ -409,6 +497,37 @@ class _Fetcher:
                     f"serves OpenAI's files with --base_url or {ENV_BASE_URL}"
                 ) from None
         os.replace(part, dest)
+
+
+def _causes(error: BaseException) -> list:
+    """`error` and what it wraps: requests wraps urllib3, which wraps the socket's own error."""
+    found, todo = [], [error]
+    while todo and len(found) < 32:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or any(e is f for f in found):
+            continue
+        found.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+    return found
+
+
+def _no_answer(error: BaseException, timeout: float) -> str:
+    """A few words for a request that got no answer at all, instead of urllib3's nested reprs."""
+    import requests
+
+    causes = _causes(error)
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection refused"
+    if any(isinstance(c, socket.gaierror) or type(c).__name__ == "NameResolutionError" for c in causes):
+        return "host name not found"
+    if isinstance(error, requests.Timeout) or any(isinstance(c, TimeoutError) for c in causes):
+        return f"no answer within {timeout:g} s"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return "connection reset"
+    if any(isinstance(c, OSError) and c.strerror for c in causes):
+        return next(c.strerror for c in causes if isinstance(c, OSError) and c.strerror).lower()
+    return f"connection failed ({type(causes[-1]).__name__})"
 
 
 def _short(error: Exception) -> str:

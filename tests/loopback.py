@@ -32,3 +32,36 @@ class LoopbackServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound, then closed): connecting to it is refused at once,
+    as when the machine is offline or a mirror is down."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HangingServer:
+    """A loopback port that accepts connections (the kernel's backlog completes the handshake) and
+    never answers: a stalled network or proxy. A context manager; `url` is its base URL."""
+
+    def __init__(self):
+        import socket
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)  # never accept()ed: clients wait for an answer that does not come
+
+    @property
+    def url(self) -> str:
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._socket.close()

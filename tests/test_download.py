@@ -4,15 +4,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
 from http_mirror import ModelMirror
+from loopback import HangingServer, refused_port
 from rapgen import downloads as dl
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS = dl.WEIGHTS
 
 
@@ -166,13 +167,21 @@ def test_dropped_connection_is_resumed(tiny, mirror, tmp_path):
     _assert_same(tiny, got)
 
 
-def test_connection_that_always_drops_gives_up_with_a_clear_error(tiny, mirror, tmp_path):
-    # Each drop still delivers half of what is left, so the download progresses until the
-    # remainder is one byte, then fails `retries + 1` times in a row without progress.
-    mirror.fault("/355M/hparams.json", "drop")
-    with pytest.raises(RapgenError, match="giving up on .*hparams.json.*resume"):
+@pytest.mark.parametrize("filename", ["hparams.json", WEIGHTS])
+def test_connection_that_always_drops_gives_up_with_a_clear_error(tiny, mirror, tmp_path, filename):
+    # Each drop sends half of what is left and closes. urllib3 hands over whole chunks only, so
+    # the 85 bytes of hparams.json never arrive, while the weights (MBs) progress until the
+    # remainder fits in a chunk; then `retries + 1` attempts in a row fail without progress.
+    mirror.fault(f"/355M/{filename}", "drop")
+    with pytest.raises(RapgenError, match=f"giving up on .*{filename} after 3 attempts without progress") as caught:
         dl.download("355M", models_dir=str(tmp_path), base_url=mirror.url, quiet=True, retries=2)
-    assert not os.path.exists(tmp_path / "355M" / "hparams.json")
+    assert not os.path.exists(tmp_path / "355M" / filename)
+    if filename == WEIGHTS:  # bytes were received: they stay, and the message offers the resume
+        assert "run the same command again to resume" in str(caught.value)
+        assert os.path.getsize(tmp_path / "355M" / (WEIGHTS + ".part")) > dl.CHUNK_BYTES
+    else:  # nothing was received: no resume to offer, and no empty folder left behind
+        assert "resume" not in str(caught.value) and "try again later" in str(caught.value)
+        assert os.listdir(tmp_path) == []
 
 
 def test_404_on_a_required_file_names_the_url_and_saves_nothing_complete(tiny, mirror, tmp_path):
@@ -263,13 +272,14 @@ def test_bad_names_and_urls_are_user_errors(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def _cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "rapgen", "download", *args], cwd=ROOT, env=env,
+def _cli(env, *args, cwd=None):
+    # cwd: anywhere but the source tree, so the installed package is what runs
+    return subprocess.run([sys.executable, "-m", "rapgen", "download", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_cli_404_is_one_line_and_exit_status_2(mirror, tmp_path, cli_env):
-    done = _cli(cli_env, "124M", "--models_dir", str(tmp_path), "--base_url", mirror.url)
+    done = _cli(cli_env, "124M", "--models_dir", str(tmp_path), "--base_url", mirror.url, cwd=str(tmp_path))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
@@ -285,3 +295,110 @@ def test_cli_downloads_and_prints_the_directory(tiny, mirror, tmp_path, capfd):
     out, err = capfd.readouterr()
     assert out.strip() == os.path.join(str(tmp_path), "355M") and err == ""
     _assert_same(tiny, out.strip())
+
+
+# --- offline: a refused port, a server that never answers, and what the next command finds ---
+
+LYRICS = ("<<Lil Tofu - Bean Curd Bounce>>\n[Hook]\nsoy on my wrist and the tempeh on ice\n<|endoftext|>\n"
+          "<<MC Fjord - Kall Natt>>\n[Verse 1: MC Fjord]\ncold harbour lights and the ferry runs late\n<|endoftext|>\n")
+
+
+def test_offline_says_each_retry_and_ends_with_one_short_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dl, "RETRY_WAIT_S", 0.01)
+    port = refused_port()
+    models = tmp_path / "models"
+    with pytest.raises(RapgenError) as caught:
+        dl.download("124M", models_dir=str(models), base_url=f"http://127.0.0.1:{port}", retries=2)
+    message = str(caught.value)
+    assert message.startswith(f"could not connect to 127.0.0.1:{port} (connection refused")
+    assert "--base_url" in message and dl.ENV_BASE_URL in message and "connection" in message
+    assert "resume" not in message  # nothing was received
+    assert "\n" not in message and len(message) < 220
+    retries = capsys.readouterr().err.strip().splitlines()
+    assert retries == [f"hparams.json: could not connect to 127.0.0.1:{port} (connection refused); "
+                       f"retrying in {w} s (attempt {n} of 3)" for w, n in (("0.01", 2), ("0.02", 3))]
+    assert not models.exists()  # no empty models/124M/ that would stop the next command
+
+
+def test_a_server_that_never_answers_times_out_and_leaves_no_folder(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()  # the user's folder stays; only what the download created goes
+    with HangingServer() as server:
+        host = server.url.removeprefix("http://")
+        started = time.monotonic()
+        with pytest.raises(RapgenError) as caught:
+            dl.download("124M", models_dir=str(models), base_url=server.url, timeout=0.2, retries=1, quiet=True)
+        elapsed = time.monotonic() - started
+    assert str(caught.value).startswith(f"could not connect to {host} (no answer within 0.2 s")
+    assert elapsed < 10  # two attempts of 0.2 s, not the 60 s default
+    assert os.listdir(models) == []
+
+
+def test_resume_is_offered_only_when_something_was_received(tiny, mirror, tmp_path):
+    mirror.fault(f"/355M/{WEIGHTS}", "error500")
+    with pytest.raises(RapgenError, match="HTTP 500"):
+        dl.download("355M", models_dir=str(tmp_path), base_url=mirror.url, quiet=True, retries=0)
+    kept = sorted(os.listdir(tmp_path / "355M"))
+    assert kept == ["encoder.json", "hparams.json", "model.ckpt.index", "vocab.bpe"]
+    port = refused_port()
+    with pytest.raises(RapgenError, match=f"could not connect to 127.0.0.1:{port}.*run the same command again to resume"):
+        dl.download("355M", models_dir=str(tmp_path), base_url=f"http://127.0.0.1:{port}", quiet=True, retries=0)
+    assert sorted(os.listdir(tmp_path / "355M")) == kept  # what was received stays for the resume
+
+
+def test_cli_offline_is_short_and_the_next_train_downloads(tiny, tmp_path, cli_env):
+    env = dict(cli_env, RAPGEN_MODEL_URL=f"http://127.0.0.1:{refused_port()}")
+    done = _cli(env, "124M", "--retries", "1", cwd=str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith("hparams.json: could not connect to 127.0.0.1:") and "(attempt 2 of 2)" in lines[0]
+    assert lines[1].startswith("rapgen: error: could not connect to 127.0.0.1:") and len(lines[1]) < 240
+    assert not (tmp_path / "models").exists()
+
+    # back online: train --model 124M downloads the model it names
+    (tmp_path / "lyrics.txt").write_text(LYRICS, encoding="utf-8")
+    with ModelMirror({"124M": tiny}) as m:
+        env = dict(cli_env, RAPGEN_MODEL_URL=m.url)
+        trained = subprocess.run([sys.executable, "-m", "rapgen", "train", "--dataset", "lyrics.txt", "--model", "124M",
+                                  "--steps", "1", "--batch_size", "1", "--sequence_length", "8", "--save_every", "0",
+                                  "--sample_every", "0", "--val_every", "0", "--mixed_precision", "off", "--quiet"],
+                                 cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    _assert_same(tiny, str(tmp_path / "models" / "124M"))
+
+
+@pytest.mark.parametrize("left", ["empty", "killed"])
+def test_train_finishes_a_download_that_an_older_run_left(tiny, mirror, tmp_path, monkeypatch, left):
+    from rapgen.training import train
+
+    model_dir = tmp_path / "models" / "355M"
+    if left == "empty":
+        model_dir.mkdir(parents=True)  # what rapgen 0.1 left after an offline download
+    else:
+        mirror.fault("/355M/vocab.bpe", "not_found")
+        with pytest.raises(RapgenError):
+            dl.download("355M", models_dir=str(tmp_path / "models"), base_url=mirror.url, quiet=True)
+        mirror.clear_faults()
+        assert sorted(os.listdir(model_dir)) == ["encoder.json", "hparams.json"]
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text(LYRICS, encoding="utf-8")
+    mirror.reset_log()
+    monkeypatch.setenv(dl.ENV_BASE_URL, mirror.url)
+    result = train(dataset=str(lyrics), model="355M", models_dir=str(tmp_path / "models"),
+                   checkpoint_dir=str(tmp_path / "runs"), steps=1, batch_size=1, sequence_length=8, save_every=0,
+                   sample_every=0, val_every=0, print_every=0, mixed_precision="off", quiet=True)
+    assert result["step"] == 1
+    fetched = {r.path.rsplit("/", 1)[1] for r in mirror.requests if r.method == "GET"}
+    assert ("hparams.json" in fetched) == (left == "empty")  # a killed download is finished, not restarted
+    _assert_same(tiny, str(model_dir))
+
+
+def test_sample_on_an_unfinished_download_says_how_to_finish_it(tmp_path):
+    from rapgen.checkpoints import resolve_model_dir
+
+    (tmp_path / "124M").mkdir()
+    (tmp_path / "124M" / (WEIGHTS + ".part")).write_bytes(b"\0" * 64)
+    with pytest.raises(RapgenError, match=r"unfinished download.*rapgen download 124M --models_dir"):
+        resolve_model_dir("124M", str(tmp_path))
+    assert os.listdir(tmp_path / "124M") == [WEIGHTS + ".part"]  # kept for the resume

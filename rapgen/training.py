@@ -477,10 +477,11 @@ def _run(cfg: TrainConfig) -> dict:
             shutil.rmtree(run_dir)
         name = cfg.model or DEFAULT_MODEL
         if not os.path.isdir(str(name)) and (str(name) in MODEL_SIZES or str(name) in MODEL_ALIASES):
-            if not os.path.isdir(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
-                from .downloads import download
+            from .downloads import download, needs_download
 
-                _say(cfg, f"{name} is not in {cfg.models_dir}/: downloading it")
+            # An unfinished download (a killed or offline run) counts as missing: download() finishes it.
+            if needs_download(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
+                _say(cfg, f"{name} is not (completely) in {cfg.models_dir}/: downloading it")
                 download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)
         source_dir = resolve_model_dir(name, cfg.models_dir)
         hparams = HParams.load(source_dir)

@@ -33,6 +33,8 @@ _EXPORTS = {
     "interactive": "rapgen.sampling",
     "score": "rapgen.scoring",
     "collect": "rapgen.collection",
+    "analyze": "rapgen.analysis",
+    "perform": "rapgen.performance",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,6 +24,8 @@ COMMANDS = {
     "sample": ("rapgen.sampling", "sample"),
     "interactive": ("rapgen.sampling", "interactive"),
     "score": ("rapgen.scoring", "score"),
+    "analyze": ("rapgen.analysis", "analyze"),
+    "perform": ("rapgen.performance", "perform"),
     "collect": ("rapgen.collection", "COMMANDS"),
 }
 
@@ -39,7 +41,9 @@ USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for i
   plan --model 774M    estimated peak memory of fine-tuning; --memory_gb 15: what fits
   sample               write songs: --artist "Yung Lean" or --prefix TEXT
   interactive          prompt loop: type <<Artist
-  score FILE           loss and perplexity of a text under a model, as JSON"""
+  score FILE           loss and perplexity of a text under a model, as JSON
+  analyze FILE         rhyme density, syllables, scheme; --dataset P: what was copied from it
+  perform FILE         rap the lyrics on a beat: --bpm 90 --out verse.wav (and a PNG)"""
 
 
 def _quiet_tensorflow_import() -> None:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .errors import RapgenError
-from .fileio import atomic_copy, atomic_write_text
+from .fileio import atomic_copy, atomic_write_text, writer_tag
 from .hparams import MODEL_ALIASES, MODEL_SIZES, HParams, canonical_model_name
 
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
@@ -129,12 +129,13 @@ def write_checkpoint(prefix: str, tensors: Dict[str, "object"]) -> None:
     """Write tensors as a TF1 name-based checkpoint (V2 bundle), as `tf.compat.v1.train.Saver` does.
 
     Written under a hidden temporary prefix and renamed into place data-then-index, so a
-    kill leaves no `prefix.index` without its data.
+    kill leaves no `prefix.index` without its data. The prefix names this process (`pid…-t…`),
+    so `fileio.remove_dead_temps` can clear what a killed writer left.
     """
     import tensorflow as tf
 
     folder, base = os.path.split(prefix)
-    tmp = os.path.join(folder, f".tmp-{base}-{os.getpid()}")
+    tmp = os.path.join(folder, f".tmp-{base}-{writer_tag()}")
     names = sorted(tensors)
     try:
         tf.raw_ops.SaveV2(
@@ -160,16 +161,69 @@ def write_checkpoint_index(model_dir: str, prefixes: List[str]) -> None:
     atomic_write_text(os.path.join(model_dir, "checkpoint"), "\n".join(lines) + "\n")
 
 
-def read_weights(prefix: str, hparams: HParams) -> Dict[str, np.ndarray]:
+def checkpoint_problem(prefix: str) -> Optional[str]:
+    """What is wrong with a checkpoint's files, found without reading a tensor; None if nothing.
+
+    The index is parsed (a truncated or garbage `.index` fails there) and the data file's size
+    is checked against the bytes the index records for its tensors (a cut-short `.data-*`).
+    """
+    import tensorflow as tf
+
+    index, data = prefix + ".index", prefix + DATA_SUFFIX
+    for path in (index, data):
+        if not os.path.isfile(path):
+            return f"{path} is missing"
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError) as e:
+        reason = str(getattr(e, "message", e)).splitlines()[0][:80]
+        return f"{index} is not a readable checkpoint index ({reason})"
+    if any(dtype == tf.string for dtype in dtypes.values()):
+        return None  # strings have no fixed size; GPT-2 checkpoints hold none
+    # A single-shard bundle stores the tensors back to back, nothing else: its size is their sum.
+    expected = sum(int(np.prod(shape, dtype=np.int64)) * dtypes[name].size for name, shape in shapes.items())
+    actual = os.path.getsize(data)
+    if actual < expected:
+        return f"{data} is cut short: {actual} of the {expected} bytes its index records (an interrupted copy or a full disk)"
+    return None
+
+
+def damaged_checkpoint_error(prefix: str, problem: str, flag: str = "--checkpoint", also_in: List[str] = ()) -> RapgenError:
+    """The one-line error for a damaged checkpoint, naming an older complete one to use instead."""
+    folders = [os.path.dirname(prefix) or "."] + [f for f in also_in if f and os.path.isdir(f)]
+    for folder in folders:
+        for other in reversed(list_checkpoints(folder)):
+            if os.path.abspath(other) != os.path.abspath(prefix) and checkpoint_problem(other) is None:
+                return RapgenError(
+                    f"checkpoint {os.path.basename(prefix)} is damaged: {problem}; {other} is complete: "
+                    f"continue from it with {flag} {other} (the damaged files were left as they are)"
+                )
+    return RapgenError(
+        f"checkpoint {os.path.basename(prefix)} is damaged: {problem}; no complete checkpoint beside it: "
+        f"copy the files again from where they came from (the Drive mirror, or `rapgen download`)"
+    )
+
+
+def verify_checkpoint(prefix: str, flag: str = "--checkpoint", also_in: List[str] = ()) -> str:
+    """Raise the one-line error of `damaged_checkpoint_error` unless the checkpoint is whole; return prefix.
+
+    flag is the option that picks another checkpoint in the command at hand (`--restore_from` for train).
+    """
+    problem = checkpoint_problem(prefix)
+    if problem is not None:
+        raise damaged_checkpoint_error(prefix, problem, flag, also_in)
+    return prefix
+
+
+def read_weights(prefix: str, hparams: HParams, flag: str = "--checkpoint") -> Dict[str, np.ndarray]:
     """The GPT-2 variables of a checkpoint as float32 arrays, names and shapes checked against hparams."""
     import tensorflow as tf
 
     from .model import variable_shapes
 
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
-        raise RapgenError(f"cannot read checkpoint {prefix}: {getattr(e, 'message', e)}") from None
+    verify_checkpoint(prefix, flag)
+    reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     weights = {}
     for name, shape in variable_shapes(hparams).items():
@@ -180,7 +234,12 @@ def read_weights(prefix: str, hparams: HParams) -> Dict[str, np.ndarray]:
                 f"hparams.json does not match checkpoint {prefix}: {name} is {list(shapes[name])} "
                 f"there but {list(shape)} by hparams.json"
             )
-        weights[name] = reader.get_tensor(name).astype(np.float32, copy=False)
+        try:
+            weights[name] = reader.get_tensor(name).astype(np.float32, copy=False)
+        except (tf.errors.OpError, IndexError):
+            # Right size, wrong bytes: each tensor's checksum is checked as it is read.
+            problem = f"{prefix + DATA_SUFFIX} does not hold what its index records ({name} fails its checksum)"
+            raise damaged_checkpoint_error(prefix, problem, flag) from None
     return weights
 
 
@@ -195,6 +254,7 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
 
     model_dir = resolve_model_dir(model, models_dir)
     prefix = checkpoint or check_model_dir(model_dir)
+    verify_checkpoint(prefix)  # before hparams and the network are built
     hparams = HParams.load(model_dir)
     gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=read_weights(prefix, hparams), variable_dtype=variable_dtype)
     gpt.model_dir, gpt.checkpoint = model_dir, prefix

@@ -3,7 +3,9 @@
 Only new or changed files are copied, each atomically, and
 files gone from the source are removed from the mirror, so old checkpoints are pruned
 there too. The mirror's `checkpoint` index is copied last: a mirror interrupted mid-copy
-still names a checkpoint whose files are complete.
+still names a checkpoint whose files are complete. A mirror holding a checkpoint newer
+than the source's newest (another machine trained further) is left untouched: pruning it
+would delete the newer work.
 
 >>> mirror("checkpoints/run1", "/content/drive/MyDrive/rapgen/run1")   # doctest: +SKIP
 3
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from .checkpoints import list_checkpoints, step_of
 from .errors import RapgenError
 from .fileio import atomic_copy
 
@@ -53,11 +56,32 @@ def _same(src_path, dst_path, s, d) -> bool:
     return abs(d.st_mtime - s.st_mtime) < 1.0
 
 
+class MirrorIsNewer(RapgenError):
+    """The mirror holds a newer checkpoint than the folder that would replace it."""
+
+
+def newest_checkpoint(folder: str):
+    """The complete checkpoint with the highest step in a folder (whatever its index names), or None."""
+    found = list_checkpoints(folder) if os.path.isdir(folder) else []
+    return max(found, key=step_of) if found else None
+
+
 def mirror(src: str, dst: str, prune: bool = True) -> int:
-    """Make dst a copy of src; returns how many files were copied."""
+    """Make dst a copy of src; returns how many files were copied.
+
+    With prune, a dst whose newest checkpoint is newer than src's newest raises MirrorIsNewer
+    and is left as it was.
+    """
     if not os.path.isdir(src):
         # Mirroring nothing would prune (delete) everything in dst.
         raise RapgenError(f"cannot mirror {src}: it is not a folder (nothing in {dst} was changed)")
+    theirs, ours = newest_checkpoint(dst), newest_checkpoint(src)
+    if prune and theirs is not None and (ours is None or step_of(theirs) > step_of(ours)):
+        have = f"{os.path.basename(ours)} in {src}" if ours else f"no checkpoint in {src}"
+        raise MirrorIsNewer(
+            f"the mirror {dst} holds {os.path.basename(theirs)}, newer than {have}: nothing there was changed "
+            f"(continue from it with --restore_from {theirs}, or mirror this run under another --run_name)"
+        )
     os.makedirs(dst, exist_ok=True)
     have, want = _files(dst), _files(src)
     copied = 0

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import RapgenError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, remove_dead_temps
 from .devices import DISTRIBUTE_CHOICES, compute_dtype, describe, make_strategy
 from .hparams import EOT_ID, MODEL_ALIASES, MODEL_SIZES, HParams
 
@@ -124,21 +124,31 @@ def _run_checkpoints(folder: str):
 
 
 def _restore_source(cfg: TrainConfig, run_dir: str):
-    """(prefix to resume from or None, folder it came from). May copy the Drive mirror in."""
-    from .checkpoints import latest_checkpoint
+    """The checkpoint prefix to resume from, or None; checked whole before any heavy work.
+
+    With a Drive mirror, the newer of the local run and the mirror wins (by step): a mirror
+    that trained further (on another machine) is copied in first, and said so.
+    """
+    from .checkpoints import latest_checkpoint, step_of, verify_checkpoint
     from .sync import mirror
 
     local = latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    remote_dir = os.path.join(cfg.drive_dir, cfg.run_name) if cfg.drive_dir else None
     if cfg.restore_from == "latest":
+        remote = latest_checkpoint(remote_dir) if remote_dir and os.path.isdir(remote_dir) else None
+        if remote and (local is None or step_of(remote) > step_of(local)):
+            # A partial Drive sync is not copied over a complete local run.
+            verify_checkpoint(remote, flag="--restore_from", also_in=[run_dir])
+            if local:
+                _say(cfg, f"the mirror {remote_dir} is at step {step_of(remote)}, newer than {run_dir} at step "
+                          f"{step_of(local)}: copying it in from the mirror")
+            else:
+                _say(cfg, f"restoring {cfg.run_name} from the mirror {remote_dir}")
+            mirror(remote_dir, run_dir, prune=False)
+            local = latest_checkpoint(run_dir)
         if local:
-            return local
-        if cfg.drive_dir:
-            remote = os.path.join(cfg.drive_dir, cfg.run_name)
-            if os.path.isdir(remote) and latest_checkpoint(remote):
-                _say(cfg, f"restoring {cfg.run_name} from the mirror {remote}")
-                mirror(remote, run_dir, prune=False)
-                return latest_checkpoint(run_dir)
-        return None
+            verify_checkpoint(local, flag="--restore_from", also_in=[remote_dir] if remote_dir else [])
+        return local
     if cfg.restore_from == "fresh":
         if local and not cfg.overwrite:
             raise RapgenError(
@@ -151,9 +161,9 @@ def _restore_source(cfg: TrainConfig, run_dir: str):
         found = latest_checkpoint(path)
         if not found:
             raise RapgenError(f"--restore_from {path}: no checkpoint in that folder")
-        return found
+        return verify_checkpoint(found, flag="--restore_from")
     if os.path.exists(path + ".index"):
-        return path
+        return verify_checkpoint(path, flag="--restore_from")
     raise RapgenError(f"--restore_from must be latest, fresh, a checkpoint prefix or a folder; {path} is none of these")
 
 
@@ -356,7 +366,7 @@ class Trainer:
 
 def _save(trainer: Trainer, run_dir: str, cfg: TrainConfig) -> str:
     from .checkpoints import write_checkpoint, write_checkpoint_index
-    from .sync import mirror
+    from .sync import MirrorIsNewer, mirror
 
     prefix = os.path.join(run_dir, f"model-{trainer.step}")
     write_checkpoint(prefix, trainer.state_tensors())
@@ -375,7 +385,18 @@ def _save(trainer: Trainer, run_dir: str, cfg: TrainConfig) -> str:
         except OSError as e:
             # The local checkpoint is complete; losing the mirror once must not stop training.
             _say(cfg, f"warning: could not mirror to {cfg.drive_dir} ({e.strerror or e}); the next save tries again")
+        except MirrorIsNewer as e:
+            # Another machine trained this run further: keep both, the user chooses.
+            _say(cfg, f"warning: {e}")
+    _remove_dead_temps(cfg, run_dir)
     return prefix
+
+
+def _remove_dead_temps(cfg: TrainConfig, run_dir: str) -> None:
+    """Delete what killed writers left in the run folder (a checkpoint's size each), saying so."""
+    removed = remove_dead_temps(run_dir) if os.path.isdir(run_dir) else []
+    if removed:
+        _say(cfg, f"removed {len(removed)} temp file(s) of a killed save from {run_dir}")
 
 
 class _Log:
@@ -454,12 +475,13 @@ def _run(cfg: TrainConfig) -> dict:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from .checkpoints import check_model_dir, copy_model_files, read_weights, resolve_model_dir
+    from .checkpoints import check_model_dir, copy_model_files, read_weights, resolve_model_dir, verify_checkpoint
     from .dataset import load_dataset, song_artists, training_batch, validation_windows
     from .encoder import load_encoder
     from .model import GPT2
 
     run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
+    _remove_dead_temps(cfg, run_dir)  # a save killed last time left them (a checkpoint's size each)
     resume = _restore_source(cfg, run_dir)
     if resume is not None:
         source_dir = os.path.dirname(resume)
@@ -485,6 +507,7 @@ def _run(cfg: TrainConfig) -> dict:
                 download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)
         source_dir = resolve_model_dir(name, cfg.models_dir)
         hparams = HParams.load(source_dir)
+        verify_checkpoint(check_model_dir(source_dir), flag="--restore_from")  # before the data is encoded
 
     length = cfg.sequence_length or hparams.n_ctx
     if not isinstance(length, int) or length <= 1 or length > hparams.n_ctx:
@@ -499,7 +522,7 @@ def _run(cfg: TrainConfig) -> dict:
         n = strategy.num_replicas_in_sync
         raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
     _choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run_dir)
-    weights = read_weights(resume or check_model_dir(source_dir), hparams)
+    weights = read_weights(resume or check_model_dir(source_dir), hparams, flag="--restore_from")
     with strategy.scope():  # variables and optimizer slots get a copy on every device
         model = GPT2(hparams, compute_dtype=dtype, weights=weights)
         del weights  # the variables hold their own copy

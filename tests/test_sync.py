@@ -149,6 +149,9 @@ def test_index_is_copied_last_and_pruned_first(run, tmp_path, monkeypatch):
     assert order[-1] == "checkpoint" and order.count("checkpoint") == 1
     shutil.rmtree(str(run))
     put(run, "hparams.json", '{"n_layer": 2}')
+    # A newer checkpoint without an index (a source with none would not replace the mirror's).
+    put(run, "model-4.index", "index of 4")
+    put(run, "model-4.data-00000-of-00001", b"v" * BIG)
     removed = []
     real_unlink = os.unlink
     monkeypatch.setattr(sync.os, "unlink", lambda p: (removed.append(os.path.basename(p)), real_unlink(p)))
@@ -222,3 +225,48 @@ def test_temp_files_of_a_killed_copy_are_cleaned_up(run, tmp_path):
     put(local, ".keep.me.tmp", "not ours")
     sync.mirror(str(dst), str(local), prune=False)
     assert dot_files(local) == [".keep.me.tmp"]
+
+
+def test_a_mirror_newer_than_the_source_is_never_pruned(run, tmp_path):
+    """Another machine trained further into the mirror: mirroring the older run there changes nothing."""
+    dst = tmp_path / "drive" / "run1"
+    newer = tmp_path / "colab_run"
+    checkpoint(newer, 8, fill=b"n")
+    put(newer, "log.csv", "step,loss\n8,9.1\n")
+    sync.mirror(str(newer), str(dst))
+    before = tree(dst)
+    with pytest.raises(sync.MirrorIsNewer) as e:
+        sync.mirror(str(run), str(dst))  # the local run is at step 2
+    message = str(e.value)
+    assert "\n" not in message and "model-8" in message and "model-2" in message
+    assert "--restore_from " + os.path.join(str(dst), "model-8") in message
+    assert tree(dst) == before
+    # A source with no checkpoint at all replaces none either.
+    empty = tmp_path / "empty"
+    put(empty, "hparams.json", "{}")
+    with pytest.raises(sync.MirrorIsNewer):
+        sync.mirror(str(empty), str(dst))
+    assert tree(dst) == before
+
+
+def test_a_source_at_the_same_or_a_newer_step_prunes_as_usual(run, tmp_path):
+    dst = tmp_path / "mirror"
+    sync.mirror(str(run), str(dst))
+    checkpoint(run, 2, fill=b"s")  # rewritten at the same step (a resumed run saving again), later
+    data = os.path.join(str(run), "model-2.data-00000-of-00001")
+    os.utime(data, (os.stat(data).st_atime + 5, os.stat(data).st_mtime + 5))
+    assert sync.mirror(str(run), str(dst)) == 1
+    assert tree(dst) == tree(run)
+    checkpoint(run, 6, fill=b"x")
+    for suffix in (".index", ".data-00000-of-00001"):
+        os.unlink(os.path.join(str(run), "model-2" + suffix))
+    sync.mirror(str(run), str(dst))
+    assert tree(dst) == tree(run) and not os.path.exists(os.path.join(str(dst), "model-2.index"))
+
+
+def test_newest_checkpoint_goes_by_step_not_by_the_index(tmp_path):
+    folder = tmp_path / "run"
+    checkpoint(folder, 12)
+    checkpoint(folder, 9)  # the index now names model-9
+    assert sync.newest_checkpoint(str(folder)).endswith("model-12")
+    assert sync.newest_checkpoint(str(tmp_path / "nothing")) is None

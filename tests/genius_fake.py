@@ -14,7 +14,9 @@ clean lyrics of a song are `fake.songs[id].lyrics`.
 
 Misbehaviour on demand: `fault(path, kind, times)` (path may end in `?page=N`) with kind one of `429` (with `Retry-After`),
 `500`, `slow` (answers after `slow_s`), `403` (a block page), `challenge` (a 200 challenge page),
-`badjson`, `404`; `latency` / `page_latency` delay every request / every song page;
+`badjson`, `404`; `block_pages` makes every song page answer 403 with a block page, and
+`block_after = n` does so from the (n+1)-th song page on (a site that starts refusing mid-run);
+`latency` / `page_latency` delay every request / every song page;
 `valid_token` answers 401 to any other bearer token; `padding` makes song pages that many characters
 longer (menus, scripts), like real pages of a few hundred kB. Every request is logged in `requests`.
 
@@ -152,6 +154,8 @@ class FakeGenius(LoopbackServer):
         self.retry_after = retry_after
         self.valid_token = valid_token
         self.block_pages = False  # every song page answers 403
+        self.block_after: Optional[int] = None  # song pages served before block_pages turns on
+        self._pages_served = 0
         self.requests: List[Logged] = []
         self.artists: Dict[int, str] = {}
         self.songs: Dict[int, FakeSong] = {}
@@ -253,6 +257,10 @@ class FakeGenius(LoopbackServer):
         if song is not None:
             if self.page_latency:
                 time.sleep(self.page_latency)
+            with self._lock:
+                self._pages_served += 1
+                if self.block_after is not None and self._pages_served > self.block_after:
+                    self.block_pages = True
             if self.block_pages:
                 return 403, "text/html; charset=utf-8", BLOCK_PAGE, {}
             return 200, "text/html; charset=utf-8", song_page(song, self.padding), {}

@@ -19,6 +19,7 @@ from genius_fake import FakeGenius, FakeSong, invented_lyrics
 from rapgen.collection import collect_genius
 from rapgen.errors import RapgenError
 from rapgen.collection.fetch import SongCache
+from rapgen.collection.fetch import BLOCKS_IN_A_ROW
 from rapgen.collection.genius import GeniusClient, RateLimiter, retry_after_seconds
 from rapgen.lyrics import parse_songs
 
@@ -144,11 +145,74 @@ def test_a_block_stops_at_once_with_one_clear_line(fake, tmp_path, how):
     message = str(caught.value)
     assert "\n" not in message and "rapgen collect csv" in message and "Colab" in message
     pages = [r.path for r in fake.page_requests()]
-    assert len(pages) <= 2 and len(set(pages)) == len(pages)  # neither retried nor carried on (2 workers)
+    # three block pages in a row, the first ones at that, stop the run: at most one more request was
+    # in flight on the other worker; none was retried
+    assert len(pages) <= BLOCKS_IN_A_ROW + 1 and len(set(pages)) == len(pages)
     assert len(fake.hits("/search")) == 1
     assert not os.path.exists(tmp_path / "rap.txt")
     cache = tmp_path / "rap.txt.cache.jsonl"
     assert not cache.exists() or cache.read_text() == ""  # no block page saved as lyrics
+
+
+@pytest.mark.parametrize("kind", ["403", "challenge"])
+def test_one_blocked_page_is_skipped_named_and_retried_by_the_next_run(fake, tmp_path, capsys, kind):
+    lil = fake.songs_of("Lil Tofu")
+    fake.fault(lil[4].path, kind, times=1000)  # blocked for good, as a page can be on its own
+    out = run(fake, tmp_path, artists="Lil Tofu,MC Fjord", quiet=False)
+    expected = [s for s in lil + fake.songs_of("MC Fjord") if s is not lil[4]]
+    assert [(s.title, s.lyrics) for s in read_songs(out)] == [(s.title, s.lyrics) for s in expected]
+    summary = capsys.readouterr().out
+    assert f"Lil Tofu: 1 page blocked by the site ({lil[4].title!r}; run the same command again to retry it)" in summary
+    assert len(fake.hits(lil[4].path)) == 1  # a block is not retried within the run
+    cache = out + ".cache.jsonl"
+    assert lil[4].id not in cache_ids(cache)  # the block page was not saved as lyrics
+
+    seen = len(fake.requests)
+    assert run(fake, tmp_path, artists="Lil Tofu,MC Fjord", quiet=False) == out  # finishes again
+    assert [r.path for r in fake.requests[seen:] if r.path.endswith("-lyrics")] == [lil[4].path]
+    assert "1 page blocked by the site" in capsys.readouterr().out
+
+    with fake._lock:
+        fake._faults.clear()  # the page is served again
+    run(fake, tmp_path, artists="Lil Tofu,MC Fjord")
+    assert [s.title for s in read_songs(out)] == [s.title for s in lil + fake.songs_of("MC Fjord")]
+
+
+def test_blocked_pages_in_a_row_are_told_from_a_blocked_site_by_a_page_that_worked(fake, tmp_path, capsys):
+    lil = fake.songs_of("Lil Tofu")
+    blocked = [lil[1], lil[5], lil[9]]  # apart in the first run, in a row on the re-run
+    for song in blocked:
+        fake.fault(song.path, "403", times=1000)
+    out = run(fake, tmp_path)
+    assert [s.title for s in read_songs(out)] == [s.title for s in lil if s not in blocked]
+    seen = len(fake.requests)
+    run(fake, tmp_path, workers=1, quiet=False)  # the three, one after another: then a page that worked is asked
+    pages = [r for r in fake.requests[seen:] if r.path.endswith("-lyrics")]
+    assert [r.path for r in pages[:3]] == [s.path for s in blocked]
+    assert len(pages) == 4 and pages[3].status == 200 and pages[3].path in {s.path for s in lil}
+    assert "3 pages blocked by the site" in capsys.readouterr().out
+    assert [s.title for s in read_songs(out)] == [s.title for s in lil if s not in blocked]
+
+
+def test_a_site_that_starts_blocking_mid_run_stops_and_keeps_what_it_fetched(fake, tmp_path):
+    fake.block_after = 5  # the sixth song page and every one after it answer 403
+    with pytest.raises(RapgenError) as caught:
+        run(fake, tmp_path, artists="Lil Tofu,MC Fjord")
+    message = str(caught.value)
+    assert "rapgen collect csv" in message and "403" in message and "\n" not in message
+    kept = cache_ids(tmp_path / "rap.txt.cache.jsonl")
+    served = {r.path for r in fake.page_requests() if r.status == 200}  # the first 5 to arrive (2 workers)
+    assert len(served) == 5 and sorted(kept) == sorted(s.id for s in fake.songs.values() if s.path in served)
+    assert "5 songs fetched so far" in message
+    # told by three blocks in a row, then a page that worked before, now blocked too (one more
+    # request may have been in flight on the other worker)
+    assert len(fake.page_requests()) <= 5 + BLOCKS_IN_A_ROW + 1 + 1
+    fake.block_pages, fake.block_after = False, None
+    seen = len(fake.requests)
+    out = run(fake, tmp_path, artists="Lil Tofu,MC Fjord")
+    refetched = {r.path for r in fake.requests[seen:] if r.path.endswith("-lyrics")}
+    assert not refetched & {fake.songs[i].path for i in kept}
+    assert len(read_songs(out)) == 24
 
 
 def test_max_songs_reads_only_the_pages_it_needs_and_resumes(fake, tmp_path):

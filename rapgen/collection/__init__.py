@@ -199,6 +199,11 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
         facts = [f"{r.cached:,} from the cache"] if r.cached else []
         facts += [f"{r.no_lyrics:,} without lyrics on their page"] if r.no_lyrics else []
         facts += [f"{r.failed:,} could not be fetched (run the same command again to retry them)"] if r.failed else []
+        if r.blocked:  # pages the site blocked one by one: named, so the user knows what is missing
+            n, shown = len(r.blocked), ", ".join(repr(t) for t in r.blocked[:5])
+            more = f" and {n - 5:,} more" if n > 5 else ""
+            facts.append(f"{n:,} page{'s' if n > 1 else ''} blocked by the site ({shown}{more}; "
+                         f"run the same command again to retry {'them' if n > 1 else 'it'})")
         if facts:
             notes.append(f"{r.artist.name}: " + ", ".join(facts))
     songs = (Song(rec.get("artist") or r.artist.name, rec.get("title", ""), rec.get("lyrics", ""))

@@ -9,9 +9,11 @@ How it stays polite and safe:
 * **One session per thread**, a **global rate limit** shared by all threads (requests per
   second), and **retries** with exponential backoff and jitter on 5xx answers, timeouts, dropped
   connections and malformed JSON. A 429 pauses every thread for its `Retry-After`.
-* **Blocks are not retried**: a 403, or a challenge page instead of a song page, raises
-  `BlockedError` (a one-line `RapgenError` that points to `rapgen collect csv`), and every other
-  thread stops before its next request; nothing of it is saved as lyrics.
+* **Blocks are not retried.** A 403 from the API raises `BlockedError` (a one-line `RapgenError`
+  that points to `rapgen collect csv`) and every other thread stops before its next request. A
+  song page answering 403 or a challenge page raises `PageBlockedError`: one page can be blocked
+  on its own, and `rapgen.collection.fetch` decides whether the whole site refuses this machine
+  (`site_blocked` then stops every thread). Nothing of a block page is saved as lyrics.
 * **The token** goes only to the API host, as an `Authorization: Bearer` header, over https
   (plain http only for a loopback test server), never with redirects and never to the web host.
   It is never printed, logged or written anywhere.
@@ -58,6 +60,14 @@ class FetchError(Exception):
 
 class NotFoundError(FetchError):
     """HTTP 404."""
+
+
+class PageBlockedError(FetchError):
+    """One song page came back as a block page (`detail`: "HTTP 403, a block page" or the like)."""
+
+    def __init__(self, url: str, detail: str):
+        super().__init__(f"{url}: {detail}")
+        self.detail = detail
 
 
 # ----------------------------------------------------------------------------- lyrics pages
@@ -328,6 +338,8 @@ class GeniusClient:
                     raise RapgenError(f"the Genius API refused the access token (HTTP 401): check {TOKEN_ENV} "
                                       "(a client access token from https://genius.com/api-clients)")
                 elif status == 403 or (status in (429, 503) and looks_blocked(text)):
+                    if not api:  # maybe this page alone: the caller tells a blocked page from a blocked site
+                        raise PageBlockedError(url, f"HTTP {status}, a block page")
                     self.stop(f"{host} refused this machine (HTTP {status}, a block page): {_CSV_ADVICE}")
                     raise BlockedError(self._blocked)
                 elif status == 429:
@@ -381,6 +393,24 @@ class GeniusClient:
             following = response.get("next_page")
             page = following if isinstance(following, int) and following > page else None
 
+    def site_blocked(self, detail: str) -> BlockedError:
+        """Stop every thread, the song pages' site having refused this machine; the error to raise."""
+        host = urllib.parse.urlsplit(self.web_url).netloc
+        self.stop(f"{host} refused this machine ({detail}): {_CSV_ADVICE}")
+        return BlockedError(self._blocked)
+
+    def page_works(self, path: str) -> bool:
+        """Whether the song page at `path`, one that was served before, still comes without a block:
+        after several blocked pages, this tells a site that refuses this machine (False) from pages
+        blocked on their own (True). Any other failure is no evidence of a block (True)."""
+        try:
+            html = self._get(self.web_url + path, api=False)
+        except PageBlockedError:
+            return False
+        except FetchError:
+            return True
+        return extract_lyrics(html) is not None or not looks_blocked(html)
+
     def song(self, song_id: int) -> dict:
         """`/songs/:id`: the song's full description."""
         return self._get(f"{self.api_url}/songs/{int(song_id)}").get("song") or {}
@@ -404,9 +434,7 @@ class GeniusClient:
             return record
         lyrics = extract_lyrics(html)
         if lyrics is None and looks_blocked(html):
-            host = urllib.parse.urlsplit(self.web_url).netloc
-            self.stop(f"{host} sent a challenge page instead of lyrics: {_CSV_ADVICE}")
-            raise BlockedError(self._blocked)
+            raise PageBlockedError(self.web_url + path, "a challenge page instead of lyrics")
         record["lyrics"] = lyrics or ""
         return record
 

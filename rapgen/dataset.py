@@ -21,6 +21,7 @@ import glob
 import hashlib
 import io
 import os
+import sys
 import zipfile
 import zlib
 from typing import Dict, List, Optional
@@ -30,7 +31,7 @@ import numpy as np
 from .errors import RapgenError
 from .fileio import atomic_write_bytes
 from .hparams import EOT_ID
-from .lyrics import parse_header, split_songs
+from .lyrics import SEPARATOR, missing_separators, parse_header, split_songs
 
 CACHE_SUFFIX = ".tokens.npz"
 TEXT_SUFFIXES = (".txt", ".lyrics", ".text")
@@ -131,12 +132,20 @@ def _cache_path(source: str) -> str:
 
 def encode_files(files: List[str], encoder, encoding: str = "utf-8", cache: Optional[str] = None, quiet: bool = False) -> np.ndarray:
     """Tokens of several files; text files are encoded once and cached by a hash of their text."""
-    texts, arrays = [], []
+    texts, arrays, unseparated = [], [], []
     for path in files:
         if path.endswith(".npz"):
             arrays.append(_load_npz(path))
         else:
             texts.append(read_text(path, encoding))
+            if missing_separators(texts[-1]):
+                unseparated.append(path)
+    if unseparated and not quiet:
+        n = len(unseparated) - 1
+        more = f" (and {n} more file{'s' if n > 1 else ''})" if n else ""
+        # Still trained: a file of one long text is a choice a user may make.
+        print(f"warning: {unseparated[0]}{more} has no line holding only {SEPARATOR}, so it trains as one song: "
+              f"end each song with such a line (rapgen collect writes them)", file=sys.stderr)
     if texts:
         digest = hashlib.sha256()
         for t in texts:

@@ -54,6 +54,21 @@ def split_songs(text: str) -> List[str]:
     return [piece.strip("\r\n") for piece in _SEPARATOR_LINE.split(text) if piece.strip()]
 
 
+def missing_separators(text: str, max_song_chars: int = 20_000) -> bool:
+    """True when a text holds no separator line yet looks like several songs run together.
+
+    Several `<<…>>` header lines, or more text than a song has (a rap song is a few thousand
+    characters), without one `<|endoftext|>` line: it would train as a single song.
+
+    >>> missing_separators("<<A - B>>\\nline\\n<<C - D>>\\nline\\n")
+    True
+    """
+    if _SEPARATOR_LINE.search(text):
+        return False
+    headers = sum(1 for line in text.splitlines() if _HEADER.match(line.strip()))
+    return headers > 1 or len(text) > max_song_chars
+
+
 def parse_header(line: str) -> Optional[tuple]:
     """`'<<A - B>>'` -> `('A', 'B')`; `'<<A>>'` -> `('A', '')`; anything else -> None.
 

@@ -546,3 +546,38 @@ def test_cli_non_utf8_dataset_is_one_line_exit_2(tmp_path, cli_env):
     assert str(path) in lines[0] and f"byte offset {raw.index(bytes([0xE9]))}" in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert not os.path.exists(tmp_path / "out.npz")
+
+
+# -- songs run together ---------------------------------------------------------------
+
+
+def test_songs_without_separator_lines_warn_once_in_one_line(enc, tmp_path, capsys):
+    # Headers but no separator line: three songs would train as one.
+    run_together = write(tmp_path / "a" / "run_together.txt", "".join(format_song(s).replace(SEPARATOR + "\n", "") for s in SONGS[:3]))
+    long_text = write(tmp_path / "a" / "long.txt", HEADERLESS + "\n" + "la " * 8000)  # no headers, far longer than a song
+    tokens = ds.load_tokens(run_together, enc)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"warning: {run_together} has no line holding only <|endoftext|>")
+    assert "one song" in err and len(ds.song_slices(tokens)) == 1  # still encoded, as one song
+    ds.load_tokens(str(tmp_path / "a"), enc)  # a folder with two such files: still one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(and 1 more file)" in err and long_text in err
+    ds.load_tokens(run_together, enc, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("text", [
+    format_songs(SONGS),  # separated
+    format_song(SONGS[0]).replace(SEPARATOR + "\n", ""),  # one song, no separator: nothing run together
+    HEADERLESS,
+])
+def test_well_formed_or_single_songs_do_not_warn(enc, tmp_path, capsys, text):
+    ds.load_tokens(write(tmp_path / "lyrics.txt", text), enc)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_folder_of_one_song_files_does_not_warn(enc, tmp_path, capsys):
+    for i, song in enumerate(SONGS[:3]):
+        write(tmp_path / "songs" / f"{i}.txt", format_song(song).replace(SEPARATOR + "\n", ""))
+    tokens = ds.load_tokens(str(tmp_path / "songs"), enc)
+    assert capsys.readouterr().err == "" and len(ds.song_slices(tokens)) == 3  # each file is a song

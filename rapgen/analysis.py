@@ -19,7 +19,7 @@ from typing import List, Optional
 from .errors import RapgenError
 from .lyrics import Song, parse_songs, split_songs
 from .phonetics import resolve_source, transcribe
-from .rhyme import lyric_lines, report_from_words
+from .rhyme import lyric_lines, report_from_words, strip_sections
 
 
 def read_songs(text: str) -> List[Song]:
@@ -58,7 +58,8 @@ class Judge:
         if self.index is not None:
             from .originality import artist_songs, copied, max_tfidf_similarity
 
-            found = copied(self.index, self.encoder.encode(song.lyrics), self.encoder)
+            # Section headers ("[Verse 1: Lil Tofu]") are in every song: copying one copies no lyrics.
+            found = copied(self.index, self.encoder.encode(strip_sections(song.lyrics)), self.encoder)
             result.update({
                 "copied_tokens": found.longest_tokens, "copied_words": found.longest_words,
                 "copied_text": found.span, "copied_from": f"{found.artist} - {found.title}" if found.longest_tokens else "",

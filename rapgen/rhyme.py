@@ -65,6 +65,11 @@ def lyric_lines(text: str) -> List[str]:
     return kept
 
 
+def strip_sections(text: str) -> str:
+    """The lyrics without section headers and other bracketed lines (repeats kept)."""
+    return "\n".join(line for line in text.splitlines() if line.strip() and not _BRACKETED.match(line))
+
+
 def word_scores(words: Sequence[Word], window: int = WINDOW) -> List[int]:
     """Each word's rhyme score: the longest vowel sequence ending at it and at one of the `window`
     words before it (not the same word), in vowels; a one-vowel match scores 0.

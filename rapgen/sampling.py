@@ -267,6 +267,10 @@ def sample(
     quiet: bool = False,
     save_to: Optional[str] = None,
     precision: str = "float32",
+    best_of: Optional[int] = None,
+    rank: str = "both",
+    dataset: Optional[str] = None,
+    phonetics: str = "auto",
 ) -> List[str]:
     """Write `nsamples` songs and return them (printing each unless quiet).
 
@@ -278,13 +282,22 @@ def sample(
     appends the songs to FILE in the lyrics format (Drive in the notebooks). `--precision
     bfloat16` (or float16, on a GPU) keeps the weights in half the bytes: faster where the
     hardware multiplies that type natively, slightly different text for the same seed.
+    `--best_of N` writes N songs for each one asked for and keeps the best by `--rank`
+    (rhyme, original, both, likely; rapgen.bestof), printing the scores; `original` and `both`
+    compare with `--dataset` (default: the run's training set).
 
     >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
     """
     if not isinstance(nsamples, int) or nsamples <= 0:
         raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
     prompt = build_prompt(prefix, artist)
+    if best_of is not None:
+        from . import bestof
+
+        bestof.check(best_of, rank)
     gpt, enc = _cached_model(model, models_dir, checkpoint, precision)
+    judge = None if best_of is None else bestof.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
+    wanted, nsamples = nsamples, nsamples * (best_of or 1)
     # Training data puts 50256 before every song, so a prompt after it reads as a song's start.
     context = [EOT_ID] + ([] if prompt is None else enc.encode(prompt))
     texts = []
@@ -301,9 +314,11 @@ def sample(
             if include_prefix and prompt is not None:
                 text = prompt + text
             texts.append(text)
-            if not quiet:
+            if not quiet and judge is None:
                 print("=" * 20 + f" SAMPLE {len(texts)} " + "=" * 20)
                 print(text)
+    if judge is not None:
+        texts = bestof.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:wanted]
     if save_to:
         _append_songs(save_to, texts)
     return texts

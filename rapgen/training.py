@@ -402,7 +402,10 @@ def _remove_dead_temps(cfg: TrainConfig, run_dir: str) -> None:
 class _Log:
     """log.csv in the run folder; rows past the resumed step (lost with the kill) are dropped."""
 
-    FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time"]
+    # sample_*: figures of the samples written at that step (rapgen.rhyme, rapgen.originality):
+    # a longest copied span that grows as the loss falls is the model memorising its data.
+    FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time",
+              "sample_rhyme_density", "sample_copied_tokens"]
 
     def __init__(self, path, resume_step):
         self.path = path
@@ -423,7 +426,21 @@ class _Log:
         self.file.close()
 
 
-def _sample_during_training(trainer, encoder, artists, cfg, run_dir):
+def _sample_figures(texts, tokens, encoder):
+    """Mean rhyme density and the longest span copied from the training tokens, over the samples."""
+    from .analysis import Judge, read_songs
+    from .originality import index_for_tokens
+
+    songs = [s for text in texts for s in read_songs(text)[:1]]
+    if not songs:
+        return {}
+    scores = Judge("auto", index_for_tokens(tokens, encoder), encoder).judge(songs)
+    return {"sample_rhyme_density": f"{sum(s['rhyme_density'] for s in scores) / len(scores):.3f}",
+            "sample_copied_tokens": str(max(s["copied_tokens"] for s in scores))}
+
+
+def _sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
+    """Write, print and save samples; returns their figures for log.csv (with the training tokens)."""
     from .sampling import generate
 
     model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
@@ -440,7 +457,11 @@ def _sample_during_training(trainer, encoder, artists, cfg, run_dir):
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     divider = "\n" + "=" * 40 + "\n"
     atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), divider.join(texts) + "\n")
-    _say(cfg, f"======== samples at step {trainer.step} ========\n" + divider.join(texts))
+    figures = _sample_figures(texts, tokens, encoder) if tokens is not None else {}
+    said = f" (rhyme density {figures['sample_rhyme_density']}, longest copied span " \
+           f"{figures['sample_copied_tokens']} tokens)" if figures else ""
+    _say(cfg, f"======== samples at step {trainer.step}{said} ========\n" + divider.join(texts))
+    return figures
 
 
 def train(dataset: str = "", **options) -> dict:
@@ -571,9 +592,12 @@ def _run(cfg: TrainConfig) -> dict:
             row_val = None
             if val is not None and cfg.val_every and trainer.step % cfg.val_every == 0:
                 val_loss = row_val = validate()
+            figures = {}  # samples come before the log row, which records their figures
+            if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+                figures = _sample_during_training(trainer, encoder, artists, cfg, run_dir, data.train)
             log.write(step=trainer.step, loss=f"{loss:.5f}", avg_loss=f"{avg[0] / avg[1]:.5f}",
                       val_loss="" if row_val is None else f"{row_val:.5f}", learning_rate=f"{lr:.3g}",
-                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}")
+                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}", **figures)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg[0] / avg[1]:.3f}", val="-" if val_loss is None else f"{val_loss:.3f}", tok_s=f"{speed:.0f}")
             if cfg.print_every and trainer.step % cfg.print_every == 0:
@@ -581,8 +605,6 @@ def _run(cfg: TrainConfig) -> dict:
             if cfg.save_every and trainer.step % cfg.save_every == 0:
                 _save(trainer, run_dir, cfg)
                 last_saved = trainer.step
-            if cfg.sample_every and trainer.step % cfg.sample_every == 0:
-                _sample_during_training(trainer, encoder, artists, cfg, run_dir)
     except KeyboardInterrupt:
         _say(cfg, f"interrupted at step {trainer.step}: saving")
     finally:

@@ -139,14 +139,21 @@ def fit_line(librosa, y: np.ndarray, words, bpm: float) -> Tuple[np.ndarray, Lis
 
 
 def _read_beat(librosa, path: str) -> np.ndarray:
+    """The user's beat as float32 mono at 22.05 kHz (read with soundfile, librosa's own reader)."""
+    import soundfile
+
+    if not os.path.isfile(path):
+        raise RapgenError(f"--beat {path} does not exist")
     try:
-        y, _ = librosa.load(path, sr=SAMPLE_RATE, mono=True)
-    except FileNotFoundError:
-        raise RapgenError(f"--beat {path} does not exist") from None
-    except Exception as e:  # librosa/soundfile raise many kinds for a damaged file  # noqa: BLE001
-        raise RapgenError(f"--beat {path} is not a readable audio file ({type(e).__name__}): give a WAV") from None
-    if not len(y) or not np.any(y):
-        return np.zeros(1, np.float32)  # a silent beat is allowed (speech alone)
+        y, sr = soundfile.read(path, dtype="float32", always_2d=True)  # [n, channels]
+    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+        raise RapgenError(f"--beat {path} is not a readable audio file ({str(e).splitlines()[0][:80]}): "
+                          f"give a WAV, FLAC or OGG") from None
+    y = y.mean(axis=1)  # [n]
+    if sr != SAMPLE_RATE and len(y):
+        y = librosa.resample(y, orig_sr=sr, target_sr=SAMPLE_RATE)
+    if not len(y):
+        raise RapgenError(f"--beat {path} holds no audio")
     return y.astype(np.float32)
 
 

@@ -204,9 +204,11 @@ def test_a_site_that_starts_blocking_mid_run_stops_and_keeps_what_it_fetched(fak
     served = {r.path for r in fake.page_requests() if r.status == 200}  # the first 5 to arrive (2 workers)
     assert len(served) == 5 and sorted(kept) == sorted(s.id for s in fake.songs.values() if s.path in served)
     assert "5 songs fetched so far" in message
-    # told by three blocks in a row, then a page that worked before, now blocked too (one more
-    # request may have been in flight on the other worker)
-    assert len(fake.page_requests()) <= 5 + BLOCKS_IN_A_ROW + 1 + 1
+    # told by three blocks in a row, then a page that worked before, now blocked too. With 2
+    # workers, a served page still being parsed on one worker can reset the count after up to 2
+    # blocks on the other, and one more request may be in flight when the verdict comes:
+    # at most 2 + 3 + 1 (the page asked again) + 1 after the 5 served.
+    assert len(fake.page_requests()) <= 5 + (BLOCKS_IN_A_ROW - 1) + BLOCKS_IN_A_ROW + 1 + 1
     fake.block_pages, fake.block_after = False, None
     seen = len(fake.requests)
     out = run(fake, tmp_path, artists="Lil Tofu,MC Fjord")

@@ -107,11 +107,21 @@ def show(results: List[dict], file: str) -> None:
         display(HTML(highlight_html(result, song.lyrics)))
 
 
-def best(results: List[dict], rank: str = "both") -> int:
-    """Index of the best song under `rank` (see rapgen.sampling's best-of)."""
+def best(results: List[dict], rank: str = "both", quiet: bool = False) -> int:
+    """Index of the best song under `rank` (rapgen.bestof's rankings: rhyme, original, both), said unless quiet."""
     from .bestof import rank_order
 
-    return rank_order(results, rank)[0]
+    if not results:
+        raise RapgenError("no songs to choose from")
+    if rank in ("original", "both") and "copied_tokens" not in results[0]:
+        raise RapgenError(f"ranking by {rank} needs the songs analysed with a dataset: analyze(..., dataset=PATH)")
+    chosen = rank_order(results, rank)[0]
+    if not quiet:
+        r = results[chosen]
+        copied = f", longest copied span {r['copied_tokens']} tokens" if "copied_tokens" in r else ""
+        print(f"best by {rank}: song {chosen + 1}, <<{r['artist']} - {r['title']}>> "
+              f"(rhyme density {r['rhyme_density']:.2f}{copied})")
+    return chosen
 
 
 def analyze(

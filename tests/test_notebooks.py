@@ -40,7 +40,7 @@ from conftest import ROOT
 from http_mirror import ModelMirror
 
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_collect_lyrics.ipynb", "02_finetune.ipynb", "03_rap.ipynb"]
+NAMES = ["01_collect_lyrics.ipynb", "02_finetune.ipynb", "03_rap.ipynb", "04_perform.ipynb"]
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 FAKE_TOKEN = "fake-genius-token-0123456789abcdef"
 CELL_TIMEOUT_S = 240

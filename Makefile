@@ -30,7 +30,7 @@ demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 test: install
-	cd "$$(mktemp -d)" && RAPGEN_TEST_INSTALLED=1 "$(CURDIR)/$(PY)" -m pytest -q -p no:cacheprovider \
+	cd "$$(mktemp -d)" && RAPGEN_TEST_INSTALLED=1 "$(abspath $(PY))" -m pytest -q -p no:cacheprovider \
 		--rootdir "$(CURDIR)" -c "$(CURDIR)/pyproject.toml" $(addprefix $(CURDIR)/,$(TESTS))
 
 bench: install

@@ -30,13 +30,14 @@ print(json.dumps({name: importlib.import_module(name).__file__ for name in names
 
 
 def source_modules():
-    """Dotted names of every module in the source tree's rapgen/ package."""
+    """Dotted names of every module in the source tree's rapgen/ package (`rapgen.__main__` is
+    `python -m rapgen`, a script: importing it runs the command line)."""
     names = []
     for path in sorted((ROOT / "rapgen").rglob("*.py")):
         parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if "__pycache__" not in parts:
+        if "__pycache__" not in parts and parts[-1] != "__main__":
             names.append(".".join(parts))
     return names
 
@@ -76,6 +77,7 @@ def test_every_module_imports_from_the_install(tmp_path):
         assert package in path.parents or path.parent == package, f"{name} came from {path}, outside {package}"
         expected = package.joinpath(*name.split(".")[1:])
         assert path in (expected.with_suffix(".py"), expected / "__init__.py"), (name, path)
+    assert (package / "__main__.py").is_file()
 
 
 def test_console_script_runs_from_anywhere(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .errors import RapgenError
 from .hparams import EOT_ID
@@ -80,12 +80,27 @@ def choose_tokens(logits, temperature, top_k, top_p, seed):
 # -- the generation loop --------------------------------------------------------------
 
 
+class _StepReporter:
+    """The compiled loop's one window to Python: called after each step with the number of
+    tokens each row has so far. `generate` sets `callback` for one call (a progress bar on a
+    terminal) and clears it after; with none set, a step costs one no-op Python call."""
+
+    def __init__(self):
+        self.callback = None
+
+    def __call__(self, steps):
+        if self.callback is not None:
+            self.callback(int(steps))
+        return steps
+
+
 def _generation_function(model):
     """The compiled loop for one model, built once and kept on the model (no retracing per call)."""
     import tensorflow as tf
 
     if getattr(model, "_generate", None) is not None:
         return model._generate
+    reporter = _StepReporter()
 
     # autograph=False: the loop is written with tf.while_loop and tf.cond already, and
     # converting the model's Python source took about half of the first call's time.
@@ -126,7 +141,11 @@ def _generation_function(model):
             new = choose_tokens(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]))  # [B]
             new = tf.where(done, EOT_ID, new)  # finished rows only pad
             done = tf.logical_or(done, tf.logical_and(stop_at_end, tf.equal(new, EOT_ID)))
-            return i + 1, new[:, None], cache, done, out.write(i, new)
+            # The step count goes through the reporter, so the call is part of the loop's data
+            # flow and never pruned.
+            steps = tf.py_function(reporter, [i + 1], tf.int32)
+            steps.set_shape([])
+            return steps, new[:, None], cache, done, out.write(i, new)
 
         # The cache is allocated full size, so only the tokens fed in change shape (the
         # prompt, then one per row) and the loop compiles once.
@@ -135,7 +154,7 @@ def _generation_function(model):
         n, _, _, _, out = tf.while_loop(cond, body, start, shape_invariants=invariants)
         return tf.transpose(out.gather(tf.range(n)))  # [B, n]
 
-    model._generate = generate
+    model._generate, model._generate_reporter = generate, reporter
     return generate
 
 
@@ -149,10 +168,12 @@ def generate(
     top_p: float = 0.0,
     seed: Optional[int] = None,
     stop_at_end: bool = True,
+    on_step: Optional[Callable[[int], None]] = None,
 ) -> List[List[int]]:
     """`batch_size` continuations of the token ids `context`, each cut after its first 50256.
 
     The returned ids exclude the context and include the final 50256 when a song ended.
+    `on_step(n)` is called after each step with the tokens each row has so far (progress).
 
     >>> generate(model, enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
     [[532, 13328, ...]]
@@ -168,15 +189,19 @@ def generate(
     if seed is None:
         seed = random.randrange(2**31)
     fn = _generation_function(model)
-    tokens = fn(
-        tf.constant(np.tile(np.array(context, np.int32)[None], [batch_size, 1])),
-        tf.constant(length, tf.int32),
-        tf.constant(temperature, tf.float32),
-        tf.constant(top_k, tf.int32),
-        tf.constant(top_p, tf.float32),
-        tf.constant([seed % 2**31, 0], tf.int32),
-        tf.constant(bool(stop_at_end)),
-    ).numpy()
+    model._generate_reporter.callback = on_step
+    try:
+        tokens = fn(
+            tf.constant(np.tile(np.array(context, np.int32)[None], [batch_size, 1])),
+            tf.constant(length, tf.int32),
+            tf.constant(temperature, tf.float32),
+            tf.constant(top_k, tf.int32),
+            tf.constant(top_p, tf.float32),
+            tf.constant([seed % 2**31, 0], tf.int32),
+            tf.constant(bool(stop_at_end)),
+        ).numpy()
+    finally:
+        model._generate_reporter.callback = None
     rows = []
     for row in tokens.tolist():
         if stop_at_end and EOT_ID in row:
@@ -303,10 +328,18 @@ def sample(
     texts = []
     rng = random.Random(seed)
     while len(texts) < nsamples:
-        rows = generate(
-            gpt, context, length, batch_size=min(batch_size, nsamples - len(texts)), temperature=temperature,
-            top_k=top_k, top_p=top_p, seed=rng.randrange(2**31), stop_at_end=stop_at_end,
-        )
+        rows_wanted = min(batch_size, nsamples - len(texts))
+        bar = _progress_bar(length or gpt.hparams.n_ctx - len(context), quiet,
+                            f"song {len(texts) + 1}" + (f"-{len(texts) + rows_wanted}" if rows_wanted > 1 else "") + f" of {nsamples}")
+        try:
+            rows = generate(
+                gpt, context, length, batch_size=rows_wanted, temperature=temperature,
+                top_k=top_k, top_p=top_p, seed=rng.randrange(2**31), stop_at_end=stop_at_end,
+                on_step=None if bar is None else (lambda n: bar.update(n - bar.n)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         for row in rows:
             if row and row[-1] == EOT_ID:
                 row = row[:-1]
@@ -322,6 +355,16 @@ def sample(
     if save_to:
         _append_songs(save_to, texts)
     return texts
+
+
+def _progress_bar(total: int, quiet: bool, label: str):
+    """A tokens bar on stderr while a song is written, where stderr is a terminal; None elsewhere,
+    so notebooks' saved output and redirected logs stay clean."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tok", desc=label, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _append_songs(path: str, texts: List[str]) -> None:

@@ -391,3 +391,61 @@ def test_prompt_plus_length_over_context_says_what_fits(tiny):
 def test_bad_sample_arguments(tiny_model_dir, kwargs):
     with pytest.raises(RapgenError):
         sample(model=tiny_model_dir, seed=1, quiet=True, **kwargs)
+
+
+# -- progress while a song is written -------------------------------------------------------
+
+
+def test_on_step_reports_each_step_and_changes_nothing(tiny):
+    context = [EOT_ID, 16791]
+    steps = []
+    with_progress = generate(tiny, context, length=12, batch_size=2, seed=5, stop_at_end=False, on_step=steps.append)
+    assert steps == list(range(1, 13))
+    assert with_progress == generate(tiny, context, length=12, batch_size=2, seed=5, stop_at_end=False)
+    later = []
+    generate(tiny, context, length=3, seed=1, stop_at_end=False)  # no callback: the last one is not kept
+    generate(tiny, context, length=3, seed=1, stop_at_end=False, on_step=later.append)
+    assert later == [1, 2, 3] and steps == list(range(1, 13))
+
+
+def _run_in_terminal(args, cwd, timeout=300):
+    """`python -m rapgen ARGS` with stdout and stderr on a pseudo-terminal; returns (status, text seen)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    import fcntl
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal has a size
+    proc = subprocess.Popen([sys.executable, "-m", "rapgen", *args], stdin=subprocess.DEVNULL, stdout=child,
+                            stderr=child, cwd=cwd, close_fds=True)
+    os.close(child)
+    seen, deadline = b"", time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=max(deadline - time.time(), 1))
+    os.close(main)
+    return proc.returncode, seen.decode("utf-8", "replace")
+
+
+def test_sample_shows_a_progress_bar_on_a_terminal_only(tiny_model_dir, tmp_path, capsys):
+    args = ["sample", "--model", tiny_model_dir, "--artist", "Lil Tofu", "--length", "40", "--seed", "1",
+            "--stop_at_end", "False"]
+    status, seen = _run_in_terminal(args, tmp_path)
+    assert status == 0, seen[-3000:]
+    assert "song 1 of 1" in seen and "/40 [" in seen and "tok" in seen, seen[-3000:]  # e.g. "0/40 [00:00<?, ?tok/s]"
+    # Not a terminal (a notebook, a pipe, a log): no bar.
+    sample(model=tiny_model_dir, artist="Lil Tofu", length=40, seed=1, stop_at_end=False)
+    err = capsys.readouterr().err
+    assert "song 1 of 1" not in err and "tok" not in err

@@ -101,7 +101,9 @@ def show(results: List[dict], file: str) -> None:
     """In a notebook: each song's table, then its lyrics with the copied span highlighted."""
     from IPython.display import HTML, display
 
-    songs = read_songs(open(file, encoding="utf-8").read())
+    from .dataset import read_text
+
+    songs = read_songs(read_text(str(file)))
     for result, song in zip(results, songs):
         print(format_table(result))
         display(HTML(highlight_html(result, song.lyrics)))

@@ -4,7 +4,8 @@ Rankings (`--rank`):
 
 * `rhyme`: highest rhyme density first.
 * `original`: shortest span copied from the training set first, then the fewest 8-grams found there.
-* `both` (default): the mean of a song's places under `rhyme` and `original` (ties go to rhyme).
+* `both` (default): the sum of a song's places under `rhyme` and `original` (equal figures share
+  a place; a tie goes to the better rhymer).
 * `likely`: lowest mean loss per token under the model first (what the model finds most natural).
 
 `original` and `both` need the training set: `--dataset`, or the run folder's own `train.json`.
@@ -23,11 +24,9 @@ from .errors import RapgenError
 RANKS = ("rhyme", "original", "both", "likely")
 
 
-def _places(order: List[int]) -> List[int]:
-    places = [0] * len(order)
-    for place, i in enumerate(order):
-        places[i] = place
-    return places
+def _places(keys: List) -> List[int]:
+    """Each item's place: how many items have a strictly better (smaller) key; ties share a place."""
+    return [sum(other < key for other in keys) for key in keys]
 
 
 def rank_order(scores: List[dict], rank: str = "both") -> List[int]:
@@ -47,7 +46,8 @@ def rank_order(scores: List[dict], rank: str = "both") -> List[int]:
     by_original = sorted(idx, key=lambda i: (scores[i]["copied_tokens"], scores[i]["ngram8_share"]))
     if rank == "original":
         return by_original
-    rhyme_place, original_place = _places(by_rhyme), _places(by_original)
+    rhyme_place = _places([-s["rhyme_density"] for s in scores])
+    original_place = _places([(s["copied_tokens"], s["ngram8_share"]) for s in scores])
     return sorted(idx, key=lambda i: (rhyme_place[i] + original_place[i], rhyme_place[i]))
 
 

@@ -116,6 +116,9 @@ def test_rank_order_follows_each_rule():
     assert rank_order(scores, "both") == [2, 0, 1]  # places: 0+1, then 2+0, then 1+2
     scores[2]["rhyme_density"] = 0.9  # now every song's places add up to 2: the better rhymer wins
     assert rank_order(scores, "both") == [1, 2, 0]
+    for score in scores:  # nothing copied anywhere: originality ranks all alike, rhyme decides
+        score.update(copied_tokens=0, ngram8_share=0.0)
+    assert rank_order(scores, "both") == rank_order(scores, "rhyme") == [1, 2, 0]
     assert rank_order(scores, "likely") == [1, 2, 0]
 
 

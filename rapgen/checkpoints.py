@@ -166,6 +166,9 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
 
     The index is parsed (a truncated or garbage `.index` fails there) and the data file's size
     is checked against the bytes the index records for its tensors (a cut-short `.data-*`).
+
+    >>> checkpoint_problem("checkpoints/run1/model-400")                    # doctest: +SKIP
+    'checkpoints/run1/model-400.data-00000-of-00001 is cut short: 1048576 of the 1498767360 bytes …'
     """
     import tensorflow as tf
 
@@ -209,6 +212,9 @@ def verify_checkpoint(prefix: str, flag: str = "--checkpoint", also_in: List[str
     """Raise the one-line error of `damaged_checkpoint_error` unless the checkpoint is whole; return prefix.
 
     flag is the option that picks another checkpoint in the command at hand (`--restore_from` for train).
+
+    >>> verify_checkpoint("checkpoints/run1/model-400", flag="--restore_from")   # doctest: +SKIP
+    'checkpoints/run1/model-400'
     """
     problem = checkpoint_problem(prefix)
     if problem is not None:
@@ -299,8 +305,10 @@ def find_vocab_dir(vocab_dir: Optional[str] = None, models_dir: str = "models") 
         if all(os.path.exists(os.path.join(folder, f)) for f in VOCAB_FILES):
             return folder
     where = vocab_dir or f"$RAPGEN_VOCAB_DIR or {models_dir}/*"
+    # No download hint: init and collect run offline, where the fix is a folder already on disk.
     raise RapgenError(
-        f"no GPT-2 vocabulary (encoder.json, vocab.bpe) in {where}: run `rapgen download 124M` or pass --vocab_dir"
+        f"no GPT-2 vocabulary (encoder.json, vocab.bpe) in {where}: pass --vocab_dir FOLDER or set RAPGEN_VOCAB_DIR "
+        f"to a folder holding both files (any GPT-2 model folder does)"
     )
 
 
@@ -321,12 +329,22 @@ def init(
     --n_layer 2 --n_embd 64 --n_head 2 --n_ctx 128`; the 124M shape is
     `--n_layer 12 --n_embd 768 --n_head 12 --n_ctx 1024`. Never overwrites a model.
     """
-    from .model import GPT2
+    from .encoder import load_encoder
 
     model_dir = str(model_dir)
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise RapgenError(f"{model_dir} is a file, not a folder: give a new folder for the model")
     if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
         raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
-    source = find_vocab_dir(vocab_dir, models_dir)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise RapgenError(f"--seed must be a non-negative integer, got {seed!r}")
     hparams = HParams(n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_head=n_head, n_layer=n_layer)
+    source = find_vocab_dir(vocab_dir, models_dir)
+    encoder = load_encoder(source)  # a damaged encoder.json or vocab.bpe is refused before anything is written
+    if n_vocab < encoder.n_vocab:
+        raise RapgenError(f"--n_vocab {n_vocab} is smaller than the vocabulary's {encoder.n_vocab} tokens: "
+                          f"use --n_vocab {encoder.n_vocab} (GPT-2's own) or more")
+    from .model import GPT2  # TensorFlow, only once every argument is known to be good
+
     save_model(GPT2(hparams, seed=seed), model_dir, source)
     return model_dir

@@ -61,7 +61,11 @@ class MirrorIsNewer(RapgenError):
 
 
 def newest_checkpoint(folder: str):
-    """The complete checkpoint with the highest step in a folder (whatever its index names), or None."""
+    """The complete checkpoint with the highest step in a folder (whatever its index names), or None.
+
+    >>> newest_checkpoint("/content/drive/MyDrive/rapgen/run1")               # doctest: +SKIP
+    '/content/drive/MyDrive/rapgen/run1/model-1200'
+    """
     found = list_checkpoints(folder) if os.path.isdir(folder) else []
     return max(found, key=step_of) if found else None
 

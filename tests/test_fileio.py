@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rapgen import fileio
-from rapgen.checkpoints import latest_checkpoint, write_checkpoint
+from rapgen.checkpoints import latest_checkpoint
 
 DATA = ".data-00000-of-00001"
 

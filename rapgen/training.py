@@ -496,7 +496,8 @@ def _run(cfg: TrainConfig) -> dict:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from .checkpoints import check_model_dir, copy_model_files, read_weights, resolve_model_dir, verify_checkpoint
+    from .checkpoints import (check_model_dir, copy_model_files, damaged_checkpoint_error, read_weights,
+                              resolve_model_dir, verify_checkpoint)
     from .dataset import load_dataset, song_artists, training_batch, validation_windows
     from .encoder import load_encoder
     from .model import GPT2
@@ -550,7 +551,12 @@ def _run(cfg: TrainConfig) -> dict:
         train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
         trainer = Trainer(cfg, model, train_names, strategy)
         if resume is not None:
-            trainer.restore_state(resume)
+            try:
+                trainer.restore_state(resume)
+            except (tf.errors.OpError, IndexError):
+                # The weights read whole; an optimizer slot or the step fails its checksum.
+                problem = f"{resume}.data-00000-of-00001 does not hold what its index records (a checksum fails)"
+                raise damaged_checkpoint_error(resume, problem, "--restore_from") from None
     os.makedirs(run_dir, exist_ok=True)
     copy_model_files(source_dir, run_dir, hparams)
     if cfg.steps != -1 and trainer.step >= cfg.steps:

@@ -136,3 +136,17 @@ def test_cli_gives_one_line_naming_the_damaged_file(damaged_run, trained_run, cl
     flag = "--restore_from" if command == "train" else "--checkpoint"
     assert f"{flag} {os.path.join(damaged_run, 'model-2')}" in lines[0]
     assert snapshot(damaged_run) == before
+
+
+def test_a_bad_checksum_past_the_weights_is_one_line_on_resume(trained_run, tmp_path):
+    """Same size, bytes changed where the step and loss scale are stored (after every model/ tensor
+    by name): the weights read whole, the resume state does not."""
+    run = tmp_path / "ckpt" / "run1"
+    shutil.copytree(trained_run[0], str(run))
+    data = str(run / f"model-4{DATA}")
+    scribble(data, b"\xff" * 12, at=os.path.getsize(data) - 12)
+    with pytest.raises(RapgenError) as e:
+        train(dataset=trained_run[1], checkpoint_dir=str(tmp_path / "ckpt"), steps=6, **FAST)
+    message = str(e.value)
+    assert "\n" not in message and f"model-4{DATA} does not hold what its index records (a checksum fails)" in message
+    assert f"--restore_from {run / 'model-2'}" in message

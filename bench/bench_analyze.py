@@ -71,6 +71,15 @@ def timed(fn):
     return time.perf_counter() - t0, value
 
 
+def cpu_timed(fn):
+    """(wall seconds, CPU seconds of this process and its children, e.g. espeak-ng, value)."""
+    c0, t0 = os.times(), time.perf_counter()
+    value = fn()
+    c1, wall = os.times(), time.perf_counter() - t0
+    cpu = (c1.user + c1.system + c1.children_user + c1.children_system) - (c0.user + c0.system + c0.children_user + c0.children_system)
+    return wall, cpu, value
+
+
 def bench_analysis(folder: str, mb: float) -> None:
     import rapgen
 
@@ -81,11 +90,12 @@ def bench_analysis(folder: str, mb: float) -> None:
     shutil.copy(os.path.join(ROOT, "data", "sample_lyrics.txt"), dataset)
     os.environ.setdefault("RAPGEN_VOCAB_DIR", vocab_dir())
     size = os.path.getsize(path) / 1e6
+    # Wall time depends on what else the machine runs; CPU time (espeak-ng's included) less so.
     for source in ("espeak", "cmudict"):
-        seconds, results = timed(lambda: rapgen.analyze(path, phonetics=source, quiet=True))
-        print(f"analyze {size:.2f} MB ({len(results)} songs), {source}: {seconds:.1f} s ({size / seconds:.2f} MB/s)")
-    seconds, results = timed(lambda: rapgen.analyze(path, dataset=dataset, phonetics="espeak", quiet=True))
-    print(f"analyze {size:.2f} MB with --dataset (index of the sample lyrics), espeak: {seconds:.1f} s")
+        wall, cpu, results = cpu_timed(lambda: rapgen.analyze(path, phonetics=source, quiet=True))
+        print(f"analyze {size:.2f} MB ({len(results)} songs), {source}: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    wall, cpu, results = cpu_timed(lambda: rapgen.analyze(path, dataset=dataset, phonetics="cmudict", quiet=True))
+    print(f"analyze {size:.2f} MB with --dataset (index of the sample lyrics), cmudict: {wall:.1f} s wall, {cpu:.1f} s CPU")
 
 
 def zipf_tokens(n: int, seed: int = 0) -> np.ndarray:
@@ -139,11 +149,11 @@ def bench_perform(folder: str, bars: int, bpm: float) -> None:
     path = os.path.join(folder, "verse.txt")
     with open(path, "w", encoding="utf-8") as f:
         f.write("<<Bench - Verse>>\n" + "\n".join(lines) + "\n<|endoftext|>\n")
-    seconds, result = timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse.wav"), quiet=True))
-    print(f"perform {result.bars} bars at {bpm:g} bpm ({result.seconds:.1f} s of audio): {seconds:.1f} s "
+    wall, cpu, result = cpu_timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse.wav"), quiet=True))
+    print(f"perform {result.bars} bars at {bpm:g} bpm ({result.seconds:.1f} s of audio): {wall:.1f} s wall, {cpu:.1f} s CPU "
           f"(first call in the process, librosa's start-up included)")
-    seconds, _ = timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse2.wav"), quiet=True))
-    print(f"perform again in the same process: {seconds:.1f} s")
+    wall, cpu, _ = cpu_timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse2.wav"), quiet=True))
+    print(f"perform again in the same process: {wall:.1f} s wall, {cpu:.1f} s CPU")
 
 
 def main() -> None:
@@ -152,12 +162,16 @@ def main() -> None:
     parser.add_argument("--index_mb", type=float, default=100.0)
     parser.add_argument("--bars", type=int, default=16)
     parser.add_argument("--bpm", type=float, default=90)
+    parser.add_argument("--only", choices=["analysis", "index", "perform"], help="run one part")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, NumPy {np.__version__}")
     with tempfile.TemporaryDirectory() as folder:
-        bench_analysis(folder, args.analysis_mb)
-        bench_index(folder, args.index_mb)
-        bench_perform(folder, args.bars, args.bpm)
+        if args.only in (None, "analysis"):
+            bench_analysis(folder, args.analysis_mb)
+        if args.only in (None, "index"):
+            bench_index(folder, args.index_mb)
+        if args.only in (None, "perform"):
+            bench_perform(folder, args.bars, args.bpm)
 
 
 if __name__ == "__main__":

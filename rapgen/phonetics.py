@@ -20,8 +20,10 @@ and a vowel doubled inside a word counted once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +33,7 @@ from .errors import RapgenError
 
 SOURCES = ("auto", "espeak", "cmudict")
 ESPEAK = "espeak-ng"
+PARALLEL_LINES = 2000  # a text of more lines is spoken by one espeak-ng per CPU core
 INSTALL_ESPEAK = (
     "espeak-ng is not installed: on Debian/Ubuntu run `sudo apt-get install -y espeak-ng`, on Colab a cell "
     "`!apt-get install -y espeak-ng`, on macOS `brew install espeak-ng`"
@@ -144,18 +147,29 @@ def _run_espeak(text: str) -> str:
     return done.stdout
 
 
+def _espeak_chunk(cleaned: List[str]) -> List[str]:
+    """espeak-ng's output line for each of `cleaned` (lines ended by a full stop), in one call."""
+    out = [row.strip() for row in _run_espeak("\n".join(cleaned)).splitlines() if row.strip()]
+    if len(out) != len(cleaned):
+        out = [" ".join(r.strip() for r in _run_espeak(line).splitlines() if r.strip()) for line in cleaned]
+    return out
+
+
 def _espeak_lines(lines: Sequence[str]) -> List[List[Word]]:
     cleaned = [_clean_line(line) for line in lines]
     spoken = [i for i, c in enumerate(cleaned) if c != "."]
     result: List[List[Word]] = [[] for _ in lines]
     if not spoken:
         return result
-    # One process for the whole text: each line ends in a full stop, which makes espeak-ng end
-    # an output line, so its lines align with ours. If it split a line elsewhere (a very long
-    # one), the lines are transcribed one call each instead.
-    out = [row.strip() for row in _run_espeak("\n".join(cleaned[i] for i in spoken)).splitlines() if row.strip()]
-    if len(out) != len(spoken):
-        out = [" ".join(r.strip() for r in _run_espeak(cleaned[i]).splitlines() if r.strip()) for i in spoken]
+    # One process for the whole text (a big one is cut into one piece per CPU core, run side by
+    # side): each line ends in a full stop, which makes espeak-ng end an output line, so its
+    # lines align with ours. If it split a line elsewhere (a very long one), that piece's lines
+    # are transcribed one call each instead.
+    pieces = max(1, min(os.cpu_count() or 1, len(spoken) // PARALLEL_LINES))
+    bounds = [len(spoken) * k // pieces for k in range(pieces + 1)]
+    chunks = [[cleaned[i] for i in spoken[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=pieces) as pool:
+        out = [row for rows in pool.map(_espeak_chunk, chunks) for row in rows]
     for i, row in zip(spoken, out):
         texts = cleaned[i][:-1].split()
         mnemonics = row.split()

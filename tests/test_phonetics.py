@@ -69,3 +69,12 @@ def test_without_espeak_auto_falls_back_and_espeak_says_how_to_install(monkeypat
     assert "apt-get install -y espeak-ng" in INSTALL_ESPEAK and "brew install espeak-ng" in INSTALL_ESPEAK
     with pytest.raises(RapgenError, match="--phonetics must be one of"):
         resolve_source("festival")
+
+
+def test_a_big_text_cut_into_pieces_reads_the_same(monkeypatch):
+    import rapgen.phonetics as phonetics
+
+    lines = [f"verse {i}, the crazy dog and the lazy cat number {i}" for i in range(60)]
+    whole = transcribe(lines, "espeak")
+    monkeypatch.setattr(phonetics, "PARALLEL_LINES", 10)  # 60 lines: one piece per core
+    assert transcribe(lines, "espeak") == whole

@@ -3,7 +3,9 @@
 For a 124M-shaped GPT-2 (12 layers, 768 wide, 12 heads, 1024 context) and a tiny one
 (2 layers, 64 wide, 2 heads, 1024 context), each with random weights from `rapgen init`,
 it trains at batch 1 x 1024 tokens with three settings: the default (Adam),
-`recompute=True` (gradient checkpointing per block) and `optimizer="adafactor"`.
+`recompute=True` (gradient checkpointing per block) and `optimizer="adafactor"`, in the
+precision `--mixed_precision` gives (default `auto`, as `rapgen train`: float32 on a CPU
+without AVX-512 BF16 or AMX, bfloat16 on one with them); the header says which it is.
 
 Each configuration runs in its own child process, so its peak resident memory
 (`resource.getrusage(...).ru_maxrss`, the whole process: TensorFlow, model, optimizer state,
@@ -16,6 +18,7 @@ The lyrics are generated here from invented syllables (no real lyrics).
 
     python bench/bench_train.py                       # both sizes, all three settings
     python bench/bench_train.py --sizes tiny --steps 20
+    python bench/bench_train.py --mixed_precision off  # float32 on any CPU
 
 The vocabulary comes from $RAPGEN_GPT2_DIR or ../shared/gpt2 beside the project.
 """
@@ -102,7 +105,8 @@ def child(spec: dict) -> dict:
     model_dir, dataset = spec["model_dir"], spec["dataset"]
     cfg = TrainConfig(dataset=dataset, model=model_dir, steps=spec["warmup"] + spec["steps"] + 1, batch_size=BATCH,
                       sequence_length=LENGTH, save_every=0, sample_every=0, val_every=0, val_fraction=0.0,
-                      quiet=True, **VARIANTS[spec["variant"]])
+                      quiet=True, mixed_precision=spec.get("mixed_precision", "auto"), xla=spec.get("xla", False),
+                      **VARIANTS[spec["variant"]])
     cfg.check()
     # As rapgen.training._run sets up a fresh run.
     hparams = HParams.load(model_dir)
@@ -135,6 +139,7 @@ def child(spec: dict) -> dict:
     traces = trainer.train_step.experimental_get_tracing_count()
     return {
         "tf": tf.__version__,
+        "dtype": model.compute_dtype.name,
         "setup_s": setup_s,
         "first_step_s": first_s,
         "step_s": times,
@@ -205,6 +210,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 for 124M, 20 for tiny)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first (tracing) one")
+    parser.add_argument("--mixed_precision", default="auto", help="auto (as rapgen train), off, float16 or bfloat16")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--init", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,7 +229,11 @@ def main() -> None:
     vocab = vocab_dir()
 
     print(f"machine: {machine()}")
-    print(f"batch {BATCH} x {LENGTH} tokens, float32; set-up and the first (tracing) step excluded, "
+    sys.path.insert(0, ROOT)  # as the children's PYTHONPATH: this checkout's rapgen
+    from rapgen.devices import compute_dtype
+
+    print(f"batch {BATCH} x {LENGTH} tokens, {compute_dtype(args.mixed_precision)} compute (--mixed_precision "
+          f"{args.mixed_precision}); set-up and the first (tracing) step excluded, "
           f"{args.warmup} warm-up step(s), then timed steps")
     rows = []
     with tempfile.TemporaryDirectory(prefix="rapgen-bench-") as tmp:
@@ -237,10 +247,11 @@ def main() -> None:
             print(f"[{size}: rapgen init took {time.perf_counter() - t0:.1f} s]", flush=True)
             for variant in variants:
                 steps = args.steps or DEFAULT_STEPS[size]
-                spec = {"model_dir": model_dir, "dataset": dataset, "variant": variant, "steps": steps, "warmup": args.warmup}
+                spec = {"model_dir": model_dir, "dataset": dataset, "variant": variant, "steps": steps, "warmup": args.warmup,
+                        "mixed_precision": args.mixed_precision}
                 r = run_child(["--child", json.dumps(spec)], env)
                 rows.append((size, variant, steps, r))
-                print(f"[{size} {variant}: TF {r['tf']}, {r['tokens_per_s']:.1f} tokens/s, "
+                print(f"[{size} {variant}: TF {r['tf']}, {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, "
                       f"steps {', '.join(f'{s:.2f}' for s in r['step_s'])} s, peak {r['peak_rss_mib']:.0f} MiB, "
                       f"traces {r['traces']}, loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}, "
                       f"other processes used {r['others_cpu']:.0%} of the CPU meanwhile]", flush=True)

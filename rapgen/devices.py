@@ -49,25 +49,55 @@ def _tpu_runtime() -> bool:
     return any(os.environ.get(name) for name in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"))
 
 
-def compute_dtype(choice="auto", flags=None) -> str:
-    """The matmul type for --mixed_precision: off/float32, float16, bfloat16 or auto."""
+def gpu_dtype(compute_capability) -> str:
+    """The compute type `auto` picks on a GPU of this compute capability, a (major, minor) pair.
+
+    >>> gpu_dtype((7, 5)), gpu_dtype((8, 0))      # a T4, an A100
+    ('float16', 'bfloat16')
+    """
+    # bfloat16 tensor cores arrived with Ampere (8.0); a T4 (7.5) or V100 (7.0) has only float16 ones.
+    return "bfloat16" if tuple(int(x) for x in compute_capability) >= (8, 0) else "float16"
+
+
+def gpu_capability() -> Optional[tuple]:
+    """(major, minor) of the first GPU TensorFlow sees, (0, 0) when it does not say; None without a GPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+
+
+def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
+    """The matmul type for --mixed_precision: off/float32, float16, bfloat16 or auto.
+
+    For `auto`, `flags` stands for the CPU's feature flags and `capability` for the GPU's
+    compute capability (None: no GPU) instead of asking the machine: tests force each path.
+
+    >>> compute_dtype("auto", flags={"avx2"}, capability=(7, 5))
+    'float16'
+    """
     if choice in ("off", "float32", False, None):
         return "float32"
     if choice in ("float16", "bfloat16"):
         return choice
     if choice not in ("auto", True):
         raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {choice!r}")
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        return "bfloat16" if tuple(cc) >= (8, 0) else "float16"  # T4 (7.5) has no bfloat16
-    if _tpu_runtime() or tf.config.list_logical_devices("TPU"):
+    cc = gpu_capability() if capability == "detect" else capability
+    if cc is not None:
+        return gpu_dtype(cc)
+    if _tpu_runtime() or (capability == "detect" and _tpu_devices()):
         return "bfloat16"
     if choice is True or cpu_has_fast_bfloat16(flags):
         return "bfloat16"
     return "float32"
+
+
+def _tpu_devices() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("TPU"))
 
 
 def make_strategy(choice: str = "auto"):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rapgen.devices import compute_dtype, cpu_flags, cpu_has_fast_bfloat16, describe, make_strategy
+from rapgen.devices import compute_dtype, cpu_flags, cpu_has_fast_bfloat16, describe, gpu_dtype, make_strategy
 from rapgen.errors import RapgenError
 
 
@@ -23,9 +23,25 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_it(flags, fast, monkeypatch):
     for name in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"):
         monkeypatch.delenv(name, raising=False)
     assert cpu_has_fast_bfloat16(flags) is fast
-    assert compute_dtype("auto", flags=flags) == ("bfloat16" if fast else "float32")
-    assert compute_dtype("off", flags=flags) == "float32"
-    assert compute_dtype("float16", flags=flags) == "float16"
+    # capability=None: decide as on a machine without a GPU, whatever this one has.
+    assert compute_dtype("auto", flags=flags, capability=None) == ("bfloat16" if fast else "float32")
+    assert compute_dtype("off", flags=flags, capability=(7, 5)) == "float32"
+    assert compute_dtype("float16", flags=flags, capability=None) == "float16"
+
+
+@pytest.mark.parametrize("capability, dtype", [
+    ((6, 0), "float16"),   # P100
+    ((7, 0), "float16"),   # V100
+    ((7, 5), "float16"),   # T4, Colab's free GPU: no bfloat16 tensor cores
+    ((8, 0), "bfloat16"),  # A100
+    ((8, 9), "bfloat16"),  # L4
+    ((9, 0), "bfloat16"),  # H100
+])
+def test_auto_on_a_gpu_follows_its_compute_capability(capability, dtype):
+    assert gpu_dtype(capability) == dtype
+    # A GPU decides, whatever the CPU could do.
+    for flags in (set(), {"avx512_bf16"}):
+        assert compute_dtype("auto", flags=flags, capability=capability) == dtype
 
 
 def test_bad_choices_are_named():

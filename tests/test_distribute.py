@@ -43,7 +43,8 @@ def run_training(devices, tmp_path, model_dir, lyrics, **options):
     options = {**dict(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path / f"ckpt{devices}"), steps=3,
                       batch_size=4, sequence_length=16, learning_rate=1e-2, warmup_steps=0, val_fraction=0.0,
                       save_every=0, sample_every=0, val_every=0, print_every=0,
-                      distribute="mirrored" if devices > 1 else "off"), **options}
+                      # Pinned: "auto" computes in bfloat16 on a CPU with AVX-512 BF16 or AMX.
+                      mixed_precision="off", distribute="mirrored" if devices > 1 else "off"), **options}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"devices": devices, "options": options})],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -70,7 +71,20 @@ def test_two_devices_match_one(options, tmp_path, tiny_model_dir, lyrics):
     one, weights_one, _ = run_training(1, tmp_path, tiny_model_dir, lyrics, **options)
     two, weights_two, log = run_training(2, tmp_path, tiny_model_dir, lyrics, **options)
     assert len(one) == len(two) == 3
-    np.testing.assert_allclose(two, one, rtol=1e-5)
+    # The first loss is the forward pass alone, split 2 + 2 over the replicas: only the order of
+    # float32 sums differs (relative error ~1e-7), so it agrees to the log's 5 decimals.
+    assert two[0] == pytest.approx(one[0], abs=1e-5)
+    # Later losses come after updates. Adam and Adafactor divide each gradient by its own size,
+    # so a gradient's relative rounding error becomes an absolute error in the update: where a
+    # gradient is a near-cancelling sum, the two runs' updates differ by up to 1% of a step
+    # (the weights' atol below). A fixed rtol of 1e-5 was not implied by that: the two runs
+    # measured 1.2e-5 apart at step 3 on an AVX2 CPU with rows reordered, and more on AVX-512.
+    # The bound that follows from it: these early updates are about lr * sign(g) per weight, so
+    # one step changes the loss by about lr * |g|_1, while weights at most 1% of lr apart
+    # change it by at most 0.01 * lr * |g|_1 (Hoelder, to first order): 1% of one step's change
+    # in the loss, plus the first loss's rounding.
+    for t in range(1, 3):
+        assert abs(two[t] - one[t]) <= 0.01 * abs(one[t] - one[t - 1]) + 1e-5, (t, one, two)
     assert one[-1] < one[0]  # it learned, so the steps did update something
     for name, value in weights_one.items():
         if options["optimizer"] == "adafactor" and "c_attn/b" in name:

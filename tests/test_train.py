@@ -33,7 +33,9 @@ press start on the beat and I never respawn slow
 <|endoftext|>
 """
 
-FAST = dict(save_every=0, sample_every=0, val_every=0, print_every=0, quiet=True, warmup_steps=0)
+# Pinned: "auto" would compute in bfloat16 on a CPU with AVX-512 BF16 or AMX, and distribute over GPUs.
+PINNED = dict(mixed_precision="off", distribute="off")
+FAST = dict(save_every=0, sample_every=0, val_every=0, print_every=0, quiet=True, warmup_steps=0, **PINNED)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_only_transformer_layers_freezes_embeddings_and_final_norm(model_dir, ly
 def test_run_folder_is_a_model_directory_and_keeps_newest(model_dir, lyrics, tmp_path):
     result = train(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=6, save_every=2,
                    max_checkpoints=2, sequence_length=16, sample_every=3, sample_length=8, val_every=0,
-                   print_every=0, quiet=True, val_fraction=0.0)
+                   print_every=0, quiet=True, val_fraction=0.0, **PINNED)
     run = result["run_dir"]
     names = sorted(os.listdir(run))
     assert [n for n in names if n.endswith(".index")] == ["model-4.index", "model-6.index"]
@@ -132,7 +134,8 @@ def test_run_folder_is_a_model_directory_and_keeps_newest(model_dir, lyrics, tmp
 def _train_cmd(model_dir, lyrics, ckpt, steps, extra=()):
     return ["train", "--dataset", lyrics, "--model", model_dir, "--checkpoint_dir", ckpt, "--steps", str(steps),
             "--batch_size", "2", "--sequence_length", "16", "--save_every", "5", "--sample_every", "0",
-            "--val_every", "0", "--print_every", "0", "--warmup_steps", "3", "--learning_rate", "3e-3", *extra]
+            "--val_every", "0", "--print_every", "0", "--warmup_steps", "3", "--learning_rate", "3e-3",
+            "--mixed_precision", "off", "--distribute", "off", *extra]
 
 
 def test_exact_resume_after_sigkill(model_dir, lyrics, tmp_path, cli_env):

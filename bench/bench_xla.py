@@ -1,0 +1,80 @@
+"""Is XLA worth it on this CPU? Training tokens/s with the train step compiled plainly and with
+`jit_compile=True` (`rapgen train --xla True`), tiny and 124M shapes, and their ratio, in one run.
+
+Each configuration runs in its own child process through bench_train.py's child (the same
+`rapgen.training.Trainer` set-up as `rapgen train`), batch 1 x 1024 tokens, Adam, in the
+precision `--mixed_precision` gives (default auto, as `rapgen train`). The first step (tracing
+and, with XLA, compiling) is reported apart from the timed steps.
+
+    python bench/bench_xla.py                    # tiny (20 timed steps) and 124M (3), about 10 minutes on 2 cores
+    python bench/bench_xla.py --sizes tiny --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_train  # noqa: E402  (the child and the machine description live there)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="tiny,124M", help="comma-separated: " + ", ".join(bench_train.SIZES))
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 3 for 124M, 20 for tiny)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps after the first one")
+    parser.add_argument("--mixed_precision", default="auto", help="auto (as rapgen train), off, float16 or bfloat16")
+    args = parser.parse_args()
+    sizes = [s for s in args.sizes.split(",") if s]
+    for size in sizes:
+        if size not in bench_train.SIZES:
+            raise SystemExit(f"bench: unknown size {size!r}")
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = bench_train.ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    vocab = bench_train.vocab_dir()
+
+    print(f"machine: {bench_train.machine()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rapgen-bench-xla-") as tmp:
+        dataset = os.path.join(tmp, "invented_lyrics.txt")
+        with open(dataset, "w", encoding="utf-8") as f:
+            f.write(bench_train.invented_lyrics())
+        for size in sizes:
+            model_dir = os.path.join(tmp, size)
+            bench_train.run_child(["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env)
+            steps = args.steps or bench_train.DEFAULT_STEPS[size]
+            for xla in (False, True):
+                spec = {"model_dir": model_dir, "dataset": dataset, "variant": "default (adam)", "steps": steps,
+                        "warmup": args.warmup, "mixed_precision": args.mixed_precision, "xla": xla}
+                t0 = time.perf_counter()
+                r = bench_train.run_child(["--child", json.dumps(spec)], env)
+                rows.append((size, xla, steps, r))
+                print(f"[{size} xla={xla}: {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, steps "
+                      f"{', '.join(f'{s:.3f}' for s in r['step_s'])} s, first step {r['first_step_s']:.1f} s, "
+                      f"loss {r['loss_first']:.4f} -> {r['loss_last']:.4f}, peak {r['peak_rss_mib']:.0f} MiB, "
+                      f"others used {r['others_cpu']:.0%} of the CPU, {time.perf_counter() - t0:.0f} s in all]", flush=True)
+
+    print()
+    print(f"TensorFlow {rows[0][3]['tf'] if rows else '?'}, batch {bench_train.BATCH} x {bench_train.LENGTH} tokens, Adam")
+    print("| model | compute | tokens/s plain | tokens/s XLA | XLA ÷ plain | first step plain (s) | first step XLA (s) | peak RSS plain / XLA (MiB) | timed steps |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for size in sizes:
+        plain = next(r for s, x, _, r in rows if s == size and not x)
+        xla = next(r for s, x, _, r in rows if s == size and x)
+        steps = next(n for s, _, n, _ in rows if s == size)
+        print(f"| {size} | {plain['dtype']} | {plain['tokens_per_s']:.0f} | {xla['tokens_per_s']:.0f} | "
+              f"{xla['tokens_per_s'] / plain['tokens_per_s']:.2f} | {plain['first_step_s']:.1f} | {xla['first_step_s']:.1f} | "
+              f"{plain['peak_rss_mib']:.0f} / {xla['peak_rss_mib']:.0f} | {steps} |")
+    busy = [r["others_cpu"] for *_, r in rows if r["others_cpu"] > 0.1]
+    if busy:
+        print(f"note: other processes used up to {max(busy):.0%} of the CPU during some runs, so those speeds are low")
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,8 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
 
     n_ctx = model.hparams.n_ctx
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+    # autograph=False: plain graph code; autograph's source conversion warns on Python 3.13+.
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False)
     def losses(batch):
         logits = model(batch[:, :-1])  # [B, T-1, V]
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch[:, 1:], logits=logits)  # [B, T-1]

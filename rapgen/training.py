@@ -59,6 +59,9 @@ class TrainConfig:
     memory_gb: Optional[float] = None  # the budget for "auto" (GiB); default: the GPU's memory, or free RAM
     mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: what the device does fast (rapgen.devices)
     distribute: str = "auto"  # auto | off | mirrored | tpu; auto: every GPU, or the Colab TPU
+    # Compile the train step with XLA (jit_compile). Off by default: on the CPU it was slower
+    # (bench/bench_xla.py); bench/gpu_check.py measures it on a GPU.
+    xla: bool = False
     sequence_length: Optional[int] = None  # window length; defaults to n_ctx
     val_fraction: float = 0.05  # whole songs held out for validation
     val_dataset: Optional[str] = None  # or a separate validation file
@@ -108,6 +111,8 @@ class TrainConfig:
                 raise RapgenError(f"--{name} must be True, False or auto; got {getattr(self, name)!r}")
         if self.memory_gb is not None and (not isinstance(self.memory_gb, (int, float)) or isinstance(self.memory_gb, bool) or self.memory_gb <= 0):
             raise RapgenError(f"--memory_gb must be a positive number of GiB, got {self.memory_gb!r}")
+        if self.xla not in (True, False):
+            raise RapgenError(f"--xla must be True or False; got {self.xla!r}")
         if self.distribute not in DISTRIBUTE_CHOICES:
             raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
@@ -289,15 +294,22 @@ class Trainer:
             start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
             mine = batches[:, start:start + b]  # [k, b, T+1]
             k = tf.shape(mine)[0]
-            grads = [tf.zeros_like(v) for v in variables]
-            total = tf.constant(0.0)
-            for j in tf.range(k):
+
+            def micro_batch(j, total, grads):
                 with tf.GradientTape() as tape:
-                    loss = model.loss(mine[j], recompute=recompute)
+                    loss = model.loss(mine[j], recompute=recompute)  # [] float32
                     scaled = loss * self.loss_scale
                 g = tape.gradient(scaled, variables)
-                grads = [a + tf.convert_to_tensor(b) for a, b in zip(grads, g)]
-                total += loss
+                return j + 1, total + loss, [a + tf.convert_to_tensor(b) for a, b in zip(grads, g)]
+
+            # An explicit tf.while_loop, as the function is traced without autograph (whose
+            # source conversion warns on Python 3.13+). parallel_iterations=1: micro-batches
+            # exist to bound memory, so one at a time, never two activations sets at once.
+            _, total, grads = tf.while_loop(
+                lambda j, total, grads: j < k, micro_batch,
+                (tf.constant(0), tf.constant(0.0), [tf.zeros_like(v) for v in variables]),
+                parallel_iterations=1,
+            )
             # Each replica's loss is a mean over its equal share, so the global mean is the
             # sum over replicas / (replicas * micro-batches); so is the gradient.
             if replicas > 1:
@@ -309,12 +321,17 @@ class Trainer:
             ctx.merge_call(apply, args=(grads, finite, lr, step))
             return total / tf.cast(k * replicas, tf.float32)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)])
+        if cfg.xla and self.replicas > 1:
+            raise RapgenError(f"--xla True compiles the step for one device, not {self.replicas}: use --distribute off, or --xla False")
+        step_signature = [tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)]
+
+        # autograph=False: the Python here is plain graph building (tf.while_loop, tf.cond).
+        @tf.function(input_signature=step_signature, autograph=False, jit_compile=bool(cfg.xla))
         def train_step(batches, lr, step):
             losses = strategy.run(replica_step, args=(batches, lr, step))
             return strategy.experimental_local_results(losses)[0]  # the same on every replica
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False)
         def eval_loss(batch):
             return model.loss(batch)
 

@@ -1,7 +1,10 @@
-"""The `rapgen` command line: python-fire over the same functions the notebooks call.
+"""The `rapgen` command line: the functions the notebooks call, with fire's syntax and help.
 
-Only the module behind the command being run is imported, so `rapgen collect …` never
-loads TensorFlow. A `RapgenError` (a user mistake) becomes one line on stderr and exit
+The whole command line is bound to the command's signature first (`rapgen.options`): an
+unknown command, source or flag, a flag without its value, a missing or extra argument is
+one line before anything is imported, read or written. Only the module behind the command
+being run is imported, so `rapgen collect …` never loads TensorFlow. `--help` is fire's
+page for the function. A `RapgenError` (a user mistake) becomes one line on stderr and exit
 status 2; Ctrl-C exits with 130.
 """
 
@@ -79,67 +82,85 @@ def _load(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
-def _join_repeated(argv, flag):
-    """`--where a --where b` -> `--where a,b`: fire would keep only the last one."""
-    values, rest, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == flag and i + 1 < len(argv):
-            values.append(argv[i + 1])
-            i += 2
-            continue
-        if arg.startswith(flag + "="):
-            values.append(arg[len(flag) + 1:])
-        else:
-            rest.append(arg)
-        i += 1
-    return rest + ([flag, ",".join(values)] if values else [])
+# Commands that never touch TensorFlow: no muted pre-import for them.
+WITHOUT_TENSORFLOW = ("collect", "download", "analyze", "perform")
 
 
-def _serialize(result):
-    """What fire prints for a command's return value: commands print their own output."""
+def _resolve(argv):
+    """argv -> (function or group, path of names typed, the rest); unknown names raise RapgenError."""
+    from .errors import RapgenError
+    from .options import unknown_name
+
+    names = [n.replace("_", "-") for n in COMMANDS]
+    wanted = argv[0].replace("-", "_")
+    if wanted not in COMMANDS:
+        raise unknown_name("command", argv[0], names)
+    target, path, rest = _load(wanted), [argv[0]], argv[1:]
+    if isinstance(target, dict):  # a group: `rapgen collect csv …`
+        if not rest or rest[0].startswith("-"):
+            if rest and rest[0] in ("--help", "-h"):
+                return target, path, rest
+            raise RapgenError(f"{argv[0]} needs a source: {', '.join(target)} (e.g. rapgen {argv[0]} {next(iter(target))} --help)")
+        if rest[0] not in target:
+            raise unknown_name(f"{argv[0]} source", rest[0], list(target))
+        target, path, rest = target[rest[0]], path + [rest[0]], rest[1:]
+    return target, path, rest
+
+
+def _show_help(path) -> int:
+    """fire's help page for a command (every flag with its type and default), on stdout."""
+    import contextlib
+
+    import fire
+
+    wanted = path[0].replace("-", "_")
+    try:
+        # fire writes help to stderr; on stdout, `rapgen train --help | less` shows it.
+        with contextlib.redirect_stderr(sys.stdout):
+            fire.Fire({wanted: _load(wanted)}, command=[wanted, *path[1:], "--", "--help"], name="rapgen")
+    except fire.core.FireExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def _print_result(result) -> None:
+    """Commands print their own output; a dict is printed as JSON, a string (a path) as itself."""
     if isinstance(result, dict):
-        return json.dumps(result)
-    if isinstance(result, str):
-        return result
-    return None
+        print(json.dumps(result))
+    elif isinstance(result, str):
+        print(result)
 
 
 def main(argv=None) -> int:
-    import fire
+    """Run `rapgen ARGV`: every argument is bound to the command's signature before it runs.
 
+    >>> main(["sample", "--lenght", "8"])   # doctest: +SKIP
+    rapgen: error: unknown flag --lenght for `rapgen sample`: did you mean --length? (…)
+    2
+    """
     from .errors import RapgenError
+    from .options import bind
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    asks_help = "--help" in argv or "-h" in argv
-    if asks_help:
-        # Fire would hand --help to a command that takes **options (train) as an option.
-        argv = [a for a in argv if a not in ("--help", "-h")] + ["--", "--help"]
-    wanted = argv[0].replace("-", "_")
-    if wanted == "collect":
-        if len(argv) == 1:
-            print("rapgen: error: collect needs a source: genius, csv or folder (e.g. rapgen collect csv --help)", file=sys.stderr)
-            return 2
-        argv = _join_repeated(argv, "--where")
     try:
-        if wanted not in ("collect", "download") and not asks_help:  # help needs no TensorFlow
+        target, path, rest = _resolve(argv)
+        if "--help" in rest or "-h" in rest:
+            return _show_help(path)
+        label = "rapgen " + " ".join(path)
+        # Nothing is imported, read or written before the whole command line is bound.
+        args, kwargs = bind(label, target, rest, repeatable=("where",))
+        if path[0].replace("-", "_") not in WITHOUT_TENSORFLOW:
             _quiet_tensorflow_import()
-        if wanted in COMMANDS:
-            component = {wanted: _load(wanted)}
-        else:
-            component = {name: _load(name) for name in COMMANDS}
-        fire.Fire(component, command=argv, name="rapgen", serialize=_serialize)
+        _print_result(target(*args, **kwargs))
     except RapgenError as e:
         print(f"rapgen: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rapgen: interrupted", file=sys.stderr)
         return 130
-    except fire.core.FireExit as e:
-        return int(e.code or 0)
     return 0
 
 

@@ -154,7 +154,7 @@ def encode_files(files: List[str], encoder, encoding: str = "utf-8", cache: Opti
         tokens = _read_cache(cache, key) if cache else None
         if tokens is None:
             tokens = _encode_with_progress(texts, encoder, quiet)
-            if cache:
+            if cache and any(t.strip() for t in texts):  # an empty dataset is refused, and leaves nothing behind
                 _write_cache(cache, key, tokens)
         arrays.insert(0, tokens)
     joined = np.concatenate(arrays) if arrays else np.zeros(0, np.uint16)
@@ -351,9 +351,12 @@ def encode(in_path: str, out_path: str, model: Optional[str] = None, models_dir:
 
     `rapgen encode data/rap.txt data/rap.npz`; `rapgen train --dataset data/rap.npz` reads it.
     """
+    from .options import check_output_file
+
     out_path = str(out_path)
     if not out_path.endswith(".npz"):
         raise RapgenError(f"the output {out_path} should end in .npz")
+    check_output_file(out_path, "OUT_PATH")
     tokens = load_tokens(in_path, _encoder_for(model, models_dir), encoding, quiet)
     buf = io.BytesIO()
     np.savez(buf, tokens=tokens)

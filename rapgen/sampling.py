@@ -210,27 +210,38 @@ def generate(
     return rows
 
 
+def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples=1, seed=None, precision="float32"):
+    """The checks that need no model: `sample` and `interactive` make them before loading one."""
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
+        raise RapgenError(f"--length must be a positive number of tokens, got {length!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise RapgenError(f"--top_k must be 0 (off) or a positive integer, got {top_k!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise RapgenError(f"--temperature must be >= 0 (0 = always the most likely token), got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
+        raise RapgenError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(nsamples, bool) or not isinstance(nsamples, int) or nsamples <= 0:
+        raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise RapgenError(f"--seed must be a non-negative integer, got {seed!r}")
+    if precision not in PRECISIONS:
+        raise RapgenError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
 def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size):
     if n_prompt == 0:
         raise RapgenError("the prompt is empty: give --prefix TEXT or --artist NAME")
     if n_prompt >= n_ctx:
         raise RapgenError(f"the prompt is {n_prompt} tokens, the model's context only {n_ctx}: shorten it")
+    check_sampling_options(length, temperature, top_k, top_p, batch_size)
     if length is not None:
-        if not isinstance(length, int) or length <= 0:
-            raise RapgenError(f"--length must be a positive number of tokens, got {length!r}")
         if n_prompt + length > n_ctx:
             raise RapgenError(
                 f"prompt ({n_prompt} tokens) + length ({length}) exceeds the model's context of {n_ctx} "
                 f"tokens: use --length {n_ctx - n_prompt} or less"
             )
-    if not isinstance(top_k, int) or top_k < 0:
-        raise RapgenError(f"--top_k must be 0 (off) or a positive integer, got {top_k!r}")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise RapgenError(f"--temperature must be >= 0 (0 = always the most likely token), got {temperature!r}")
-    if not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
-        raise RapgenError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p!r}")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
 
 
 # -- what the command line and notebooks call -----------------------------------------
@@ -245,9 +256,11 @@ def _cached_model(model, models_dir, checkpoint, precision="float32"):
     """Load a model once per (directory, checkpoint, precision); notebooks call `sample` many times."""
     from .checkpoints import check_model_dir, load_model, resolve_model_dir
     from .encoder import load_encoder
+    from .options import check_checkpoint
 
     if precision not in PRECISIONS:
         raise RapgenError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    check_checkpoint(checkpoint)
     model_dir = resolve_model_dir(model, models_dir)
     prefix = checkpoint or check_model_dir(model_dir)
     key = (model_dir, prefix, precision)
@@ -313,8 +326,12 @@ def sample(
 
     >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
     """
-    if not isinstance(nsamples, int) or nsamples <= 0:
-        raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
+    # Every value is checked before the model loads, and --save_to before the songs are written.
+    check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples, seed, precision)
+    if save_to:
+        from .options import check_output_file
+
+        check_output_file(save_to, "--save_to")
     prompt = build_prompt(prefix, artist)
     if best_of is not None:
         from . import bestof
@@ -395,7 +412,13 @@ def interactive(
     precision: str = "float32",
 ) -> None:
     """A prompt loop: type `<<Yung Lean` (or any text), get `nsamples` songs; Ctrl-D or Ctrl-C ends it."""
+    check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples, seed, precision)
     gpt, _ = _cached_model(model, models_dir, checkpoint, precision)  # load before the first prompt
+    n_ctx = gpt.hparams.n_ctx
+    if length is not None and length > n_ctx - 2:
+        # The shortest prompt is two tokens (the song separator and one typed token).
+        raise RapgenError(f"--length {length} leaves no room for a prompt in the model's context of {n_ctx} tokens: "
+                          f"use --length {n_ctx - 2} or less")
     rng = random.Random(seed)
     while True:
         try:

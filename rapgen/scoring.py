@@ -54,6 +54,11 @@ def score(file: str, model: Optional[str] = None, models_dir: str = "models", en
     from .dataset import encode_lyrics, read_text
     from .encoder import load_encoder
 
+    from .options import check_checkpoint
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
+    check_checkpoint(checkpoint)
     text = read_text(str(file), encoding)
     gpt = load_model(model, models_dir, checkpoint=checkpoint)
     tokens = encode_lyrics(text, load_encoder(gpt.model_dir))

@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import time
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -117,6 +117,20 @@ class TrainConfig:
             raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
             raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        # Paths last: a missing dataset or a file where a folder belongs is found before any
+        # download or load, not after.
+        from .dataset import expand_paths
+
+        for name in ("checkpoint_dir", "drive_dir"):
+            folder = getattr(self, name)
+            if folder is not None and os.path.exists(str(folder)) and not os.path.isdir(str(folder)):
+                raise RapgenError(f"--{name} {folder} is a file, not a folder: give a folder")
+        run_dir = os.path.join(str(self.checkpoint_dir), str(self.run_name))
+        if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+            raise RapgenError(f"the run folder {run_dir} is a file: choose another --run_name")
+        expand_paths(self.dataset)
+        if self.val_dataset is not None:
+            expand_paths(self.val_dataset)
 
 
 # -- run folders ----------------------------------------------------------------------
@@ -481,30 +495,93 @@ def _sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None
     return figures
 
 
-def train(dataset: str = "", **options) -> dict:
+def train(
+    dataset: str = "",
+    model: Optional[str] = None,
+    models_dir: str = "models",
+    run_name: str = "run1",
+    checkpoint_dir: str = "checkpoints",
+    steps: int = -1,
+    batch_size: int = 1,
+    learning_rate: float = 1e-4,
+    warmup_steps: int = 10,
+    accumulate_gradients: int = 1,
+    optimizer: str = "auto",
+    recompute: Union[str, bool] = "auto",
+    only_train_transformer_layers: Union[str, bool] = "auto",
+    memory_gb: Optional[float] = None,
+    mixed_precision: str = "auto",
+    distribute: str = "auto",
+    xla: bool = False,
+    sequence_length: Optional[int] = None,
+    val_fraction: float = 0.05,
+    val_dataset: Optional[str] = None,
+    val_every: int = 100,
+    val_batches: int = 8,
+    sample_every: int = 100,
+    sample_length: int = 200,
+    sample_num: int = 1,
+    save_every: int = 100,
+    max_checkpoints: int = 1,
+    print_every: int = 10,
+    restore_from: str = "latest",
+    seed: int = 0,
+    drive_dir: Optional[str] = None,
+    encoding: str = "utf-8",
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict:
     """Fine-tune GPT-2 on lyrics; returns {"run_dir", "step", "loss", "val_loss"}.
 
-    Options (TrainConfig): model (355M for a new run), models_dir, run_name, checkpoint_dir,
-    steps (-1 = until Ctrl-C), batch_size, learning_rate (1e-4), warmup_steps,
-    accumulate_gradients, optimizer (auto|adam|adafactor|sgd), recompute, only_train_transformer_layers
-    (these three default to auto: the fastest that fits memory_gb, by default the device's memory),
-    memory_gb, mixed_precision (auto|off|float16|bfloat16),
-    distribute (auto|off|mirrored|tpu),
-    sequence_length, val_fraction, val_dataset, val_every, val_batches, sample_every,
-    sample_length, sample_num, save_every, max_checkpoints, print_every,
-    restore_from (latest|fresh|PATH), seed, drive_dir, encoding, overwrite, quiet.
+    Every argument is a field of `TrainConfig` with the same default (a test keeps them
+    alike); `TrainConfig.check` checks the values before anything is loaded.
+
+    Args:
+        dataset: a lyrics .txt, a folder of them, a glob, or an .npz from `rapgen encode`.
+        model: base model for a new run: a name (124M, 355M, 774M, 1558M) or a folder; default 355M, a resumed run itself.
+        models_dir: where model names are looked up (and downloaded to).
+        run_name: the run folder's name under checkpoint_dir.
+        checkpoint_dir: the folder holding run folders.
+        steps: the step to reach (re-running continues the same run); -1 trains until Ctrl-C.
+        batch_size: windows per micro-batch (a multiple of the device count).
+        learning_rate: peak learning rate (1e-4 suits 124M/355M with Adam).
+        warmup_steps: steps of linear warm-up from 0 (0: none).
+        accumulate_gradients: micro-batches averaged into one update.
+        optimizer: auto, adam, adafactor (little optimizer state) or sgd.
+        recompute: gradient checkpointing per block (less memory, ~1/3 more compute): auto, True or False.
+        only_train_transformer_layers: freeze wte, wpe and ln_f: auto, True or False.
+        memory_gb: the memory budget in GiB for the autos above (default: the GPU's memory, or free RAM).
+        mixed_precision: auto, off, float16 (loss scaling) or bfloat16; auto picks what the device does fast.
+        distribute: auto, off, mirrored or tpu.
+        xla: compile the train step with XLA (jit_compile), one device only.
+        sequence_length: tokens per window (default: the model's n_ctx).
+        val_fraction: share of whole songs held out for validation, in [0, 1).
+        val_dataset: a separate validation dataset instead of val_fraction.
+        val_every: steps between validations (0: never).
+        val_batches: validation windows, batch_size at a time.
+        sample_every: steps between samples (0: never).
+        sample_length: tokens per sample during training.
+        sample_num: samples each time.
+        save_every: steps between checkpoints (0: only at the end).
+        max_checkpoints: checkpoints kept in the run folder.
+        print_every: steps between printed loss lines (0: never).
+        restore_from: latest (resume), fresh (start from the base model) or a checkpoint prefix / folder.
+        seed: the training windows are a pure function of seed and step.
+        drive_dir: mirror the run folder here after every save (Google Drive on Colab).
+        encoding: the text encoding of the dataset.
+        overwrite: with restore_from fresh, replace a run that has checkpoints.
+        quiet: no progress bar or messages.
 
     >>> train(dataset="data/sample_lyrics.txt", model="124M", steps=200, drive_dir="/content/drive/MyDrive/rapgen")  # doctest: +SKIP
     """
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise RapgenError(f"unknown option --{unknown[0]} for train (see `rapgen train --help`)")
+    given = dict(locals())  # exactly the arguments above, by name
+    options = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig)}
     for name in ("recompute", "only_train_transformer_layers"):
         # Colab form dropdowns give strings: "True", "False", "auto".
-        if isinstance(options.get(name), str) and options[name].lower() in ("true", "false"):
+        if isinstance(options[name], str) and options[name].lower() in ("true", "false"):
             options[name] = options[name].lower() == "true"
-    cfg = TrainConfig(dataset=str(dataset or ""), **options)
+    options["dataset"] = str(dataset or "")
+    cfg = TrainConfig(**options)
     cfg.check()
     return _run(cfg)
 

@@ -137,3 +137,83 @@ def test_score_prints_json(runs):
 def test_score_of_non_utf8_file_is_a_one_line_error(runs):
     results, _ = runs
     assert_one_line_error(results["score_latin1"], "latin1.txt")
+
+
+# -- the command line's contract with the functions' signatures (in-process, no TensorFlow) ------
+
+
+def test_train_signature_is_train_config():
+    """train() spells out every TrainConfig field, in the same order, with the same default."""
+    import dataclasses
+    import inspect
+
+    from rapgen.training import TrainConfig, train
+
+    params = inspect.signature(train).parameters
+    fields = dataclasses.fields(TrainConfig)
+    assert [p.name for p in params.values()] == [f.name for f in fields]
+    for field in fields:
+        assert params[field.name].default == field.default, field.name
+        assert params[field.name].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    args = inspect.getdoc(train).split("Args:")[1]
+    documented = [line.strip().split(":")[0] for line in args.splitlines() if line.startswith("    ") and ":" in line
+                  and not line.startswith("     ")]
+    assert documented == [f.name for f in fields]  # one line per option, in order
+
+
+def _help_page(argv, capsys):
+    from rapgen.cli import main
+
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return out
+
+
+def test_every_command_help_lists_every_flag_with_its_default(capsys):
+    import inspect
+
+    from rapgen.cli import COMMANDS, _load
+
+    pages = 0
+    for name in COMMANDS:
+        target = _load(name)
+        commands = {f"{name} {source}": fn for source, fn in target.items()} if isinstance(target, dict) else {name: target}
+        for typed, fn in commands.items():
+            page = _help_page([*typed.replace("_", "-").split(), "--help"], capsys)
+            for param in inspect.signature(fn).parameters.values():
+                if param.default is inspect.Parameter.empty:
+                    assert param.name.upper() in page, (typed, param.name)
+                else:
+                    assert f"--{param.name}=" in page, (typed, param.name)
+                    assert f"Default: {param.default!r}" in page, (typed, param.name, param.default)
+            pages += 1
+    assert pages >= 12
+
+
+def test_train_help_lists_each_option_with_its_default_and_doc(capsys):
+    import dataclasses
+
+    from rapgen.training import TrainConfig
+
+    page = _help_page(["train", "--help"], capsys)
+    for field in dataclasses.fields(TrainConfig):
+        block = page.split(f"--{field.name}=", 1)[1].split("\n    -", 1)[0]
+        assert f"Default: {field.default!r}" in block, field.name
+        assert len(block.strip().splitlines()) >= 3, f"--{field.name} has no description line"
+
+
+def test_repeated_where_flags_reach_collect_csv_as_conditions(tmp_path, monkeypatch, capsys):
+    from rapgen.cli import main
+
+    dump = tmp_path / "dump.csv"
+    dump.write_text("artist,title,lyrics,tag,language\n"
+                    "Lil Tofu,Soy Drip,soy on my wrist,rap,en\n"
+                    "Lil Tofu,Tempeh,tempeh on ice,rap,sv\n"
+                    "MC Fjord,Kall Natt,kall natt i hamnen,pop,en\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    code = main(["collect", "csv", str(dump), "--where", "tag=rap", "--where", "language=en", "--out", "out.txt",
+                 "--tokens", "False", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    text = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    assert "Soy Drip" in text and "Tempeh" not in text and "Kall Natt" not in text

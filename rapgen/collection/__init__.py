@@ -47,6 +47,7 @@ from typing import Dict, Iterator, List, Optional
 
 from ..errors import RapgenError
 from ..lyrics import Song, parse_header, split_songs
+from ..options import check_output_file
 from .clean import Cleaner, TokenCounter, clean_name, safe_filename, write_dataset
 from .genius import API_URL, TOKEN_ENV, WEB_URL, BlockedError
 
@@ -108,7 +109,8 @@ def parse_where(where) -> Dict[str, set]:
     """
     if where is None:
         return {}
-    items = [str(w) for w in where] if isinstance(where, (list, tuple)) else _CONDITION_SPLIT.split(str(where))
+    # Each item may join several conditions by commas (`--where a=1,b=2 --where c=3`).
+    items = [part for w in (where if isinstance(where, (list, tuple)) else [where]) for part in _CONDITION_SPLIT.split(str(w))]
     conditions: Dict[str, set] = {}
     for item in items:
         column, equals, value = item.partition("=")
@@ -116,6 +118,24 @@ def parse_where(where) -> Dict[str, set]:
             raise RapgenError(f"--where expects COLUMN=VALUE (e.g. --where tag=rap), not {item!r}")
         conditions.setdefault(column.strip(), set()).update(v.strip().casefold() for v in value.split("|"))
     return conditions
+
+
+def _first_nul(path: str, size: int = 8192) -> Optional[int]:
+    """Offset of the first NUL byte in the file's first `size` bytes (decompressed for .gz), else None."""
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            head = f.read(size)
+    except (OSError, EOFError):
+        return None  # a damaged .gz: reading it says so, with its own message
+    nul = head.find(b"\0")
+    return nul if nul >= 0 else None
+
+
+def _shown(names: List[str], most: int = 12, width: int = 30) -> str:
+    """Column names for an error line: at most `most`, each cut to `width` characters, printable only."""
+    clean = ["".join(c if c.isprintable() else "?" for c in n)[:width] for n in names[:most]]
+    more = f", … {len(names) - most} more" if len(names) > most else ""
+    return (", ".join(clean) + more) if clean else "none"
 
 
 def _default_out(name: str) -> str:
@@ -171,7 +191,7 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
     workers = _count(workers, "--workers", allow_none=False)
     if sort not in ("popularity", "title"):
         raise RapgenError(f"--sort must be popularity or title, not {sort!r}")
-    out = str(out) if out else _default_out(", ".join(names))
+    out = check_output_file(out if out else _default_out(", ".join(names)), "--out")
     cache_path = str(cache) if cache else out + CACHE_SUFFIX
     token = (get_secret(TOKEN_ENV) or "").strip()
     if not token:
@@ -250,8 +270,11 @@ def collect_csv(file: str, out: Optional[str] = None, artist_col: str = "artist"
         raise RapgenError(f"--delimiter must be one character, not {delimiter!r}")
     if not os.path.isfile(path):
         raise RapgenError(f"{path} is not a file: give the path of a CSV file with lyrics")
+    nul = _first_nul(path)
+    if nul is not None:
+        raise RapgenError(f"{path} looks binary (a NUL byte at offset {nul}), not a CSV text file: give a CSV (or .csv.gz) of lyrics")
     stem = os.path.basename(path).split(".")[0]
-    out = str(out) if out else _default_out(stem)
+    out = check_output_file(out if out else _default_out(stem), "--out")
     if os.path.abspath(out) == os.path.abspath(path):
         raise RapgenError(f"--out {out} is the input file: choose another output path")
     conditions = parse_where(where)
@@ -277,7 +300,7 @@ def _csv_songs(path, columns, conditions, wanted, delimiter, encoding, quiet, no
             index = {name: i for i, name in enumerate(header)}
             for flag, name in [*columns.items(), *(("--where", c) for c in conditions)]:
                 if name not in index:
-                    raise RapgenError(f"{path} has no column {name!r} for {flag} (its columns: {', '.join(header) or 'none'})")
+                    raise RapgenError(f"{path} has no column {name!r} for {flag} (its columns: {_shown(header)})")
             a, t, ly = (index[c] for c in columns.values())
             tests = [(index[c], values) for c, values in conditions.items()]
             width, short, size = len(header), 0, os.path.getsize(path)
@@ -331,7 +354,7 @@ def collect_folder(folder: str, out: Optional[str] = None, artists=None, max_son
     if not os.path.isdir(root):
         raise RapgenError(f"{root} is not a folder: give a folder holding one .txt file per song, "
                           "in a folder per artist (DIR/Lil Tofu/Soy Drip.txt)")
-    out = str(out) if out else _default_out(os.path.basename(os.path.abspath(root)))
+    out = check_output_file(out if out else _default_out(os.path.basename(os.path.abspath(root))), "--out")
     wanted = {n.casefold() for n in _names(artists)}
     counter = TokenCounter(vocab_dir, tokens)
     files = _text_files(root, skip=os.path.abspath(out))

@@ -205,6 +205,7 @@ def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = 
     notes = list(notes)
     folder = os.path.dirname(os.path.abspath(out))
     stats: Dict[str, List[int]] = {}
+    made = not os.path.isdir(folder)  # removed again if no dataset comes of it
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
@@ -233,6 +234,8 @@ def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if made and not os.path.exists(out) and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)  # a failed collection leaves no empty data/ behind
     if not quiet:
         print_table(stats, counter, cleaner, notes)
     return stats

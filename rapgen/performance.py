@@ -57,7 +57,8 @@ def _need_librosa():
 def speak(text: str, rate: int) -> np.ndarray:
     """espeak-ng's speech of one line at `rate` words per minute: float32 [n] at 22.05 kHz."""
     try:
-        done = subprocess.run([ESPEAK, "-v", "en-us", "-s", str(int(rate)), "--stdout", text],
+        # The text goes in on stdin: a line such as "-yeah" would read as an option on the command line.
+        done = subprocess.run([ESPEAK, "-v", "en-us", "-s", str(int(rate)), "--stdout"], input=text.encode("utf-8"),
                               capture_output=True, timeout=120, check=False)
     except FileNotFoundError:
         raise RapgenError(INSTALL_ESPEAK) from None

@@ -32,7 +32,7 @@ def test_espeak_mnemonics_are_reduced_as_the_paper_says():
     assert parse_espeak_word("D@2").vowels == ()
 
 
-def test_lines_stay_aligned_and_espeak_runs_once_per_text(tmp_path):
+def test_lines_stay_aligned_and_espeak_runs_once_per_text(tmp_path, monkeypatch):
     # A wrapper named espeak-ng first on the PATH counts the calls and runs the real one.
     real = next(os.path.join(d, "espeak-ng") for d in os.environ["PATH"].split(os.pathsep)
                 if os.path.exists(os.path.join(d, "espeak-ng")))
@@ -42,12 +42,8 @@ def test_lines_stay_aligned_and_espeak_runs_once_per_text(tmp_path):
     wrapper.write_text(f"#!/bin/sh\necho x >> '{log}'\nexec '{real}' \"$@\"\n")
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     lines = [f"line number {i}, with a comma, and the crazy dog" for i in range(40)] + ["", "[Hook]", "oat milk money"]
-    env_path = os.environ["PATH"]
-    os.environ["PATH"] = str(wrapper.parent) + os.pathsep + env_path
-    try:
-        words = transcribe(lines, "espeak")
-    finally:
-        os.environ["PATH"] = env_path
+    monkeypatch.setenv("PATH", str(wrapper.parent) + os.pathsep + os.environ["PATH"])
+    words = transcribe(lines, "espeak")
     assert log.read_text().count("x") == 1
     assert len(words) == len(lines)
     assert words[40] == [] and [w.vowels for w in words[-1]] == [("o", "U"), ("i",), ("V", "i")]

@@ -1,7 +1,9 @@
-"""The command line, run as `python -m rapgen` in subprocesses.
+"""The command line, run as `python -m rapgen` in subprocesses, and its contract with the functions.
 
 Each subprocess pays TensorFlow's import (~5 s), so the independent runs are started
-together, two at a time, by one module fixture; the tests then check their results.
+together, two at a time, by one module fixture; the tests then check their results. The
+signature and --help tests at the end run in-process (no TensorFlow); tests/test_cli_sweep.py
+holds the table of user mistakes.
 """
 
 import json
@@ -217,3 +219,14 @@ def test_repeated_where_flags_reach_collect_csv_as_conditions(tmp_path, monkeypa
     assert code == 0, capsys.readouterr().err
     text = (tmp_path / "out.txt").read_text(encoding="utf-8")
     assert "Soy Drip" in text and "Tempeh" not in text and "Kall Natt" not in text
+
+
+def test_python_collect_names_the_option_it_meant(tmp_path):
+    from rapgen import collect
+    from rapgen.errors import RapgenError
+
+    with pytest.raises(RapgenError, match=r"no option were \(did you mean where\?\)"):
+        collect("csv", str(tmp_path / "dump.csv"), were="tag=rap")
+    with pytest.raises(RapgenError, match="did you mean csv"):
+        collect("cvs", str(tmp_path / "dump.csv"))
+    assert os.listdir(tmp_path) == []

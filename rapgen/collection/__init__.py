@@ -408,11 +408,15 @@ def collect(source: str = "genius", *args, **kwargs) -> str:
     >>> collect("folder", "my_lyrics", out="data/mine.txt")                 # doctest: +SKIP
     'data/mine.txt'
     """
+    from ..options import closest, unknown_name
+
     if source not in COMMANDS:
-        raise RapgenError(f"unknown lyrics source {source!r}: choose one of {', '.join(COMMANDS)}")
+        raise unknown_name("lyrics source", source, list(COMMANDS))
     command = COMMANDS[source]
     accepted = inspect.signature(command).parameters
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise RapgenError(f"collect({source!r}) has no option {', '.join(unknown)}; it takes {', '.join(accepted)}")
+        near = closest(unknown[0], accepted)
+        hint = f" (did you mean {near}?)" if near else ""
+        raise RapgenError(f"collect({source!r}) has no option {unknown[0]}{hint}; it takes {', '.join(accepted)}")
     return command(*args, **kwargs)

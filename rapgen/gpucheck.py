@@ -121,6 +121,9 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
         raise RapgenError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
     if sample_tokens >= n_ctx:
         raise RapgenError(f"sample_tokens must be below n_ctx ({n_ctx}), got {sample_tokens}")
+    for b in sample_batch_sizes:
+        if not isinstance(b, int) or isinstance(b, bool) or b <= 0:
+            raise RapgenError(f"sample_batch_sizes must hold positive integers, got {list(sample_batch_sizes)!r}")
 
     import numpy as np
     import tensorflow as tf
@@ -145,8 +148,12 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
         + f", {dtype} compute, dense peak {peak / 1e12:.2f} TFLOP/s ({source})")
     say(f"model: {n_layer} layers, {n_embd} wide, {n_head} heads, {hp.n_params() / 1e6:.1f}M parameters; "
         f"training batch {batch_size} x {length} tokens, Adam")
-    estimate = estimate_memory(hp, batch_size=batch_size, sequence_length=length, optimizer="adam",
-                               compute_dtype=dtype)["total"] / 2**30
+    parts = estimate_memory(hp, batch_size=batch_size, sequence_length=length, optimizer="adam", compute_dtype=dtype)
+    # Like with like: TensorFlow's GPU allocator does not count the CUDA context, which the plan's
+    # runtime term stands for; a CPU process's peak counts TensorFlow's libraries, which it also stands for.
+    estimate = (parts["total"] - parts["runtime"] if gpu else parts["total"]) / 2**30
+    memory_note = ("allocated by TensorFlow; rapgen plan estimates {:.2f} without the CUDA context" if gpu
+                   else "whole process; rapgen plan estimates {:.2f}")
     flops = train_flops(hp.n_params(), n_layer, n_embd, batch_size, length)
     out = {"device": name, "compute_capability": capability, "dtype": dtype, "peak_flops": peak,
            "peak_source": source, "train": [], "sample": []}
@@ -171,8 +178,8 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
                "first_loss": first_loss, "loss": loss}
         out["train"].append(row)
         say(f"train{' with XLA' if use_xla else ''}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}, "
-            f"first step {row['first_step_s']:.1f} s, peak memory {row['peak_memory_gib']:.2f} GiB"
-            f"{'' if gpu else ' (whole process)'} (rapgen plan estimates {estimate:.2f}), loss {loss:.2f}")
+            f"first step {row['first_step_s']:.1f} s, peak memory {row['peak_memory_gib']:.2f} GiB "
+            f"({memory_note.format(estimate)}), loss {loss:.2f}")
         del trainer, model
 
     gc.collect()

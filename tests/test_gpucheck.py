@@ -73,6 +73,7 @@ def test_flops_of_the_124m_step():
     (dict(n_head=3), r"n_embd \(32\) must be a multiple of n_head \(3\)"),
     (dict(sequence_length=64), "sequence_length must be between 2 and n_ctx"),
     (dict(sample_tokens=32), "sample_tokens must be below n_ctx"),
+    (dict(sample_batch_sizes=(1, 0)), r"sample_batch_sizes must hold positive integers, got \[1, 0\]"),
 ])
 def test_bad_shapes_are_refused_before_any_work(options, message):
     with pytest.raises(RapgenError, match=message):

@@ -2,7 +2,7 @@
 
 The index over a dataset's uint16 tokens is built once and cached beside its token cache
 (`rap.txt.index/`): every token 8-gram gets a 64-bit polynomial hash; the positions are sorted by
-hash and stored with the top 32 bits of each hash (8 bytes a token). A query looks all of a
+the top 32 bits of their hash and stored with them (8 bytes a token). A query looks all of a
 sample's 8-grams up at once (`searchsorted` on the memory-mapped keys), checks the candidates
 against the tokens themselves (so a hash collision never counts), and extends every true match
 forward to find the longest span. Spans shorter than 8 tokens are not copies: common words and
@@ -82,13 +82,26 @@ def _songs(tokens: np.ndarray, encoder):
     return starts.astype(np.int64), songs
 
 
+def ngram_keys(tokens: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """uint32 top bits of every n-gram hash, computed a chunk at a time. [len - N + 1]
+
+    Only these 32 bits are sorted and searched (a query checks its candidates against the
+    tokens anyway), and chunks keep the 64-bit hashes of a 1 GB dataset out of memory.
+    """
+    count = max(len(tokens) - N + 1, 0)
+    keys = np.empty(count, np.uint32)
+    for a in range(0, count, chunk):
+        b = min(a + chunk, count)
+        keys[a:b] = ngram_hashes(tokens[a:b + N - 1]) >> np.uint64(32)
+    return keys
+
+
 def build_index(tokens: np.ndarray, encoder) -> Index:
     """An index held in memory (`load_index` caches one on disk)."""
     tokens = np.asarray(tokens, np.uint16)
-    h = ngram_hashes(tokens)
-    order = np.argsort(h, kind="stable")  # [T - N + 1]
-    keys = (h[order] >> np.uint64(32)).astype(np.uint32)
-    del h
+    keys = ngram_keys(tokens)
+    order = np.argsort(keys)  # [T - N + 1]
+    keys = keys[order]
     positions = order.astype(np.uint32 if len(tokens) < 2**32 else np.uint64)
     del order
     starts, songs = _songs(tokens, encoder)
@@ -186,8 +199,7 @@ class Copied:
 
 def _occurrences(index: Index, sample: np.ndarray) -> List[np.ndarray]:
     """For each n-gram of `sample`, the training positions holding exactly those tokens."""
-    h = ngram_hashes(sample)
-    keys = (h >> np.uint64(32)).astype(np.uint32)
+    keys = ngram_keys(sample)
     lo = np.searchsorted(index.keys, keys, side="left")
     hi = np.searchsorted(index.keys, keys, side="right")
     found = []

@@ -99,8 +99,15 @@ def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_mode
         chosen = sample(nsamples=1, best_of=4, rank=rank, dataset=str(dataset), **common)
         assert chosen == [candidates[rank_order(scores, rank)[0]]], rank
     # Ranked by the model's own likelihood: the chosen song has the lowest mean loss of the four.
+    import numpy as np
+
+    from rapgen.checkpoints import load_model
+    from rapgen.scoring import token_losses
+
+    gpt = load_model(tiny_model_dir)
+    losses = [token_losses(gpt, np.asarray([50256] + enc.encode(t), np.uint16)).mean() for t in candidates]
     likely = sample(nsamples=1, best_of=4, rank="likely", **common)
-    assert likely[0] in candidates
+    assert likely == [candidates[int(np.argmin(losses))]]
 
 
 def test_rank_order_follows_each_rule():

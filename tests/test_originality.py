@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 from rapgen.hparams import EOT_ID
-from rapgen.originality import N, build_index, copied, index_path, load_index, max_tfidf_similarity, ngram_hashes
+from rapgen.originality import N, build_index, copied, index_path, load_index, max_tfidf_similarity, ngram_hashes, ngram_keys
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 PLANTED = "Chickpeas stacked and the sky stay sunny"  # a line of Lil Tofu's "Oat Milk Money"
@@ -97,6 +97,9 @@ def test_hashes_tell_ngrams_apart():
     h = ngram_hashes(tokens)
     assert len(h) == len(tokens) - N + 1 and len(set(h.tolist())) == len(h)
     assert ngram_hashes(np.zeros(N, np.uint16))[0] != ngram_hashes(np.array([0] * (N - 1) + [1], np.uint16))[0]
+    # Keys computed a chunk at a time are the top bits of the same hashes.
+    many = np.random.default_rng(0).integers(0, 50257, 1000).astype(np.uint16)
+    assert np.array_equal(ngram_keys(many, chunk=37), (ngram_hashes(many) >> np.uint64(32)).astype(np.uint32))
 
 
 def test_the_index_is_cached_beside_the_dataset_and_renewed_when_it_changes(dataset, encoder):

@@ -331,9 +331,9 @@ def init(
     """
     from .encoder import load_encoder
 
-    model_dir = str(model_dir)
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise RapgenError(f"{model_dir} is a file, not a folder: give a new folder for the model")
+    from .options import check_output_folder
+
+    model_dir = check_output_folder(model_dir, "MODEL_DIR")
     if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
         raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

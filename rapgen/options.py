@@ -72,6 +72,23 @@ def check_output_file(path, flag: str) -> str:
     return path
 
 
+def check_output_folder(path, flag: str) -> str:
+    """Refuse, before any work, a folder path that is a file or lies under one (it may not exist yet).
+
+    >>> check_output_folder("checkpoints", "--checkpoint_dir")
+    'checkpoints'
+    """
+    path = str(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RapgenError(f"{flag} {path} is a file, not a folder: give a folder")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise RapgenError(f"{flag} {path} cannot be a folder: {parent} is a file")
+    return path
+
+
 def check_checkpoint(checkpoint) -> None:
     """`--checkpoint PREFIX` must name an existing checkpoint (its .index file); None means the newest."""
     if checkpoint is not None and not os.path.exists(str(checkpoint) + ".index"):

@@ -120,11 +120,11 @@ class TrainConfig:
         # Paths last: a missing dataset or a file where a folder belongs is found before any
         # download or load, not after.
         from .dataset import expand_paths
+        from .options import check_output_folder
 
-        for name in ("checkpoint_dir", "drive_dir"):
-            folder = getattr(self, name)
-            if folder is not None and os.path.exists(str(folder)) and not os.path.isdir(str(folder)):
-                raise RapgenError(f"--{name} {folder} is a file, not a folder: give a folder")
+        for name in ("checkpoint_dir", "drive_dir", "models_dir"):
+            if getattr(self, name) is not None:
+                check_output_folder(getattr(self, name), f"--{name}")
         run_dir = os.path.join(str(self.checkpoint_dir), str(self.run_name))
         if os.path.exists(run_dir) and not os.path.isdir(run_dir):
             raise RapgenError(f"the run folder {run_dir} is a file: choose another --run_name")

@@ -247,7 +247,8 @@ def test_sigint_saves_and_exits_cleanly(model_dir, lyrics, tmp_path, cli_env):
         (dict(recompute="maybe"), "--recompute must be True, False or auto; got 'maybe'"),
         (dict(memory_gb=-3), "--memory_gb must be a positive number of GiB, got -3"),
         (dict(batch_size=0), "batch_size"),
-        (dict(bogus=1), "unknown option"),
+        # An unknown option is the signature's: TypeError in Python, one line from the command
+        # line (tests/test_cli_sweep.py).
     ],
 )
 def test_bad_settings_are_one_line_errors(model_dir, lyrics, tmp_path, options, message):

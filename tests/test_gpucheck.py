@@ -1,7 +1,6 @@
 """The GPU check runs on the CPU too: at a tiny shape, through the script and the function."""
 
 import os
-import pathlib
 import subprocess
 import sys
 

@@ -16,6 +16,21 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# Three short songs in the lyrics format, invented for these tests.
+THREE_SONGS = """<<Lil Tofu - Bean Curd Bounce>>
+[Hook]
+soy on my wrist and the tempeh on ice
+<|endoftext|>
+<<MC Fjord - Kall Natt>>
+[Verse 1: MC Fjord]
+cold harbour lights and the ferry runs late
+<|endoftext|>
+<<Kid Pixel - Extra Life>>
+[Verse 1: Kid Pixel]
+press start on the beat and I never respawn slow
+<|endoftext|>
+"""
+
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

@@ -8,22 +8,10 @@ import sys
 
 import pytest
 
+from conftest import THREE_SONGS as LYRICS
 from rapgen.checkpoints import init, latest_checkpoint
 from rapgen.training import train
 
-LYRICS = """<<Lil Tofu - Bean Curd Bounce>>
-[Hook]
-soy on my wrist and the tempeh on ice
-<|endoftext|>
-<<MC Fjord - Kall Natt>>
-[Verse 1: MC Fjord]
-cold harbour lights and the ferry runs late
-<|endoftext|>
-<<Kid Pixel - Extra Life>>
-[Verse 1: Kid Pixel]
-press start on the beat and I never respawn slow
-<|endoftext|>
-"""
 DATA = ".data-00000-of-00001"
 
 

@@ -12,26 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_cli
+from conftest import THREE_SONGS as LYRICS, run_cli
 from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.training import TrainConfig, Trainer, train
 
-# Invented for these tests.
-LYRICS = """<<Lil Tofu - Bean Curd Bounce>>
-[Hook]
-soy on my wrist and the tempeh on ice
-<|endoftext|>
-<<MC Fjord - Kall Natt>>
-[Verse 1: MC Fjord]
-cold harbour lights and the ferry runs late
-<|endoftext|>
-<<Kid Pixel - Extra Life>>
-[Verse 1: Kid Pixel]
-press start on the beat and I never respawn slow
-<|endoftext|>
-"""
 
 # Pinned: "auto" would compute in bfloat16 on a CPU with AVX-512 BF16 or AMX, and distribute over GPUs.
 PINNED = dict(mixed_precision="off", distribute="off")

@@ -13,12 +13,13 @@ in another process, even when the pid has since been reused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import tempfile
 import time
-from typing import List, Optional
+from typing import IO, Iterator, List, Optional
 
 # Temp names: `.tmp-<name>-pid<pid>-t<start>…` (checkpoints), `.<name>.pid<pid>-t<start>.<random>.tmp` (here).
 _TAGGED = re.compile(r"^\..*[-.]pid(\d+)-t(\d+)\.")
@@ -134,6 +135,26 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """A text file to stream `path` through: it replaces `path` only if the block ends without an
+    error, else it is removed and `path` stays as it was. For writes too big to hold in memory.
+
+    >>> with atomic_open("data/rap.txt") as f:                          # doctest: +SKIP
+    ...     f.write("<<Lil Tofu - Soy Drip>>\\n")
+    """
+    tmp = _mkstemp_beside(path)
+    try:
+        with open(tmp, "w", encoding=encoding, newline="\n") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def atomic_copy(src: str, dst: str) -> None:

@@ -1,6 +1,8 @@
 """Lyrics extraction from song pages, the shared cleaning, the summary table, argument parsing and
 the Colab secret glue. All text here is invented."""
 
+import ast
+import importlib
 import sys
 import types
 
@@ -8,7 +10,8 @@ import pytest
 
 from genius_fake import FakeSong, invented_lyrics, song_page
 from rapgen import colab
-from rapgen.collection import _names, collect, parse_where
+from rapgen.collection import collect, parse_where
+from rapgen.collection.arguments import parse_names as _names
 from rapgen.collection.clean import (Cleaner, TokenCounter, clean_name, clean_text, is_instrumental, safe_filename,
                                   write_dataset)
 from rapgen.errors import RapgenError
@@ -21,6 +24,22 @@ PAGE = """<html><head><title>Lil Tofu – Soy Drip Lyrics | Genius</title></head
 <div class="SidebarRecommendations">You might also like</div>
 <div data-lyrics-container="true"><div data-exclude-from-selection="true">You might also like<ul><li>Other</li></ul></div>[Verse 2]<br/>last line here</div>
 <div>3Embed</div></body></html>"""
+
+
+def test_the_cleaner_imports_no_source_and_no_source_imports_another():
+    """`clean` is source-neutral: a CSV or folder import must not need the Genius client."""
+    genius_side = {"genius", "fetch", "from_genius"}
+    sources = genius_side | {"from_csv", "from_folder"}
+    for module in ("clean", "arguments", "from_csv", "from_folder", "from_genius"):
+        path = importlib.import_module(f"rapgen.collection.{module}").__file__
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        siblings = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                siblings.update([node.module] if node.module else [a.name for a in node.names])
+        allowed = genius_side - {"from_genius"} if module == "from_genius" else set()
+        assert siblings & sources <= allowed, f"rapgen.collection.{module} imports {sorted(siblings & sources)}"
 
 
 def test_extract_lyrics_from_a_song_page():

@@ -4,9 +4,11 @@
 also like", contributor counts), keeps section headers like `[Verse 1]` unless asked to strip
 them, and drops empty and instrumental songs, duplicates (the same artist and title, case aside,
 or the same lyrics), songs shorter than `min_length` characters and songs past `max_songs` per
-artist. `write_dataset` streams the kept songs into a temp file beside the output, in the lyrics
-format of `rapgen.lyrics`, and renames it over the output only when complete, then prints the
-songs and GPT-2 tokens (or words, without a vocabulary) per artist.
+artist. `write_dataset` streams the kept songs, in the lyrics format of `rapgen.lyrics`, through
+`rapgen.fileio.atomic_open` (a temp file beside the output, renamed over it only when complete),
+then prints the songs and GPT-2 tokens (or words, without a vocabulary) per artist.
+
+It imports no source (Genius, CSV, folder): the sources import it.
 
 >>> write_dataset([Song("Lil Tofu", "Soy Drip", "[Hook]\\nsoy on my wrist")], "data/demo.txt")  # doctest: +SKIP
 {'Lil Tofu': [1, 5]}
@@ -18,13 +20,12 @@ import collections
 import hashlib
 import os
 import re
-import tempfile
 import unicodedata
 from typing import Dict, Iterable, List, Optional
 
 from ..errors import RapgenError
+from ..fileio import atomic_open
 from ..lyrics import SEPARATOR, Song, format_song
-from .genius import strip_remnants
 
 MAX_TABLE_ROWS = 30
 
@@ -46,6 +47,32 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _INSTRUMENTAL = re.compile(r"\W*(instrumental|no lyrics|lyrics for this song have yet to be (released|transcribed)\b.*)\W*",
                            re.I | re.S)
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
+
+# What lyrics pages (Genius's, and the dumps scraped from them) put inside or around the lyrics,
+# and older scrapers kept: whole lines. Here, not in the Genius module, so that no source is imported.
+_REMNANT_LINES = re.compile(
+    r"^[ \t]*(?:\d+\s*Contributors?\b.*|Translations\b.*|See .{1,80} Live\s*Get tickets as low as \$\d+.*|"
+    r"You might also like|\d*\s*Embed|Share URL\s*Copy\s*Embed\s*Copy)[ \t]*(?:\n|\Z)",
+    re.I | re.M,
+)
+_TITLE_HEADING = re.compile(r"\A\s*[^\n\[]{1,200} Lyrics[ \t]*(?:\n|\Z)")  # "<Title> Lyrics", first line only
+_YOU_MIGHT = re.compile(r"[ \t]*You might also like[ \t]*(?=(\[)|\n|\Z)")
+_TRAILING_EMBED = re.compile(r"(?:\d*\s*Embed(?:Share URLCopyEmbedCopy)?|Share URLCopyEmbedCopy)\s*\Z")
+
+
+def strip_remnants(text: str) -> str:
+    """Remove what a song page leaves around the lyrics: contributor counts, the title heading,
+    "You might also like", ticket adverts and the trailing "Embed".
+
+    >>> strip_remnants("12 Contributors\\n[Hook]\\nsoy on my wrist\\nYou might also like[Verse]\\nyeah3Embed")
+    '[Hook]\\nsoy on my wrist\\n\\n[Verse]\\nyeah'
+    """
+    text = text.rstrip()
+    if "Embed" in text[-60:]:
+        text = text[:-60] + _TRAILING_EMBED.sub("", text[-60:])
+    text = _YOU_MIGHT.sub(lambda m: "\n\n" if m.group(1) else "\n", text)  # a stanza ends there
+    text = _TITLE_HEADING.sub("", _REMNANT_LINES.sub("", text))
+    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def clean_text(text: str, strip_sections: bool = False) -> str:
@@ -208,11 +235,10 @@ def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = 
     made = not os.path.isdir(folder)  # removed again if no dataset comes of it
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(out) + ".", suffix=".tmp")
     except OSError as e:
         raise RapgenError(f"cannot write into {folder} ({e.strerror or e}): choose another --out") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with atomic_open(out) as f:
             for song in songs:
                 kept = cleaner(song)
                 if kept is not None:
@@ -220,20 +246,12 @@ def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = 
                     row = stats.setdefault(kept.artist, [0, 0])
                     row[0] += 1
                     row[1] += counter(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        if not stats:
-            raise RapgenError(f"no songs to write to {out} ({'; '.join([*notes, cleaner.describe()])}): "
-                              "check the artists and filters")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-        os.replace(tmp, out)
+            if not stats:  # raised inside the block: the temp file goes, `out` stays as it was
+                raise RapgenError(f"no songs to write to {out} ({'; '.join([*notes, cleaner.describe()])}): "
+                                  "check the artists and filters")
     except OSError as e:
         raise RapgenError(f"cannot write {out} ({e.strerror or e}): free some disk space or choose another --out") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         if made and not os.path.exists(out) and os.path.isdir(folder) and not os.listdir(folder):
             os.rmdir(folder)  # a failed collection leaves no empty data/ behind
     if not quiet:

@@ -38,6 +38,7 @@ import urllib.parse
 from typing import Dict, Iterator, Optional
 
 from ..errors import RapgenError
+from .clean import strip_remnants
 
 API_URL = "https://api.genius.com"
 WEB_URL = "https://genius.com"
@@ -77,32 +78,6 @@ _BLOCK_MARKERS = re.compile(
     r"<title>\s*Access denied|captcha|Please verify you are a human|Request blocked",
     re.I,
 )
-
-# Text that Genius pages put inside or around the lyrics, and older scrapers kept: whole lines.
-_REMNANT_LINES = re.compile(
-    r"^[ \t]*(?:\d+\s*Contributors?\b.*|Translations\b.*|See .{1,80} Live\s*Get tickets as low as \$\d+.*|"
-    r"You might also like|\d*\s*Embed|Share URL\s*Copy\s*Embed\s*Copy)[ \t]*(?:\n|\Z)",
-    re.I | re.M,
-)
-_TITLE_HEADING = re.compile(r"\A\s*[^\n\[]{1,200} Lyrics[ \t]*(?:\n|\Z)")  # "<Title> Lyrics", first line only
-_YOU_MIGHT = re.compile(r"[ \t]*You might also like[ \t]*(?=(\[)|\n|\Z)")
-_TRAILING_EMBED = re.compile(r"(?:\d*\s*Embed(?:Share URLCopyEmbedCopy)?|Share URLCopyEmbedCopy)\s*\Z")
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def strip_remnants(text: str) -> str:
-    """Remove what a song page leaves around the lyrics: contributor counts, the title heading,
-    "You might also like", ticket adverts and the trailing "Embed".
-
-    >>> strip_remnants("12 Contributors\\n[Hook]\\nsoy on my wrist\\nYou might also like[Verse]\\nyeah3Embed")
-    '[Hook]\\nsoy on my wrist\\n\\n[Verse]\\nyeah'
-    """
-    text = text.rstrip()
-    if "Embed" in text[-60:]:
-        text = text[:-60] + _TRAILING_EMBED.sub("", text[-60:])
-    text = _YOU_MIGHT.sub(lambda m: "\n\n" if m.group(1) else "\n", text)  # a stanza ends there
-    text = _TITLE_HEADING.sub("", _REMNANT_LINES.sub("", text))
-    return _BLANK_LINES.sub("\n\n", text).strip()
 
 
 def looks_blocked(html: str) -> bool:

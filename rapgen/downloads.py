@@ -7,7 +7,8 @@ How a download stays safe:
 
 * **Status checked.** Only a 200 or 206 answer is written to disk, so an error page is never
   saved as a model file. A 404 on a required file is an error that names the URL; 5xx answers,
-  timeouts and dropped connections are retried.
+  timeouts and dropped connections are retried, as `rapgen.http`'s policy says (with a
+  server's `Retry-After` honoured).
 * **Atomic files.** Each file is streamed into `<file>.part` and renamed into place
   (`os.replace`) only once it is verified, so a file under its final name is always complete.
 * **Resume.** An existing `<file>.part` is continued with an HTTP `Range` request. A server that
@@ -37,33 +38,29 @@ How a download stays safe:
   by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
   error. The other six files are required.
 
+What a complete model folder holds and each file's check live in `rapgen.modelfiles`; which
+answers are retried, the backoff and the "retrying …" line in `rapgen.http`.
+
 >>> download("124M", models_dir="models")                       # doctest: +SKIP
 'models/124M'
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
 import sys
 import time
 import urllib.parse
 
 from .errors import RapgenError
+from .http import RetryPolicy, no_answer, retryable, short
 from .hparams import HParams, canonical_model_name
+from .modelfiles import CHECKS, FILES, MARKER, OPTIONAL, WEIGHTS, can_keep, file_size, is_complete
+from .modelfiles import META, needs_download  # noqa: F401  (re-exported: callers reach them here)
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 ENV_BASE_URL = "RAPGEN_MODEL_URL"
-
-WEIGHTS = "model.ckpt.data-00000-of-00001"
-META = "model.ckpt.meta"
-MARKER = "checkpoint"
-# Download order: hparams.json first (the weights' size comes from it), the small files next
-# so a broken mirror fails before the big download, and the `checkpoint` marker last.
-FILES = ("hparams.json", "encoder.json", "vocab.bpe", "model.ckpt.index", META, WEIGHTS, MARKER)
-OPTIONAL = frozenset({META})
 
 CHUNK_BYTES = 1 << 18  # a dropped connection loses at most one chunk
 RETRY_WAIT_S = 1.0  # first pause after an attempt that made no progress; doubles each time
@@ -78,10 +75,11 @@ class _Retry(Exception):
     `host` is set when no answer came at all (refused, unknown host, timed out): the message then
     reads "could not connect to HOST (problem)"."""
 
-    def __init__(self, problem: str, host: str | None = None):
+    def __init__(self, problem: str, host: str | None = None, retry_after: str | None = None):
         super().__init__(f"could not connect to {host} ({problem})" if host else problem)
         self.problem = problem
         self.host = host
+        self.retry_after = retry_after  # the server's Retry-After header, if it sent one
 
 
 def download(
@@ -121,7 +119,7 @@ def download(
     except OSError as e:
         raise RapgenError(f"cannot create {model_dir} ({e.strerror}): choose another --models_dir") from None
 
-    if _is_complete(model_dir):
+    if is_complete(model_dir):
         _say(quiet, f"{name} is already complete in {model_dir}")
         return model_dir
     # Whatever is re-fetched below, the directory must not look complete meanwhile.
@@ -135,42 +133,18 @@ def download(
             expected = None
             if filename == WEIGHTS:
                 expected = 4 * HParams.load(model_dir).n_params()
-            if _have(dest, filename, expected):
+            if can_keep(dest, filename, expected):
                 _remove(dest + ".part")  # a leftover from an older, interrupted run
                 _say(quiet, f"{filename}: already complete")
                 continue
             fetcher.fetch(url, dest, expected_size=expected, optional=filename in OPTIONAL,
-                          check=_CHECKS.get(filename))
+                          check=CHECKS.get(filename))
     except BaseException:  # Ctrl-C included: an empty folder left behind would pass for a model
         _tidy(model_dir, created)
         raise
     finally:
         fetcher.session.close()
     return model_dir
-
-
-def needs_download(model_dir: str) -> bool:
-    """True when `model_dir` is absent or holds an unfinished download of OpenAI's files (some of
-    the required files missing, or weights of the wrong size); False for a complete download and
-    for a folder holding anything else (a model made or copied there: the caller's checks apply).
-    Cheap: it reads only `hparams.json` and file sizes.
-
-    >>> needs_download("models/124M")                               # doctest: +SKIP
-    False
-    """
-    if not os.path.isdir(model_dir):
-        return True
-    known = set(FILES) | {f + ".part" for f in FILES}
-    names = set(os.listdir(model_dir))
-    if names - known:
-        return False
-    if any(f not in names for f in FILES if f not in OPTIONAL):
-        return True
-    try:
-        weights = 4 * HParams.load(model_dir).n_params()
-    except RapgenError:
-        return True
-    return _size(os.path.join(model_dir, WEIGHTS)) != weights
 
 
 def _new_folders(path: str) -> list:
@@ -195,7 +169,7 @@ def _tidy(model_dir: str, created: list) -> None:
         return
     for name in names:
         path = os.path.join(model_dir, name)
-        if name.endswith(".part") and _size(path) == 0:
+        if name.endswith(".part") and file_size(path) == 0:
             _remove(path)
     for folder in created:
         try:
@@ -223,89 +197,6 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def _size(path: str):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
-
-
-def _have(dest: str, filename: str, expected_size) -> bool:
-    """Whether `dest` (a file under its final name, so once verified) can be kept."""
-    size = _size(dest)
-    if size is None:
-        return False
-    if expected_size is not None:
-        return size == expected_size
-    check = _CHECKS.get(filename)
-    if check is None:
-        return size > 0
-    try:
-        check(dest)
-    except (RapgenError, OSError):
-        return False
-    return True
-
-
-def _is_complete(model_dir: str) -> bool:
-    """The marker is present and every required file is valid: nothing to fetch."""
-    if not os.path.isfile(os.path.join(model_dir, MARKER)):
-        return False
-    try:
-        weights = 4 * HParams.load(model_dir).n_params()
-    except RapgenError:
-        return False
-    for filename in FILES:
-        if filename in OPTIONAL:
-            continue
-        expected = weights if filename == WEIGHTS else None
-        if not _have(os.path.join(model_dir, filename), filename, expected):
-            return False
-    return True
-
-
-# --- content checks: what each small file must look like (an HTML page fails them) ---
-
-def _check_hparams(path: str) -> None:
-    HParams.load(path)
-
-
-def _check_encoder(path: str) -> None:
-    with open(path, encoding="utf-8") as f:
-        try:
-            table = json.load(f)
-        except ValueError as e:
-            raise RapgenError(f"not valid JSON ({e})") from None
-    if not isinstance(table, dict) or not table:
-        raise RapgenError("not a JSON object mapping tokens to ids")
-
-
-def _check_vocab(path: str) -> None:
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if not head.startswith(b"#version"):
-        raise RapgenError("does not start with the '#version' line of a BPE merges file")
-
-
-def _check_marker(path: str) -> None:
-    with open(path, "rb") as f:
-        text = f.read(1 << 16).decode("utf-8", "replace")
-    found = re.search(r'^model_checkpoint_path:\s*"([^"]*)"', text, re.M)
-    if not found:
-        raise RapgenError("not a TensorFlow checkpoint index (no model_checkpoint_path line)")
-    target = found.group(1).replace("\\", "/").rsplit("/", 1)[-1]
-    if target != "model.ckpt":
-        raise RapgenError(f"it points to {found.group(1)!r}, not model.ckpt")
-
-
-_CHECKS = {
-    "hparams.json": _check_hparams,
-    "encoder.json": _check_encoder,
-    "vocab.bpe": _check_vocab,
-    MARKER: _check_marker,
-}
 
 
 def _parse_content_range(value):
@@ -341,7 +232,7 @@ class _Fetcher:
         part = dest + ".part"
         failures = 0
         while True:
-            before = _size(part) or 0
+            before = file_size(part) or 0
             if expected_size is not None and before > expected_size:
                 _remove(part)  # larger than the file can be: not a prefix of it
                 before = 0
@@ -350,14 +241,19 @@ class _Fetcher:
             try:
                 outcome = self._attempt(url, part, before, expected_size)
             except _Retry as e:
-                after = _size(part) or 0
+                after = file_size(part) or 0
                 failures = 0 if after > before else failures + 1
                 if failures > self.retries:
                     raise RapgenError(self._give_up(url, dest, e, failures)) from None
                 name = os.path.basename(dest)
                 if failures:
-                    wait = min(RETRY_WAIT_S * 2 ** (failures - 1), MAX_RETRY_WAIT_S)
-                    _say(self.quiet, f"{name}: {e}; retrying in {wait:g} s (attempt {failures + 1} of {self.retries + 1})")
+                    # Read at each retry, not at import: tests shorten RETRY_WAIT_S.
+                    policy = RetryPolicy(retries=self.retries, first_wait=RETRY_WAIT_S, max_wait=MAX_RETRY_WAIT_S)
+                    wait = policy.server_wait_s(e.retry_after, failures - 1)
+                    if policy.too_long(wait):
+                        raise RapgenError(f"{url}: the server asks to wait {wait:.0f} s ({e}): try again later, or "
+                                          f"use a mirror with --base_url or {ENV_BASE_URL}") from None
+                    _say(self.quiet, policy.retry_line(name, str(e), wait, failures - 1))
                     time.sleep(wait)
                 else:
                     _say(self.quiet, f"{name}: {e}; resuming at byte {after:,}")
@@ -383,7 +279,7 @@ class _Fetcher:
     def _give_up(self, url: str, dest: str, error: _Retry, failures: int) -> str:
         """The one-line error after `failures` attempts in a row without progress."""
         folder = os.path.dirname(dest)
-        received = any(_size(os.path.join(folder, n)) for n in os.listdir(folder))
+        received = any(file_size(os.path.join(folder, n)) for n in os.listdir(folder))
         mirror = f"use a mirror with --base_url or {ENV_BASE_URL}"
         resume = "; what was received is kept: run the same command again to resume" if received else ""
         if error.host:
@@ -409,8 +305,8 @@ class _Fetcher:
                         return "done"
                     _remove(part)
                     return "restart"
-                if r.status_code >= 500 or r.status_code in (408, 429):
-                    raise _Retry(f"HTTP {r.status_code} {r.reason}")
+                if retryable(r.status_code):
+                    raise _Retry(f"HTTP {r.status_code} {r.reason}", retry_after=r.headers.get("Retry-After"))
                 if r.status_code not in (200, 206):
                     raise RapgenError(
                         f"{url} answered HTTP {r.status_code} {r.reason}: use a mirror with "
@@ -439,9 +335,9 @@ class _Fetcher:
                 got, expected = self._progress
                 raise _Retry(f"the body stopped after {got} of {expected or 'unknown'} bytes "
                              f"({type(e).__name__})") from None
-            raise _Retry(_no_answer(e, self.timeout), host=urllib.parse.urlsplit(url).netloc) from None
+            raise _Retry(no_answer(e, self.timeout), host=urllib.parse.urlsplit(url).netloc) from None
         except requests.RequestException as e:
-            raise RapgenError(f"cannot download {url}: {_short(e)}") from None
+            raise RapgenError(f"cannot download {url}: {short(e)}") from None
         if expected_size is not None and offset + received > expected_size:
             _remove(part)
             raise RapgenError(f"{url} sent more than the {expected_size} bytes hparams.json needs: "
@@ -483,7 +379,7 @@ class _Fetcher:
         return received
 
     def _finish(self, url: str, part: str, dest: str, expected_size, check) -> None:
-        size = _size(part) or 0
+        size = file_size(part) or 0
         if expected_size is not None and size != expected_size:
             _remove(part)
             raise RapgenError(f"{url} gave {size} bytes, but {expected_size} were expected")
@@ -497,40 +393,3 @@ class _Fetcher:
                     f"serves OpenAI's files with --base_url or {ENV_BASE_URL}"
                 ) from None
         os.replace(part, dest)
-
-
-def _causes(error: BaseException) -> list:
-    """`error` and what it wraps: requests wraps urllib3, which wraps the socket's own error."""
-    found, todo = [], [error]
-    while todo and len(found) < 32:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or any(e is f for f in found):
-            continue
-        found.append(e)
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
-        todo += [a for a in e.args if isinstance(a, BaseException)]
-    return found
-
-
-def _no_answer(error: BaseException, timeout: float) -> str:
-    """A few words for a request that got no answer at all, instead of urllib3's nested reprs."""
-    import requests
-
-    causes = _causes(error)
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return "connection refused"
-    if any(isinstance(c, socket.gaierror) or type(c).__name__ == "NameResolutionError" for c in causes):
-        return "host name not found"
-    if isinstance(error, requests.Timeout) or any(isinstance(c, TimeoutError) for c in causes):
-        return f"no answer within {timeout:g} s"
-    if any(isinstance(c, ConnectionResetError) for c in causes):
-        return "connection reset"
-    if any(isinstance(c, OSError) and c.strerror for c in causes):
-        return next(c.strerror for c in causes if isinstance(c, OSError) and c.strerror).lower()
-    return f"connection failed ({type(causes[-1]).__name__})"
-
-
-def _short(error: Exception) -> str:
-    """An exception as one short line (urllib3's messages nest several reprs)."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -13,7 +13,7 @@ Every artist, title and lyric line is invented here (real lyrics are copyrighted
 clean lyrics of a song are `fake.songs[id].lyrics`.
 
 Misbehaviour on demand: `fault(path, kind, times)` (path may end in `?page=N`) with kind one of `429` (with `Retry-After`),
-`500`, `slow` (answers after `slow_s`), `403` (a block page), `challenge` (a 200 challenge page),
+`408`, `500`, `slow` (answers after `slow_s`), `403` (a block page), `challenge` (a 200 challenge page),
 `badjson`, `404`; `block_pages` makes every song page answer 403 with a block page, and
 `block_after = n` does so from the (n+1)-th song page on (a site that starts refusing mid-run);
 `latency` / `page_latency` delay every request / every song page;
@@ -42,7 +42,7 @@ ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel",
 DECOY = "Lil Tofu Jr"
 _WORDS = ["soy", "drip", "fjord", "static", "pixel", "velvet", "ghost", "tofu", "neon", "gravel", "comet",
           "lantern", "marble", "thunder", "pepper", "harbor", "cobalt", "meadow", "rocket", "saffron"]
-KINDS = ("429", "500", "slow", "403", "challenge", "badjson", "404")
+KINDS = ("429", "408", "500", "slow", "403", "challenge", "badjson", "404")
 
 BLOCK_PAGE = ("<!DOCTYPE html><html><head><title>Access denied | genius.com used Cloudflare to restrict access</title>"
               "</head><body><h1>Sorry, you have been blocked</h1><p>Attention Required! Cloudflare Ray ID</p></body></html>")
@@ -224,6 +224,8 @@ class FakeGenius(LoopbackServer):
             time.sleep(self.slow_s)
         elif kind == "429":
             return 429, "application/json", "{}", {"Retry-After": self.retry_after}
+        elif kind == "408":
+            return 408, "text/html", "<html><body>Request Timeout</body></html>", {}
         elif kind == "500":
             return 500, "text/html", "<html><body>Internal Server Error</body></html>", {}
         elif kind == "403":

@@ -4,7 +4,8 @@
 `http://127.0.0.1:<port>/355M/<file>` from a thread, with single-range `Range` requests
 (206, 416) like a real blob store. It records every request, and can misbehave on purpose
 for a given path (`fault`): drop the connection mid-body, send a body shorter than its
-`Content-Length`, answer 500 with an HTML page, answer 404, or ignore `Range`.
+`Content-Length`, answer 500 with an HTML page, answer 404, answer 429 with a `Retry-After`, or
+ignore `Range`.
 
     with ModelMirror({"124M": "path/to/tiny_model"}) as mirror:
         os.environ["RAPGEN_MODEL_URL"] = mirror.url
@@ -26,7 +27,7 @@ import urllib.parse
 
 from loopback import LoopbackServer
 
-FAULTS = ("drop", "truncate", "error500", "not_found", "ignore_range")
+FAULTS = ("drop", "truncate", "error500", "not_found", "ignore_range", "slow_down")
 
 _ERROR_PAGE = b"<html><head><title>500 Internal Server Error</title></head><body>oops</body></html>\n"
 
@@ -48,6 +49,7 @@ class ModelMirror(LoopbackServer):
     def __init__(self, models: dict, port: int = 0):
         self.models = {str(name): os.fspath(path) for name, path in models.items()}
         self.requests: list[Request] = []
+        self.retry_after = "0.3"  # the Retry-After header of a `slow_down` fault
         self._faults: dict = {}  # path -> [kind, remaining count or None]
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
@@ -60,6 +62,7 @@ class ModelMirror(LoopbackServer):
         drop: send the headers and half the body, then close the connection.
         truncate: announce 100 bytes more than the file and send only the file (ignores Range).
         error500: status 500 with an HTML page. not_found: 404. ignore_range: answer 200 always.
+        slow_down: status 429 with `Retry-After: <mirror.retry_after>` (seconds, "0.3" unless set).
         """
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; choose from {FAULTS}")
@@ -152,6 +155,9 @@ def _make_handler(mirror: ModelMirror):
             mirror._record(record)
             fault = mirror._take_fault(path)
             full = mirror._file_for(path)
+            if fault == "slow_down":
+                record.status = 429
+                return self._plain(429, b"slow down\n", extra=[("Retry-After", mirror.retry_after)])
             if fault == "error500":
                 record.status = 500
                 return self._plain(500, _ERROR_PAGE, "text/html")

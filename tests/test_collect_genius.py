@@ -20,7 +20,8 @@ from rapgen.collection import collect_genius
 from rapgen.errors import RapgenError
 from rapgen.collection.fetch import SongCache
 from rapgen.collection.fetch import BLOCKS_IN_A_ROW
-from rapgen.collection.genius import GeniusClient, RateLimiter, retry_after_seconds
+from rapgen.collection.genius import GeniusClient
+from rapgen.http import RateLimiter, retry_after_seconds
 from rapgen.lyrics import parse_songs
 
 TOKEN = "rg-FAKE-TOKEN-q7Zx93kLw0pT"  # recognisable, so a leak is easy to find
@@ -117,6 +118,15 @@ def test_faults_are_retried_and_nothing_is_fetched_twice(fake, tmp_path, capsys)
     assert len(fake.page_requests()) == before
     ids = cache_ids(out + ".cache.jsonl")
     assert len(ids) == len(set(ids)) == len(lil) - 1
+
+
+def test_a_408_is_retried_like_downloads_retry_it(fake, tmp_path):
+    """One policy (rapgen.http) says what is retryable, for the Genius client and downloads alike."""
+    lil = fake.songs_of("Lil Tofu")
+    fake.fault(lil[2].path, "408", times=2)
+    out = run(fake, tmp_path)
+    assert [r.status for r in fake.hits(lil[2].path)] == [408, 408, 200]
+    assert lil[2].lyrics in [s.lyrics for s in read_songs(out)]
 
 
 def test_a_page_that_keeps_failing_is_retried_by_the_next_run(fake, tmp_path, capsys):

@@ -236,6 +236,26 @@ def test_a_passing_500_is_retried(tiny, mirror, tmp_path):
     _assert_same(tiny, got)
 
 
+def test_a_429_waits_what_its_retry_after_asks(tiny, mirror, tmp_path, capsys):
+    # The autouse fixture makes the backoff 0 s: a 0.3 s wait can only come from the header.
+    mirror.fault("/355M/vocab.bpe", "slow_down", times=1)
+    start = time.monotonic()
+    got = dl.download("355M", models_dir=str(tmp_path), base_url=mirror.url)
+    assert time.monotonic() - start >= 0.3
+    assert [r.status for r in mirror.gets("/355M/vocab.bpe")] == [429, 200]
+    assert "vocab.bpe: HTTP 429 Too Many Requests; retrying in 0.3 s (attempt 2 of 6)" in capsys.readouterr().err
+    _assert_same(tiny, got)
+
+
+def test_a_429_asking_for_a_long_wait_stops_with_one_line(tiny, mirror, tmp_path):
+    mirror.retry_after = "3600"
+    mirror.fault("/355M/vocab.bpe", "slow_down")
+    with pytest.raises(RapgenError, match=r"vocab.bpe: the server asks to wait 3600 s .*try again later"):
+        dl.download("355M", models_dir=str(tmp_path), base_url=mirror.url, quiet=True)
+    assert len(mirror.gets("/355M/vocab.bpe")) == 1
+    assert not os.path.exists(tmp_path / "355M" / "vocab.bpe")
+
+
 @pytest.mark.parametrize("filename, content", [
     ("encoder.json", "<html><body>Please sign in</body></html>"),  # a portal's page, status 200
     ("checkpoint", 'model_checkpoint_path: "model-100"\n'),  # names files that are not fetched

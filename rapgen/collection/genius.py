@@ -7,8 +7,9 @@ from which `extract_lyrics` takes the lyrics (`rapgen.collection.fetch` runs man
 How it stays polite and safe:
 
 * **One session per thread**, a **global rate limit** shared by all threads (requests per
-  second), and **retries** with exponential backoff and jitter on 5xx answers, timeouts, dropped
-  connections and malformed JSON. A 429 pauses every thread for its `Retry-After`.
+  second), and **retries** with exponential backoff and jitter on the answers `rapgen.http`
+  calls retryable (5xx, 408, 429), timeouts, dropped connections and malformed JSON. A 429
+  pauses every thread for its `Retry-After`.
 * **Blocks are not retried.** A 403 from the API raises `BlockedError` (a one-line `RapgenError`
   that points to `rapgen collect csv`) and every other thread stops before its next request. A
   song page answering 403 or a challenge page raises `PageBlockedError`: one page can be blocked
@@ -27,17 +28,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import email.utils
 import json
-import random
 import re
 import threading
-import time
 import unicodedata
 import urllib.parse
 from typing import Dict, Iterator, Optional
 
 from ..errors import RapgenError
+from ..http import RateLimiter, RetryPolicy, retryable
 from .clean import strip_remnants
 
 API_URL = "https://api.genius.com"
@@ -47,6 +46,7 @@ USER_AGENT = "rapgen/0.1 (lyrics dataset collector for personal GPT-2 fine-tunin
 PER_PAGE = 50
 MAX_BACKOFF_S = 60.0  # longest pause between two tries of one request
 MAX_RETRY_AFTER_S = 300.0  # a 429 asking for a longer wait ends the run instead
+JITTER = 0.5  # each pause is 0.5 to 1.5 times the backoff, so threads do not retry in step
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _CSV_ADVICE = "sites often block cloud machines (Colab included): collect on your own computer, or import a lyrics dump with `rapgen collect csv FILE`"
 
@@ -140,56 +140,6 @@ def extract_lyrics(html: str) -> Optional[str]:
 # ----------------------------------------------------------------------------- HTTP
 
 
-class RateLimiter:
-    """At most `rate` requests per second across all threads (0: no limit), plus global pauses.
-    Waiting ends early when the `interrupt` event is set.
-
-    >>> limiter = RateLimiter(5.0)
-    >>> limiter.wait()          # returns at once the first time, then spaces calls 0.2 s apart
-    """
-
-    def __init__(self, rate: float, interrupt: Optional[threading.Event] = None):
-        self.interval = 1.0 / rate if rate and rate > 0 else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self._interrupt = interrupt or threading.Event()
-
-    def wait(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
-        if start > now:
-            self._interrupt.wait(start - now)
-
-    def pause(self, seconds: float) -> None:
-        """Nobody starts a request for `seconds` (a 429's Retry-After)."""
-        with self._lock:
-            self._next = max(self._next, time.monotonic() + seconds)
-
-
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """A `Retry-After` header (seconds or an HTTP date) in seconds; None if absent or unreadable.
-
-    >>> retry_after_seconds("2")
-    2.0
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _check_base_url(url: str, flag: str, carries_token: bool) -> str:
     parsed = urllib.parse.urlsplit(str(url))
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -233,6 +183,8 @@ class GeniusClient:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
+        self.policy = RetryPolicy(retries=self.retries, first_wait=self.backoff, max_wait=MAX_BACKOFF_S,
+                                  jitter=JITTER, max_retry_after=MAX_RETRY_AFTER_S)
         self._stopped = threading.Event()
         self._limiter = RateLimiter(rate_limit, self._stopped)
         self._api_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -267,9 +219,6 @@ class GeniusClient:
             with self._sessions_lock:
                 self._sessions.append(session)
         return session
-
-    def _pause_s(self, attempt: int) -> float:
-        return min(MAX_BACKOFF_S, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
 
     def _get(self, url: str, params: Optional[dict] = None, api: bool = True):
         """GET with retries: the API's `response` object (a dict) or a page's text."""
@@ -318,21 +267,20 @@ class GeniusClient:
                     self.stop(f"{host} refused this machine (HTTP {status}, a block page): {_CSV_ADVICE}")
                     raise BlockedError(self._blocked)
                 elif status == 429:
-                    pause = retry_after_seconds(r.headers.get("Retry-After"))
-                    pause = self._pause_s(attempt) if pause is None else pause
-                    if pause > MAX_RETRY_AFTER_S:
+                    pause = self.policy.server_wait_s(r.headers.get("Retry-After"), attempt)
+                    if self.policy.too_long(pause):
                         raise FetchError(f"{host} asks to wait {pause:.0f} s (HTTP 429): try again later")
                     self._limiter.pause(pause)  # every thread waits, not only this one
                     problem = "rate-limited (HTTP 429)"
                     continue
                 elif status == 404:
                     raise NotFoundError(f"{url}: not found (HTTP 404)")
-                elif status >= 500:
+                elif retryable(status):  # 5xx, 408
                     problem = f"HTTP {status}"
                 else:
                     raise FetchError(f"{url}: unexpected HTTP {status}")
             if attempt < self.retries:
-                self._stopped.wait(self._pause_s(attempt))
+                self._stopped.wait(self.policy.wait_s(attempt))
         raise FetchError(f"{url}: gave up after {self.retries + 1} tries ({problem})")
 
     def search_artist(self, name: str) -> Optional[Artist]:

@@ -119,18 +119,24 @@ def _mkstemp_beside(path: str) -> str:
     return tmp
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """The path of a temp file beside `path`: renamed over `path` if the block ends without an
+    error, else removed (every atomic write here goes through this one place)."""
     tmp = _mkstemp_beside(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -145,27 +151,15 @@ def atomic_open(path: str, encoding: str = "utf-8") -> Iterator[IO[str]]:
     >>> with atomic_open("data/rap.txt") as f:                          # doctest: +SKIP
     ...     f.write("<<Lil Tofu - Soy Drip>>\\n")
     """
-    tmp = _mkstemp_beside(path)
-    try:
-        with open(tmp, "w", encoding=encoding, newline="\n") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _replacing(path) as tmp, open(tmp, "w", encoding=encoding, newline="\n") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_copy(src: str, dst: str) -> None:
     """Copy a file so that `dst` is either absent/old or complete."""
-    tmp = _mkstemp_beside(dst)
-    try:
+    with _replacing(dst) as tmp:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -58,6 +58,21 @@ def test_atomic_writes_name_their_writer_and_leave_nothing_behind(tmp_path):
     assert fileio.writer_alive(os.getpid(), start_time(os.getpid()))
 
 
+def test_atomic_open_streams_into_a_tagged_temp_and_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "rap.txt"
+    target.write_text("old\n")
+    with pytest.raises(ValueError):
+        with fileio.atomic_open(str(target)) as f:
+            f.write("half of a new file\n")
+            temps = [n for n in os.listdir(tmp_path) if n != "rap.txt"]
+            assert len(temps) == 1 and fileio.writer_tag() in temps[0]  # a later cleanup can tell it apart
+            raise ValueError("the writer fails mid-way")
+    assert os.listdir(tmp_path) == ["rap.txt"] and target.read_text() == "old\n"
+    with fileio.atomic_open(str(target)) as f:
+        f.write("new\n")
+    assert os.listdir(tmp_path) == ["rap.txt"] and target.read_text() == "new\n"
+
+
 def test_only_temp_files_of_dead_writers_are_removed(tmp_path, live_child, dead_pid):
     run = tmp_path / "run1"
     dead, live = dead_pid, (live_child.pid, start_time(live_child.pid))

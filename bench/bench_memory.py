@@ -102,10 +102,12 @@ def child(spec: dict) -> dict:
 
     from rapgen.checkpoints import check_model_dir, read_weights
     from rapgen.dataset import load_dataset, training_batch
+    from rapgen.devices import compute_dtype
     from rapgen.encoder import load_encoder
     from rapgen.hparams import HParams
     from rapgen.model import GPT2
-    from rapgen.training import TrainConfig, Trainer, compute_dtype
+    from rapgen.trainconfig import TrainConfig
+    from rapgen.trainstep import Trainer
 
     model_dir, length = spec["model_dir"], spec["sequence_length"]
     cfg = TrainConfig(dataset=spec["dataset"], model=model_dir, steps=2, batch_size=BATCH, sequence_length=length,

@@ -10,7 +10,7 @@ without AVX-512 BF16 or AMX, bfloat16 on one with them); the header says which i
 Each configuration runs in its own child process, so its peak resident memory
 (`resource.getrusage(...).ru_maxrss`, the whole process: TensorFlow, model, optimizer state,
 activations) is not mixed with another's. Inside the child the loop is driven through
-`rapgen.training.Trainer`, the object `rapgen.training.train()` uses, set up the way `train()` sets
+`rapgen.trainstep.Trainer`, the object `rapgen.training.train()` uses, set up the way `train()` sets
 it up; set-up and the first step (which traces and compiles the step function) are timed
 separately, then a warm-up step, then the timed steps.
 
@@ -97,10 +97,12 @@ def child(spec: dict) -> dict:
 
     from rapgen.checkpoints import check_model_dir, read_weights
     from rapgen.dataset import load_dataset, training_batch
+    from rapgen.devices import compute_dtype
     from rapgen.encoder import load_encoder
     from rapgen.hparams import HParams
     from rapgen.model import GPT2
-    from rapgen.training import TrainConfig, Trainer, compute_dtype
+    from rapgen.trainconfig import TrainConfig
+    from rapgen.trainstep import Trainer
 
     model_dir, dataset = spec["model_dir"], spec["dataset"]
     cfg = TrainConfig(dataset=dataset, model=model_dir, steps=spec["warmup"] + spec["steps"] + 1, batch_size=BATCH,

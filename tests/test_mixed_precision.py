@@ -24,7 +24,9 @@ from test_checkpoints import tf1_restore
 from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpoint
 from rapgen.devices import compute_dtype
 from rapgen.hparams import HParams
-from rapgen.training import TrainConfig, Trainer, train
+from rapgen.trainconfig import TrainConfig
+from rapgen.training import train
+from rapgen.trainstep import Trainer
 
 T4, A100 = (7, 5), (8, 0)  # compute capabilities
 SAMPLE_LYRICS = str(ROOT / "data" / "sample_lyrics.txt")

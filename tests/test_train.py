@@ -16,7 +16,9 @@ from conftest import THREE_SONGS as LYRICS, run_cli
 from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
-from rapgen.training import TrainConfig, Trainer, train
+from rapgen.trainconfig import TrainConfig
+from rapgen.training import train
+from rapgen.trainstep import Trainer
 
 
 # Pinned: "auto" would compute in bfloat16 on a CPU with AVX-512 BF16 or AMX, and distribute over GPUs.

@@ -6,7 +6,7 @@ Tasks (one per process, each prints one RESULT line):
            keras-hub, compute the reference logits every peer is checked against, and write
            the training text and its token ids. Skips whatever already exists.
   peaks    float32 and bfloat16 2048 x 2048 matmul GFLOP/s in TensorFlow.
-  train    bench/bench_train.py's child (rapgen.training.Trainer set up as `rapgen train` does),
+  train    bench/bench_train.py's child (rapgen.trainstep.Trainer set up as `rapgen train` does),
            with one more variant registered here: mixed precision bfloat16.
   sample   rapgen.sampling.generate at a batch size, `stop_at_end=False`, top-k 40, as bench_core.py.
   encode   bench_core.py's synthetic lyrics through rapgen's encoder (empty word cache, then warm);

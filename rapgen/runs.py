@@ -1,0 +1,189 @@
+"""Run folders: where a run resumes from, and how it saves, rotates, mirrors and logs.
+
+`checkpoints/<run_name>/` is a model directory plus `model-<step>` checkpoints (the newest
+`max_checkpoints` kept; a new one is complete before an old one goes), `counter`,
+`train.json`, `log.csv` and `samples/`. With `--drive_dir` the folder is mirrored after each
+save, and on resume the newer of the run and its mirror wins. Temp files of killed saves are
+removed when a run starts and after each save.
+
+>>> resume = restore_source(cfg, "checkpoints/run1")  # doctest: +SKIP
+>>> save(trainer, "checkpoints/run1", cfg)  # doctest: +SKIP
+'checkpoints/run1/model-100'
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from typing import Optional
+
+from .errors import RapgenError
+from .fileio import atomic_write_text, remove_dead_temps
+from .hparams import MODEL_ALIASES, MODEL_SIZES, HParams
+from .trainconfig import DEFAULT_MODEL, TrainConfig, say
+
+def run_checkpoints(folder: str):
+    """The run's own `model-<step>` checkpoint prefixes, oldest first (none for a missing folder)."""
+    from .checkpoints import list_checkpoints
+
+    return [p for p in list_checkpoints(folder) if os.path.basename(p).startswith("model-")] if os.path.isdir(folder) else []
+
+
+def restore_source(cfg: TrainConfig, run_dir: str):
+    """The checkpoint prefix to resume from, or None; checked whole before any heavy work.
+
+    With a Drive mirror, the newer of the local run and the mirror wins (by step): a mirror
+    that trained further (on another machine) is copied in first, and said so.
+    """
+    from .checkpoints import latest_checkpoint, step_of, verify_checkpoint
+    from .sync import mirror
+
+    local = latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    remote_dir = os.path.join(cfg.drive_dir, cfg.run_name) if cfg.drive_dir else None
+    if cfg.restore_from == "latest":
+        remote = latest_checkpoint(remote_dir) if remote_dir and os.path.isdir(remote_dir) else None
+        if remote and (local is None or step_of(remote) > step_of(local)):
+            # A partial Drive sync is not copied over a complete local run.
+            verify_checkpoint(remote, flag="--restore_from", also_in=[run_dir])
+            if local:
+                say(cfg, f"the mirror {remote_dir} is at step {step_of(remote)}, newer than {run_dir} at step "
+                         f"{step_of(local)}: copying it in from the mirror")
+            else:
+                say(cfg, f"restoring {cfg.run_name} from the mirror {remote_dir}")
+            mirror(remote_dir, run_dir, prune=False)
+            local = latest_checkpoint(run_dir)
+        if local:
+            verify_checkpoint(local, flag="--restore_from", also_in=[remote_dir] if remote_dir else [])
+        return local
+    if cfg.restore_from == "fresh":
+        if local and not cfg.overwrite:
+            raise RapgenError(
+                f"{run_dir} already holds checkpoints: use --restore_from latest to continue it, "
+                f"another --run_name, or --overwrite True to start it again"
+            )
+        return None
+    path = str(cfg.restore_from)
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if not found:
+            raise RapgenError(f"--restore_from {path}: no checkpoint in that folder")
+        return verify_checkpoint(found, flag="--restore_from")
+    if os.path.exists(path + ".index"):
+        return verify_checkpoint(path, flag="--restore_from")
+    raise RapgenError(f"--restore_from must be latest, fresh, a checkpoint prefix or a folder; {path} is none of these")
+
+
+def expected_hparams(model, models_dir) -> Optional[HParams]:
+    """The hparams `--model` names (a folder's, or a released size's), or None when it names none."""
+    if model is None:
+        return None
+    if os.path.isdir(str(model)):
+        return HParams.load(str(model))
+    if str(model) in MODEL_SIZES or str(model) in MODEL_ALIASES:
+        local = os.path.join(models_dir, MODEL_ALIASES.get(str(model), str(model)))
+        return HParams.load(local) if os.path.exists(os.path.join(local, "hparams.json")) else HParams.for_model(str(model))
+    return None
+
+
+def model_source(cfg: TrainConfig, run_dir: str, resume: Optional[str]):
+    """(folder, hparams) of the model a run starts from: the resumed checkpoint's folder, or the
+    base model (downloaded when it is a released size missing from models_dir).
+
+    A resumed run whose --model names another shape is refused; a fresh run with --overwrite
+    removes the old run folder here, after every check.
+    """
+    from .checkpoints import check_model_dir, resolve_model_dir, verify_checkpoint
+
+    if resume is not None:
+        source_dir = os.path.dirname(resume)
+        hparams = HParams.load(source_dir)
+        expected = expected_hparams(cfg.model, cfg.models_dir)
+        if expected is not None and expected != hparams:
+            raise RapgenError(
+                f"{source_dir} holds a model with n_layer {hparams.n_layer}, n_embd {hparams.n_embd}, but --model "
+                f"{cfg.model} has n_layer {expected.n_layer}, n_embd {expected.n_embd}: drop --model to continue the "
+                f"run, or start a new --run_name"
+            )
+        return source_dir, hparams
+    if cfg.restore_from == "fresh" and cfg.overwrite and os.path.isdir(run_dir):
+        say(cfg, f"--overwrite: removing the old run {run_dir}")
+        shutil.rmtree(run_dir)
+    name = cfg.model or DEFAULT_MODEL
+    if not os.path.isdir(str(name)) and (str(name) in MODEL_SIZES or str(name) in MODEL_ALIASES):
+        from .downloads import download, needs_download
+
+        # An unfinished download (a killed or offline run) counts as missing: download() finishes it.
+        if needs_download(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
+            say(cfg, f"{name} is not (completely) in {cfg.models_dir}/: downloading it")
+            download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)
+    source_dir = resolve_model_dir(name, cfg.models_dir)
+    hparams = HParams.load(source_dir)
+    verify_checkpoint(check_model_dir(source_dir), flag="--restore_from")  # before the data is encoded
+    return source_dir, hparams
+
+
+def save(trainer, run_dir: str, cfg: TrainConfig) -> str:
+    """Write `model-<step>` of a `rapgen.trainstep.Trainer`, keep the newest max_checkpoints, record
+    counter and train.json, mirror to drive_dir; returns the new checkpoint's prefix."""
+    from .checkpoints import write_checkpoint, write_checkpoint_index
+    from .sync import MirrorIsNewer, mirror
+
+    prefix = os.path.join(run_dir, f"model-{trainer.step}")
+    write_checkpoint(prefix, trainer.state_tensors())
+    kept = run_checkpoints(run_dir)
+    for old in kept[:-cfg.max_checkpoints]:
+        for suffix in (".index", ".data-00000-of-00001"):
+            if os.path.exists(old + suffix):
+                os.unlink(old + suffix)
+    kept = kept[-cfg.max_checkpoints:]
+    write_checkpoint_index(run_dir, kept)
+    atomic_write_text(os.path.join(run_dir, "counter"), f"{trainer.step}\n")
+    atomic_write_text(os.path.join(run_dir, "train.json"), json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    if cfg.drive_dir:
+        try:
+            mirror(run_dir, os.path.join(cfg.drive_dir, cfg.run_name))
+        except OSError as e:
+            # The local checkpoint is complete; losing the mirror once must not stop training.
+            say(cfg, f"warning: could not mirror to {cfg.drive_dir} ({e.strerror or e}); the next save tries again")
+        except MirrorIsNewer as e:
+            # Another machine trained this run further: keep both, the user chooses.
+            say(cfg, f"warning: {e}")
+    clear_dead_temps(cfg, run_dir)
+    return prefix
+
+
+def clear_dead_temps(cfg: TrainConfig, run_dir: str) -> None:
+    """Delete what killed writers left in the run folder (a checkpoint's size each), saying so."""
+    removed = remove_dead_temps(run_dir) if os.path.isdir(run_dir) else []
+    if removed:
+        say(cfg, f"removed {len(removed)} temp file(s) of a killed save from {run_dir}")
+
+
+class RunLog:
+    """log.csv in the run folder; rows past the resumed step (lost with the kill) are dropped."""
+
+    # sample_*: figures of the samples written at that step (rapgen.rhyme, rapgen.originality):
+    # a longest copied span that grows as the loss falls is the model memorising its data.
+    FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time",
+              "sample_rhyme_density", "sample_copied_tokens"]
+
+    def __init__(self, path, resume_step):
+        self.path = path
+        rows = []
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
+        buf = [",".join(self.FIELDS)] + [",".join(r.get(k, "") or "" for k in self.FIELDS) for r in rows]
+        atomic_write_text(path, "\n".join(buf) + "\n")
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+
+    def write(self, **row):
+        self.writer.writerow([row.get(k, "") for k in self.FIELDS])
+        self.file.flush()
+
+    def close(self):
+        self.file.close()

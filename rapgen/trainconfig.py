@@ -1,0 +1,183 @@
+"""Training settings: `TrainConfig`, its checks, and the automatic memory choice.
+
+`TrainConfig` holds every option of `rapgen train` (stored as `train.json` with each
+checkpoint); `check` refuses a bad value before anything is loaded; `choose_memory_settings`
+replaces "auto" in optimizer / recompute / only_train_transformer_layers from the estimate
+of `rapgen.plan`. `say` is the one way training modules print a message (quiet-aware).
+
+>>> cfg = TrainConfig(dataset="data/sample_lyrics.txt", steps=50)
+>>> cfg.check()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+from .devices import DISTRIBUTE_CHOICES
+from .errors import RapgenError
+from .hparams import HParams
+
+DEFAULT_MODEL = "355M"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every training setting; stored as `train.json` with each checkpoint of a run.
+
+    Names follow nshepperd/gpt-2's train.py and gpt-2-simple's finetune() where they exist.
+    """
+
+    dataset: str = ""
+    model: Optional[str] = None  # name or directory; a new run defaults to 355M, a resumed one to itself
+    models_dir: str = "models"
+    run_name: str = "run1"
+    checkpoint_dir: str = "checkpoints"
+    steps: int = -1  # the step to reach; -1 trains until interrupted (Ctrl-C saves)
+    batch_size: int = 1
+    learning_rate: float = 1e-4  # gpt-2-simple's Adam default; fine for 124M/355M fine-tuning
+    warmup_steps: int = 10  # linear warm-up from 0, then constant
+    accumulate_gradients: int = 1  # micro-batches averaged into one update
+    # "auto": the fastest choice whose estimated peak fits the device (rapgen.plan), said at the start
+    optimizer: str = "auto"  # auto | adam | adafactor | sgd
+    recompute: object = "auto"  # auto | True | False: gradient checkpointing per block, less memory, ~1/3 more compute
+    only_train_transformer_layers: object = "auto"  # auto | True | False: freeze wte, wpe, ln_f
+    memory_gb: Optional[float] = None  # the budget for "auto" (GiB); default: the GPU's memory, or free RAM
+    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16; auto: what the device does fast (rapgen.devices)
+    distribute: str = "auto"  # auto | off | mirrored | tpu; auto: every GPU, or the Colab TPU
+    # Compile the train step with XLA (jit_compile). Off by default: on a 2-core AVX2 CPU
+    # (bench/bench_xla.py) it was 1.17x faster at the 124M shape in the quietest run but slower
+    # at the tiny shape and in a loaded run, it compiles longer, and it takes one replica only.
+    # bench/gpu_check.py measures it on a GPU.
+    xla: bool = False
+    sequence_length: Optional[int] = None  # window length; defaults to n_ctx
+    val_fraction: float = 0.05  # whole songs held out for validation
+    val_dataset: Optional[str] = None  # or a separate validation file
+    val_every: int = 100
+    val_batches: int = 8  # validation windows, batch_size at a time
+    sample_every: int = 100
+    sample_length: int = 200
+    sample_num: int = 1
+    save_every: int = 100
+    max_checkpoints: int = 1  # a new checkpoint is complete before the old one goes
+    print_every: int = 10
+    restore_from: str = "latest"  # latest | fresh | a checkpoint prefix or model directory
+    seed: int = 0
+    drive_dir: Optional[str] = None  # mirror the run folder here (Google Drive on Colab)
+    encoding: str = "utf-8"
+    overwrite: bool = False  # with restore_from=fresh, allow replacing a run's checkpoints
+    quiet: bool = False
+
+    def check(self):
+        """Refuse a bad value (a RapgenError naming the flag) before anything is loaded or downloaded."""
+        def positive(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise RapgenError(f"--{name} must be a positive integer, got {value!r}")
+
+        if not self.dataset:
+            raise RapgenError("--dataset is required: a lyrics .txt, a folder, a glob or an .npz from `rapgen encode`")
+        if not isinstance(self.steps, int) or self.steps == 0 or self.steps < -1:
+            raise RapgenError(f"--steps must be a positive step to reach, or -1 to train until interrupted; got {self.steps!r}")
+        for name in ("batch_size", "accumulate_gradients", "val_batches", "sample_num", "max_checkpoints"):
+            positive(name)
+        for name in ("save_every", "val_every", "sample_every", "print_every", "sample_length", "warmup_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise RapgenError(f"--{name} must be 0 (off) or a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise RapgenError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
+            raise RapgenError(f"--val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
+        if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
+            raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
+        if str(self.optimizer).lower() not in ("auto", "adam", "adafactor", "sgd"):
+            raise RapgenError(f"unknown --optimizer {self.optimizer!r}: choose auto, adam, adafactor, sgd")
+        for name in ("recompute", "only_train_transformer_layers"):
+            if getattr(self, name) not in ("auto", True, False):
+                raise RapgenError(f"--{name} must be True, False or auto; got {getattr(self, name)!r}")
+        if self.memory_gb is not None and (not isinstance(self.memory_gb, (int, float)) or isinstance(self.memory_gb, bool) or self.memory_gb <= 0):
+            raise RapgenError(f"--memory_gb must be a positive number of GiB, got {self.memory_gb!r}")
+        if self.xla not in (True, False):
+            raise RapgenError(f"--xla must be True or False; got {self.xla!r}")
+        if self.distribute not in DISTRIBUTE_CHOICES:
+            raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
+        if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
+            raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
+        # Paths last: a missing dataset or a file where a folder belongs is found before any
+        # download or load, not after.
+        from .dataset import expand_paths
+        from .options import check_output_folder
+
+        for name in ("checkpoint_dir", "drive_dir", "models_dir"):
+            if getattr(self, name) is not None:
+                check_output_folder(getattr(self, name), f"--{name}")
+        run_dir = os.path.join(str(self.checkpoint_dir), str(self.run_name))
+        if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+            raise RapgenError(f"the run folder {run_dir} is a file: choose another --run_name")
+        expand_paths(self.dataset)
+        if self.val_dataset is not None:
+            expand_paths(self.val_dataset)
+
+
+MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")
+
+
+def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int, run_dir: str) -> None:
+    """Replace "auto" in optimizer / recompute / only_train_transformer_layers, in place.
+
+    A resumed run keeps what its train.json recorded; otherwise the fastest choice whose
+    estimated peak fits `memory_gb` (or the device) is taken and said.
+
+    >>> choose_memory_settings(cfg, hparams, 1024, "float32", 1, "checkpoints/run1")  # doctest: +SKIP
+    """
+    from .devices import device_memory_gib
+    from .plan import GIB, choose_settings
+
+    auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
+    if not auto:
+        return
+    saved = os.path.join(run_dir, "train.json")
+    if os.path.exists(saved):
+        # A resumed run keeps what it started with: another optimizer would drop its state.
+        try:
+            with open(saved, encoding="utf-8") as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            before = {}
+        for name in list(auto):
+            if before.get(name, "auto") != "auto":
+                setattr(cfg, name, before[name])
+                auto.remove(name)
+        if not auto:
+            return
+    budget = cfg.memory_gb or device_memory_gib()
+    if budget is None:
+        for name, value in zip(MEMORY_FIELDS, ("adam", False, False)):
+            if name in auto:
+                setattr(cfg, name, value)
+        say(cfg, "memory: the device's memory is unknown, so adam without recompute (--memory_gb GiB lets rapgen choose)")
+        return
+    pinned = {f: getattr(cfg, f) for f in MEMORY_FIELDS if f not in auto}
+    choice = choose_settings(hparams, budget * GIB, batch_size=cfg.batch_size // replicas, sequence_length=length,
+                             mixed_precision_dtype=dtype, accumulate_gradients=cfg.accumulate_gradients,
+                             model_name=str(cfg.model or DEFAULT_MODEL), **pinned)
+    for name in auto:
+        setattr(cfg, name, choice[name])
+    say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers and "
+             f"--memory_gb override it; `rapgen plan` shows the estimate)")
+    if not choice["fits"]:
+        say(cfg, "warning: this may run out of memory")
+
+
+def say(cfg, message):
+    """Print `message` above the progress bar, unless the run is quiet."""
+    if not cfg.quiet:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+

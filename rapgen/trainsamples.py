@@ -1,0 +1,58 @@
+"""Samples during training: a few songs from `<<Artist` prompts, saved, printed and judged.
+
+Every `sample_every` steps the run writes `samples/step-<step>.txt` in its folder, prints
+the songs, and returns their rhyme density and longest span copied from the training
+tokens for the log row (a copied span that grows as the loss falls is memorising). The
+prompts and sampling seeds are a pure function of (seed, step).
+
+>>> figures = sample_during_training(trainer, encoder, ["Yung Lean"], cfg, "checkpoints/run1", tokens)  # doctest: +SKIP
+>>> sorted(figures)  # doctest: +SKIP
+['sample_copied_tokens', 'sample_rhyme_density']
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from .fileio import atomic_write_text
+from .hparams import EOT_ID
+from .trainconfig import say
+
+
+def sample_figures(texts, tokens, encoder):
+    """Mean rhyme density and the longest span copied from the training tokens, over the samples."""
+    from .analysis import Judge, read_songs
+    from .originality import index_for_tokens
+
+    songs = [s for text in texts for s in read_songs(text)[:1]]
+    if not songs:
+        return {}
+    scores = Judge("auto", index_for_tokens(tokens, encoder), encoder).judge(songs)
+    return {"sample_rhyme_density": f"{sum(s['rhyme_density'] for s in scores) / len(scores):.3f}",
+            "sample_copied_tokens": str(max(s["copied_tokens"] for s in scores))}
+
+
+def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
+    """Write, print and save samples; returns their figures for log.csv (with the training tokens)."""
+    from .sampling import generate
+
+    model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
+    rng = random.Random(cfg.seed * 1_000_003 + trainer.step)
+    texts = []
+    for i in range(cfg.sample_num):
+        prompt = "<<" + rng.choice(artists) if artists else "<<"
+        context = [EOT_ID] + encoder.encode(prompt)
+        length = min(cfg.sample_length, n_ctx - len(context))
+        if length <= 0:
+            break
+        row = generate(model, context, length, top_k=40, seed=rng.randrange(2**31))[0]
+        texts.append(prompt + encoder.decode([t for t in row if t != EOT_ID]))
+    os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
+    divider = "\n" + "=" * 40 + "\n"
+    atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), divider.join(texts) + "\n")
+    figures = sample_figures(texts, tokens, encoder) if tokens is not None else {}
+    said = f" (rhyme density {figures['sample_rhyme_density']}, longest copied span " \
+           f"{figures['sample_copied_tokens']} tokens)" if figures else ""
+    say(cfg, f"======== samples at step {trainer.step}{said} ========\n" + divider.join(texts))
+    return figures

@@ -19,6 +19,7 @@ from typing import Optional
 from .devices import DISTRIBUTE_CHOICES
 from .errors import RapgenError
 from .hparams import HParams
+from .plan import OPTIMIZERS
 
 DEFAULT_MODEL = "355M"
 
@@ -95,8 +96,9 @@ class TrainConfig:
             raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
         if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
             raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
-        if str(self.optimizer).lower() not in ("auto", "adam", "adafactor", "sgd"):
-            raise RapgenError(f"unknown --optimizer {self.optimizer!r}: choose auto, adam, adafactor, sgd")
+        optimizers = ("auto",) + OPTIMIZERS  # the list rapgen.plan and rapgen.optim name too
+        if str(self.optimizer).lower() not in optimizers:
+            raise RapgenError(f"unknown --optimizer {self.optimizer!r}: choose {', '.join(optimizers)}")
         for name in ("recompute", "only_train_transformer_layers"):
             if getattr(self, name) not in ("auto", True, False):
                 raise RapgenError(f"--{name} must be True, False or auto; got {getattr(self, name)!r}")

@@ -7,22 +7,23 @@ per artist is printed. The commands return the output path. Arguments the source
 checked in `arguments`; this module only re-exports the sources and dispatches `collect`.
 
 * `genius` (`from_genius`): the Genius API (`genius`, `fetch`), with the token from
-  `$GENIUS_ACCESS_TOKEN` or, on Colab, the secret of that name. Each fetched song is appended to a JSONL cache, by default
-  `<out>.cache.jsonl` (e.g. `data/rap.txt.cache.jsonl`), so a run that dies loses nothing and the
-  next run fetches only what is missing; delete the cache to fetch everything again.
-* `csv` (`from_csv`): a CSV file (or `.csv.gz`) read row by row, never whole, so a dump of
-  several GB is fine. The defaults fit the public Genius dumps (columns title, tag, artist, year, views, features,
-  lyrics, id, language). `--where COLUMN=VALUE` keeps matching rows (case-insensitive; `a|b` for
-  either value; several conditions, given as a list or joined by commas, must all hold).
-* `folder` (`from_folder`): one `.txt` file per song, the artist taken from the folder that
-  holds it and the title from the file name (`DIR/Lil Tofu/Soy Drip.txt`). A file already in the lyrics format
-  (`<<Artist - Title>>` headers) contributes all its songs.
+  `$GENIUS_ACCESS_TOKEN` or, on Colab, the secret of that name. Each fetched song is appended to a
+  JSONL cache, by default `<out>.cache.jsonl` (e.g. `data/rap.txt.cache.jsonl`), so a run that dies
+  loses nothing and the next run fetches only what is missing; delete the cache to fetch everything
+  again.
+* `csv` (`from_csv`): a CSV file (or `.csv.gz`) read row by row, never whole, so a dump of several
+  GB is fine. The defaults fit the public Genius dumps (columns title, tag, artist, year, views,
+  features, lyrics, id, language). `--where COLUMN=VALUE` keeps matching rows (case-insensitive;
+  `a|b` for either value; several conditions, given as a list or joined by commas, must all hold).
+* `folder` (`from_folder`): one `.txt` file per song, the artist taken from the folder that holds it
+  and the title from the file name (`DIR/Lil Tofu/Soy Drip.txt`). A file already in the lyrics
+  format (`<<Artist - Title>>` headers) contributes all its songs.
 
-Cleaning (`clean`, which imports no source), the same for every source: newlines, spaces and
-curly quotes normalised, page remnants ("Embed", "You might also like", contributor counts) removed, section headers like `[Verse 1]` kept
-unless `--strip_sections`; empty and instrumental songs dropped, and duplicates (the same artist and
-title, case aside, or the same lyrics); `--min_length` drops songs of fewer characters;
-`--max_songs` keeps at most that many songs per artist.
+Cleaning (`clean`, which imports no source), the same for every source: newlines, spaces and curly
+quotes normalised, page remnants ("Embed", "You might also like", contributor counts) removed,
+section headers like `[Verse 1]` kept unless `--strip_sections`; empty and instrumental songs
+dropped, and duplicates (the same artist and title, case aside, or the same lyrics); `--min_length`
+drops songs of fewer characters; `--max_songs` keeps at most that many songs per artist.
 
 Artist and title text only becomes a file name through `safe_filename` (the default output is
 `data/<artists>.txt`). Token counts use the GPT-2 vocabulary from `--vocab_dir`, `$RAPGEN_VOCAB_DIR`,

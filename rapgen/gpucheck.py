@@ -133,7 +133,8 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
     from .model import GPT2
     from .plan import estimate_memory
     from .sampling import generate
-    from .training import TrainConfig, Trainer
+    from .trainconfig import TrainConfig
+    from .trainstep import Trainer
 
     def say(text):
         if not quiet:

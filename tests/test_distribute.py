@@ -77,8 +77,9 @@ def test_two_devices_match_one(options, tmp_path, tiny_model_dir, lyrics):
     # Later losses come after updates. Adam and Adafactor divide each gradient by its own size,
     # so a gradient's relative rounding error becomes an absolute error in the update: where a
     # gradient is a near-cancelling sum, the two runs' updates differ by up to 1% of a step
-    # (the weights' atol below). A fixed rtol of 1e-5 was not implied by that: the two runs
-    # measured 1.2e-5 apart at step 3 on an AVX2 CPU with rows reordered, and more on AVX-512.
+    # (the weights' atol below). A fixed rtol of 1e-5 was not implied by that: with Adafactor
+    # the two runs measured 1.2e-5 apart at step 3 on an AVX2 CPU with oneDNN's options set
+    # explicitly, and missed 1e-5 on an AVX-512 BF16 one.
     # The bound that follows from it: these early updates are about lr * sign(g) per weight, so
     # one step changes the loss by about lr * |g|_1, while weights at most 1% of lr apart
     # change it by at most 0.01 * lr * |g|_1 (Hoelder, to first order): 1% of one step's change

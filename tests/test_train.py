@@ -308,3 +308,16 @@ def test_a_full_disk_during_save_keeps_the_previous_checkpoint(model_dir, lyrics
     assert latest_checkpoint(str(run)).endswith("model-5")
     assert not [n for n in os.listdir(run) if n.startswith(".tmp")]
     load_model(str(run))  # still loadable
+
+
+def test_the_parts_of_training_never_import_the_loop(cli_env):
+    """Data flows one way: the config, the step, run folders and training samples are read and
+    tested without `rapgen.training` (the loop), and without TensorFlow until they need it."""
+    script = (
+        "import sys\n"
+        "import rapgen.trainconfig, rapgen.trainstep, rapgen.runs, rapgen.trainsamples\n"
+        "print(sorted(m for m in ('rapgen.training', 'tensorflow') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -221,7 +221,7 @@ def bench_sample(vocab_dir: str, length: int, batches, warm_runs: int) -> None:
             print(f"sample batch {batch}: {label} {once:.2f} s; warm {best:.2f} s for {length} tokens "
                   f"-> {batch * length / best:,.1f} tokens/s ({length / best:,.1f} steps/s)")
             first = False
-        print(f"loop traced {model._generate.experimental_get_tracing_count()} time(s) over all calls")
+        print(f"loop traced {model.generation.function.experimental_get_tracing_count()} time(s) over all calls")
 
 
 def main() -> None:

@@ -63,15 +63,13 @@ def training_dataset(model_dir: str) -> Optional[str]:
 
 def mean_losses(gpt, enc, texts: List[str]) -> List[float]:
     """Mean loss per token of each song under the model (the prompt included, as every song has it)."""
-    import numpy as np
-
-    from .hparams import EOT_ID
+    from .dataset import song_layout
     from .scoring import token_losses
 
     out = []
     for text in texts:
-        ids = ([EOT_ID] + enc.encode(text))[: gpt.hparams.n_ctx]
-        out.append(float(token_losses(gpt, np.asarray(ids, np.uint16)).mean()))
+        ids = song_layout([enc.encode(text)], open_end=True)[: gpt.hparams.n_ctx]  # [EOT] song, uint16
+        out.append(float(token_losses(gpt, ids).mean()))
     return out
 
 

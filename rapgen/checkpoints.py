@@ -33,11 +33,18 @@ DATA_SUFFIX = ".data-00000-of-00001"
 DEFAULT_RUN = os.path.join("checkpoints", "run1")
 
 
-def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models") -> str:
+def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", download: bool = False,
+                      quiet: bool = False) -> str:
     """A model name (looked up under models_dir) or a path -> an existing model directory.
 
     No model means the fine-tuned run `checkpoints/run1` when it exists (as in gpt-2-simple),
-    else GPT-2 355M.
+    else GPT-2 355M. A named model missing from models_dir (or left half-downloaded) is an
+    error saying which `rapgen download` fetches it; with `download=True` it is downloaded
+    instead (saying so unless quiet), as `train` does. Sampling, scoring and training all
+    resolve models here.
+
+    >>> resolve_model_dir("124M", models_dir="models", download=True)     # doctest: +SKIP
+    'models/124M'
     """
     if model is None:
         has_run = os.path.isdir(DEFAULT_RUN) and latest_checkpoint(DEFAULT_RUN) is not None
@@ -46,14 +53,21 @@ def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models") -
     if os.path.isdir(model):
         return model
     if model in MODEL_SIZES or model in MODEL_ALIASES:
+        from .downloads import needs_download
+
         path = os.path.join(models_dir, canonical_model_name(model))
+        # An unfinished download (a killed or offline run) counts as missing.
+        if download and needs_download(path):
+            from .downloads import download as fetch
+
+            if not quiet:
+                print(f"{model} is not (completely) in {models_dir}/: downloading it")
+            fetch(model, models_dir=models_dir, quiet=quiet)
         if not os.path.isdir(path):
             raise RapgenError(
                 f"model {model} is not in {models_dir}/: run `rapgen download {model} --models_dir {models_dir}` first"
             )
-        from .downloads import needs_download
-
-        if needs_download(path):  # a download that was killed or went offline
+        if needs_download(path):
             raise RapgenError(f"{path} holds an unfinished download of {model}: run "
                               f"`rapgen download {model} --models_dir {models_dir}` to finish it")
         return path

@@ -49,16 +49,22 @@ USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for i
   perform FILE         rap the lyrics on a beat: --bpm 90 --out verse.wav (and a PNG)"""
 
 
-def _quiet_tensorflow_import() -> None:
+def _quiet_tensorflow_import(set_environment: bool = True) -> None:
     """Import TensorFlow with its C++ start-up chatter muted (set RAPGEN_DEBUG=1 to see it).
 
     A CPU-only machine with the GPU build prints CUDA notices straight to file descriptor 2,
     where the log-level variable does not reach; they would bury rapgen's own one-line errors.
+    The command line also sets TensorFlow's environment variables (its process runs rapgen
+    only); `set_environment=False` leaves the environment alone and only points descriptor 2
+    at /dev/null during the import, for a process that is the user's (a notebook's kernel).
+
+    >>> _quiet_tensorflow_import(set_environment=False)   # doctest: +SKIP
     """
     if "tensorflow" in sys.modules or os.environ.get("RAPGEN_DEBUG"):
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if importlib.util.find_spec("tf_keras") is None:
+    if set_environment:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if set_environment and importlib.util.find_spec("tf_keras") is None:
         # TensorFlow imports Keras 3's optimizers eagerly (about a second) unless told to use
         # the legacy tf_keras, which then is not there to load. rapgen uses no Keras, and
         # this process runs only rapgen, so the cold start of a command skips it.

@@ -10,6 +10,10 @@ and the logits' log-softmax stay float32.
 >>> logits = model(tf.constant([[15496, 995]]))                        # doctest: +SKIP
 >>> logits.shape                                                       # doctest: +SKIP
 TensorShape([1, 2, 50257])
+
+`forward` (alias `__call__`) gives the logits of a whole sequence (training, scoring);
+`extend` runs new tokens after a key/value cache; `step` is generation's: the last
+position's logits and the new keys/values. Each returns one shape, whatever its inputs.
 """
 
 from __future__ import annotations
@@ -69,6 +73,11 @@ class GPT2(tf.Module):
     `weights` (name -> array, e.g. read from a checkpoint) sets the values; without it they
     are random (`initial_weights`, seeded by `seed`). `variable_dtype` other than float32 is
     for inference only (training keeps float32 master weights).
+
+    Fields besides the weights: `model_dir` and `checkpoint`, the folder and checkpoint prefix
+    the weights came from (set by `rapgen.checkpoints.load_model`, None for a fresh network);
+    `generation` holds the compiled generation loop `rapgen.sampling` builds on first use, so
+    later calls reuse it instead of retracing (None until then).
     """
 
     def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32,
@@ -77,6 +86,9 @@ class GPT2(tf.Module):
         self.hparams = hparams
         self.compute_dtype = tf.as_dtype(compute_dtype)
         self.variable_dtype = tf.as_dtype(variable_dtype)
+        self.model_dir: Optional[str] = None
+        self.checkpoint: Optional[str] = None
+        self.generation = None  # a rapgen.generation.GenerationLoop, built on the first generate()
         values = initial_weights(hparams, seed) if weights is None else weights
         with self.name_scope:
             self.variables_by_name: Dict[str, tf.Variable] = {
@@ -134,67 +146,100 @@ class GPT2(tf.Module):
         m = linear(m, self.v(f"h{i}/mlp/c_proj/w"), self.v(f"h{i}/mlp/c_proj/b"))  # [B, T, E]
         return x + m, present
 
-    def forward(self, tokens, past=None, past_length=0, recompute=False, last_only=False) -> Tuple[tf.Tensor, tf.Tensor]:
-        """Logits and this call's keys/values.
+    def _check_inputs(self, tokens, past_length):
+        """Token ids [B, T] and their positions [T], both gated on ids in [0, n_vocab) and positions below n_ctx.
 
-        tokens: int32 [B, T]. past: None, or a cache [L, 2, B, H, P, D] whose first
-        `past_length` positions hold the keys/values of earlier tokens (the rest is ignored,
-        so a fixed-size buffer can be filled as generation goes). The new tokens sit at
-        positions past_length .. past_length + T - 1, which must stay below n_ctx.
-
-        Returns logits float32 [B, T, V] and present [L, 2, B, H, T, D] (compute dtype);
-        last_only=True gives the logits of the last position only, [B, V] (generation).
-        recompute=True keeps only each block's input for the backward pass and recomputes
-        the rest (gradient checkpointing): less memory, about a third more compute.
+        On a CPU `tf.gather` fails on an id out of range, but on a GPU it returns zeros, and a
+        position past n_ctx silently reads a zero row of wpe: these asserts make both fail on
+        every device. They cost two reductions over the int32 ids, nothing per weight. Both
+        outputs carry the asserts as control inputs, so no gather can run before them (a graph
+        optimizer may read T straight from the unchecked ids). Under XLA (jit_compile)
+        TensorFlow compiles asserts to nothing: there the Python callers' checks are what holds.
         """
         hp = self.hparams
-        tokens = tf.convert_to_tensor(tokens, tf.int32)
         T = tf.shape(tokens)[1]
         positions = past_length + tf.range(T)  # [T]
+        checks = [
+            tf.debugging.assert_non_negative(tokens, message="token ids must be >= 0"),
+            tf.debugging.assert_less(tokens, tf.constant(hp.n_vocab, tf.int32),
+                                     message=f"token id out of range: the vocabulary has {hp.n_vocab} ids"),
+            tf.debugging.assert_less(positions, tf.constant(hp.n_ctx, tf.int32),
+                                     message=f"positions beyond the context of {hp.n_ctx} tokens"),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(tokens), tf.identity(positions)  # [B, T], [T]
+
+    def _hidden(self, tokens, past, past_length, recompute):
+        """The final layer-normed states [B, T, E] and the stacked keys/values (None with recompute)."""
+        hp = self.hparams
+        tokens, positions = self._check_inputs(tf.convert_to_tensor(tokens, tf.int32), past_length)  # [B, T], [T]
         # Gather from plain reads, not from the variables: a gather on a variable switches it to
-        # copy-on-read, after which every dense read (the logits below) copies all 154 MB of wte.
+        # copy-on-read, after which every dense read (the logits) copies all 154 MB of wte.
         wte = tf.convert_to_tensor(self.v("wte"))  # [V, E]
         wpe = tf.convert_to_tensor(self.v("wpe"))  # [n_ctx, E]
         x = tf.cast(tf.gather(wte, tokens), tf.float32) + tf.cast(tf.gather(wpe, positions), tf.float32)[None]  # [B, T, E]
         x = tf.cast(x, self.compute_dtype)
         presents = []
         for i in range(hp.n_layer):
-            layer_past = None if past is None else past[i]  # [2, B, H, P, D]
-            if recompute and past is None:
+            if recompute:
                 # tf.recompute_grad needs a function of tensors only; the block index is bound.
                 run = tf.recompute_grad(lambda h, i=i: self.block(h, i)[0])
-                x = run(x)
-                presents.append(tf.zeros([2, 0], x.dtype))  # not needed when training
+                x = run(x)  # [B, T, E]
             else:
-                x, present = self.block(x, i, layer_past, past_length)
+                layer_past = None if past is None else past[i]  # [2, B, H, P, D]
+                x, present = self.block(x, i, layer_past, past_length)  # [B, T, E], [2, B, H, T, D]
                 presents.append(present)
         x = layer_norm(x, self.v("ln_f/g"), self.v("ln_f/b"))  # [B, T, E]
-        # No separate output matrix: GPT-2 ties the logits to the token embedding.
-        if last_only:
-            x = x[:, -1:]  # [B, 1, E]
-        h = tf.reshape(x, [-1, hp.n_embd])  # [B*T, E] (or [B, E])
-        wte = tf.cast(wte, h.dtype)
-        if last_only or tokens.shape[1] == 1:
-            # One new token per row (generation): oneDNN is several times faster on
-            # wte @ h^T than on h @ wte^T at small batch sizes, so multiply that way round.
-            logits = tf.transpose(tf.matmul(wte, h, transpose_b=True))  # [B, V]
-        else:
-            logits = tf.matmul(h, wte, transpose_b=True)  # [B*T, V]
-        if last_only:
-            logits = tf.cast(logits, tf.float32)  # [B, V]
-        else:
-            logits = tf.reshape(tf.cast(logits, tf.float32), [tf.shape(tokens)[0], T, hp.n_vocab])  # [B, T, V]
-        if recompute and past is None:
-            return logits, None
-        return logits, tf.stack(presents)  # [L, 2, B, H, T, D]
+        return x, (None if recompute else tf.stack(presents))  # [L, 2, B, H, T, D]
+
+    def _logits(self, x):
+        """float32 logits [B, T, V] of final states [B, T, E], tied to the token embedding."""
+        B, T = tf.shape(x)[0], tf.shape(x)[1]
+        wte = tf.cast(self.v("wte"), x.dtype)  # [V, E]
+        h = tf.reshape(x, [-1, self.hparams.n_embd])  # [B*T, E]
+        logits = tf.matmul(h, wte, transpose_b=True)  # [B*T, V]
+        return tf.reshape(tf.cast(logits, tf.float32), [B, T, self.hparams.n_vocab])  # [B, T, V]
+
+    def forward(self, tokens, recompute: bool = False) -> tf.Tensor:
+        """float32 logits [B, T, V] of every position of int32 tokens [B, T] (training, scoring).
+
+        recompute=True keeps only each block's input for the backward pass and recomputes
+        the rest (gradient checkpointing): less memory, about a third more compute.
+        """
+        x, _ = self._hidden(tokens, None, 0, recompute)  # [B, T, E]
+        return self._logits(x)  # [B, T, V]
+
+    def extend(self, tokens, past=None, past_length=0) -> Tuple[tf.Tensor, tf.Tensor]:
+        """Logits float32 [B, T, V] of new tokens after a cache, and their keys/values [L, 2, B, H, T, D].
+
+        past: None, or a cache [L, 2, B, H, P, D] whose first `past_length` positions hold the
+        keys/values of earlier tokens (the rest is ignored, so a fixed-size buffer can be
+        filled as generation goes). The new tokens sit at positions past_length ..
+        past_length + T - 1, which must stay below n_ctx.
+        """
+        x, present = self._hidden(tokens, past, past_length, False)  # [B, T, E], [L, 2, B, H, T, D]
+        return self._logits(x), present
+
+    def step(self, tokens, past, past_length) -> Tuple[tf.Tensor, tf.Tensor]:
+        """One generation step: float32 logits [B, V] of the last new token, and the new keys/values.
+
+        Arguments as `extend`; only the last position's logits are computed.
+        """
+        x, present = self._hidden(tokens, past, past_length, False)  # [B, T, E], [L, 2, B, H, T, D]
+        h = x[:, -1]  # [B, E]
+        wte = tf.cast(self.v("wte"), h.dtype)  # [V, E]
+        # CPU-kernel tuning, kept here beside the one matmul it concerns: for a few rows,
+        # oneDNN is several times faster on wte @ h^T than on h @ wte^T, so multiply that way.
+        logits = tf.transpose(tf.matmul(wte, h, transpose_b=True))  # [B, V]
+        return tf.cast(logits, tf.float32), present  # [B, V], [L, 2, B, H, T, D]
 
     def __call__(self, tokens):
         """Logits float32 [B, T, V] for int32 token ids [B, T]."""
-        return self.forward(tokens)[0]
+        return self.forward(tokens)
 
     def loss(self, tokens, recompute=False):
         """Mean cross-entropy (nats) of predicting tokens[:, 1:] from tokens[:, :-1]."""
-        logits, _ = self.forward(tokens[:, :-1], recompute=recompute)  # [B, T-1, V]
+        logits = self.forward(tokens[:, :-1], recompute=recompute)  # [B, T-1, V]
         return tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:], logits=logits)
         )

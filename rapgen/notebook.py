@@ -44,7 +44,9 @@ def setup_report() -> None:
     from . import __version__
     from .cli import _quiet_tensorflow_import
 
-    _quiet_tensorflow_import()  # TensorFlow's start-up chatter would bury the report
+    # TensorFlow's start-up chatter would bury the report; the kernel's environment is the
+    # user's, so only descriptor 2 is muted, during the import.
+    _quiet_tensorflow_import(set_environment=False)
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")

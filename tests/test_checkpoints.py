@@ -343,3 +343,24 @@ def test_checkpoint_of_another_network_is_a_rapgen_error(model_copy):
                       tensors=[tf.zeros([3])])
     with pytest.raises(RapgenError, match="model/"):
         load_model(model_copy)
+
+
+def test_resolve_model_dir_downloads_a_missing_named_model_only_when_asked(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from http_mirror import ModelMirror
+    from rapgen import downloads
+
+    models = tmp_path / "models"
+    with ModelMirror({"124M": tiny_model_dir}) as mirror:
+        monkeypatch.setenv(downloads.ENV_BASE_URL, mirror.url)
+        with pytest.raises(RapgenError, match="rapgen download 117M"):
+            resolve_model_dir("117M", models_dir=str(models))  # download=False: refused, nothing fetched
+        assert mirror.requests == [] and not models.exists()
+        got = resolve_model_dir("117M", models_dir=str(models), download=True)
+        assert got == str(models / "124M")
+        assert "117M is not (completely) in" in capsys.readouterr().out
+        assert np.array_equal(load_model(got)(tf.constant([[1, 2]])).numpy(),
+                              load_model(tiny_model_dir)(tf.constant([[1, 2]])).numpy())
+        mirror.reset_log()
+        # Complete now: found without a request, and quiet says nothing.
+        assert resolve_model_dir("124M", models_dir=str(models), download=True, quiet=True) == got
+        assert mirror.requests == [] and capsys.readouterr().out == ""

@@ -581,3 +581,14 @@ def test_a_folder_of_one_song_files_does_not_warn(enc, tmp_path, capsys):
         write(tmp_path / "songs" / f"{i}.txt", format_song(song).replace(SEPARATOR + "\n", ""))
     tokens = ds.load_tokens(str(tmp_path / "songs"), enc)
     assert capsys.readouterr().err == "" and len(ds.song_slices(tokens)) == 3  # each file is a song
+
+
+def test_song_layout_puts_one_separator_before_after_and_between_songs():
+    eot = 50256
+    assert ds.song_layout([[1, 2], [3]]).tolist() == [eot, 1, 2, eot, 3, eot]
+    assert ds.song_layout([]).tolist() == [eot]
+    assert ds.song_layout([[]]).tolist() == [eot, eot]
+    # open_end: a prompt the model continues (sampling's context, best-of's candidates).
+    assert ds.song_layout([[7, 8]], open_end=True).tolist() == [eot, 7, 8]
+    assert ds.song_layout([[]], open_end=True).tolist() == [eot]
+    assert ds.song_layout([np.array([4], np.uint16), [5]]).dtype == np.uint16

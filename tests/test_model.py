@@ -201,7 +201,7 @@ def run_with_cache(model, tokens, chunks, fill):
     cache = fill(cache_shape(hp, B, S)).astype(np.float32)
     out, pos = [], 0
     for size in chunks:
-        logits, present = model.forward(tf.constant(tokens[:, pos:pos + size]), past=tf.constant(cache), past_length=pos)
+        logits, present = model.extend(tf.constant(tokens[:, pos:pos + size]), past=tf.constant(cache), past_length=pos)
         present = present.numpy()
         assert present.shape == tuple(cache_shape(hp, B, size))
         cache[:, :, :, :, pos:pos + size] = present
@@ -234,12 +234,50 @@ def test_prompt_then_single_tokens_and_chunks_through_cache(rich):
 def test_full_forward_present_equals_cache_contents(tiny):
     model, _ = tiny
     tokens = random_tokens(50257, (1, 6), seed=10)
-    _, present = model.forward(tf.constant(tokens))
+    _, present = model.extend(tf.constant(tokens))
     hp = model.hparams
     assert present.shape == tuple(cache_shape(hp, 1, 6))
     # The keys/values of the first 3 tokens don't depend on the later ones.
-    _, present3 = model.forward(tf.constant(tokens[:, :3]))
+    _, present3 = model.extend(tf.constant(tokens[:, :3]))
     assert np.max(np.abs(present.numpy()[..., :3, :] - present3.numpy())) <= 1e-6
+
+
+# -- the input check ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_ids_and_positions_out_of_range_fail_with_the_models_own_message(rich, compiled):
+    # On a CPU tf.gather fails too, but with its own message; on a GPU it returns zeros. The
+    # messages asserted here come from the model's check, so the check is what fails.
+    model, _ = rich
+    hp = model.hparams
+    run = tf.function(model.forward, autograph=False) if compiled else model.forward
+    ok = random_tokens(hp.n_vocab, (2, 4), seed=11)
+    assert run(tf.constant(ok)).shape == (2, 4, hp.n_vocab)
+    for bad_id in (hp.n_vocab, -1):
+        bad = ok.copy()
+        bad[1, 2] = bad_id
+        with pytest.raises(tf.errors.InvalidArgumentError, match="token id|token ids must be >= 0"):
+            run(tf.constant(bad))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"positions beyond the context of {hp.n_ctx} tokens"):
+        run(tf.constant(random_tokens(hp.n_vocab, (1, hp.n_ctx + 1), seed=12)))
+    cache = np.zeros(cache_shape(hp, 1, hp.n_ctx), np.float32)
+    logits, _ = model.step(tf.constant([[3]]), tf.constant(cache), hp.n_ctx - 1)  # the last position: fine
+    assert logits.shape == (1, hp.n_vocab)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"positions beyond the context of {hp.n_ctx} tokens"):
+        model.step(tf.constant([[3, 4]]), tf.constant(cache), hp.n_ctx - 1)
+
+
+def test_step_gives_the_last_positions_logits_of_extend(rich):
+    model, _ = rich
+    hp = model.hparams
+    tokens = random_tokens(hp.n_vocab, (3, 5), seed=13)
+    cache = np.zeros(cache_shape(hp, 3, hp.n_ctx), np.float32)
+    all_logits, present = model.extend(tf.constant(tokens), past=tf.constant(cache), past_length=0)
+    last, present_step = model.step(tf.constant(tokens), tf.constant(cache), 0)
+    assert last.shape == (3, hp.n_vocab) and all_logits.shape == (3, 5, hp.n_vocab)
+    assert np.max(np.abs(last.numpy() - all_logits.numpy()[:, -1])) <= TOL
+    assert np.array_equal(present.numpy(), present_step.numpy())
 
 
 # -- variables --------------------------------------------------------------------------

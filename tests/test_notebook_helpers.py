@@ -66,6 +66,23 @@ def test_setup_report_names_versions_and_device(capsys, monkeypatch):
         assert "no GPU: training will be slow" in out
 
 
+def test_setup_report_leaves_the_kernels_environment_alone(tmp_path):
+    # Fresh interpreters, as a notebook kernel is: TensorFlow is not imported yet, so the muted
+    # import really runs. TensorFlow's own import sets a few variables of its own; the kernel's
+    # environment after setup_report must be exactly what importing TensorFlow leaves.
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS", "RAPGEN_DEBUG")}
+    show = "import json, os, sys; assert 'tensorflow' in sys.modules; print(json.dumps(dict(os.environ)))"
+    after = {}
+    for name, call in (("plain", "import tensorflow"), ("report", "import rapgen.notebook as n; n.setup_report()")):
+        done = subprocess.run([sys.executable, "-c", f"{call}; {show}"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        after[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after["report"] == after["plain"]
+
+
 # -- collecting -----------------------------------------------------------------------
 
 

@@ -5,6 +5,8 @@ bias e_0 the final hidden state is e_0 whatever the input, so the logits of ever
 exactly column 0 of `wte`, which the test sets.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,15 +15,9 @@ from rapgen.checkpoints import load_model
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import GPT2
-from rapgen.sampling import (
-    _generation_function,
-    build_prompt,
-    choose_tokens,
-    generate,
-    sample,
-    top_k_logits,
-    top_p_logits,
-)
+from rapgen.generation import _generation_function
+from rapgen.logits import choose_tokens, top_k_logits, top_p_logits
+from rapgen.sampling import build_prompt, generate, sample
 
 EOT_ID = 50256
 V_FAKE = 2000
@@ -250,7 +246,7 @@ def test_generation_loop_is_traced_once(tiny_model_dir):
     for kwargs in calls:
         rows = generate(model, seed=1, **kwargs)
         assert len(rows) == kwargs["batch_size"]
-    assert model._generate.experimental_get_tracing_count() == 1
+    assert model.generation.function.experimental_get_tracing_count() == 1
 
 
 def test_top_k_holds_inside_the_loop():
@@ -449,3 +445,48 @@ def test_sample_shows_a_progress_bar_on_a_terminal_only(tiny_model_dir, tmp_path
     sample(model=tiny_model_dir, artist="Lil Tofu", length=40, seed=1, stop_at_end=False)
     err = capsys.readouterr().err
     assert "song 1 of 1" not in err and "tok" not in err
+
+
+# -- options and the model cache --------------------------------------------------------------
+
+
+def test_sample_and_interactive_take_every_sampling_option_with_its_default():
+    import dataclasses
+    import inspect
+
+    from rapgen.sampling import SamplingOptions, interactive
+
+    fields = {f.name: f.default for f in dataclasses.fields(SamplingOptions)}
+    assert {"length", "nsamples", "batch_size", "top_k", "top_p", "temperature", "seed", "stop_at_end",
+            "checkpoint", "precision", "model", "models_dir"} <= set(fields)
+    shared = inspect.signature(interactive).parameters
+    assert list(shared) == list(fields)  # interactive takes the options and nothing else
+    for function in (sample, interactive):
+        params = inspect.signature(function).parameters
+        for name, default in fields.items():
+            assert params[name].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, (function.__name__, name)
+            assert params[name].default == default, (function.__name__, name)
+        assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_a_model_rewritten_on_disk_is_what_the_next_sample_uses(tiny_model_dir, tmp_path, vocab_dir):
+    from rapgen.checkpoints import latest_checkpoint, save_model
+
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(tiny_model_dir, model_dir)
+    settings = dict(model=model_dir, artist="Lil Tofu", length=16, seed=3, stop_at_end=False, quiet=True)
+    before = sample(**settings)
+    assert sample(**settings) == before  # same files, same model: same text
+    loaded_before = load_model(model_dir)
+    probe = tf.constant([[EOT_ID, 16791, 15496]])
+    # Rewritten in place, as a notebook that trains on does: same folder, same checkpoint name.
+    fresh = GPT2(loaded_before.hparams, seed=99)
+    prefix = save_model(fresh, model_dir, vocab_dir)
+    assert prefix == latest_checkpoint(model_dir) == loaded_before.checkpoint
+    after = sample(**settings)
+    assert after != before
+    from rapgen.sampling import SamplingOptions, _cached_model
+
+    cached, _ = _cached_model(SamplingOptions(model=model_dir))
+    assert np.array_equal(cached(probe).numpy(), fresh(probe).numpy())
+    assert not np.array_equal(cached(probe).numpy(), loaded_before(probe).numpy())

@@ -111,15 +111,8 @@ def model_source(cfg: TrainConfig, run_dir: str, resume: Optional[str]):
     if cfg.restore_from == "fresh" and cfg.overwrite and os.path.isdir(run_dir):
         say(cfg, f"--overwrite: removing the old run {run_dir}")
         shutil.rmtree(run_dir)
-    name = cfg.model or DEFAULT_MODEL
-    if not os.path.isdir(str(name)) and (str(name) in MODEL_SIZES or str(name) in MODEL_ALIASES):
-        from .downloads import download, needs_download
-
-        # An unfinished download (a killed or offline run) counts as missing: download() finishes it.
-        if needs_download(os.path.join(cfg.models_dir, MODEL_ALIASES.get(str(name), str(name)))):
-            say(cfg, f"{name} is not (completely) in {cfg.models_dir}/: downloading it")
-            download(str(name), models_dir=cfg.models_dir, quiet=cfg.quiet)
-    source_dir = resolve_model_dir(name, cfg.models_dir)
+    # A released size missing from models_dir, or half downloaded, is downloaded (and said).
+    source_dir = resolve_model_dir(cfg.model or DEFAULT_MODEL, cfg.models_dir, download=True, quiet=cfg.quiet)
     hparams = HParams.load(source_dir)
     verify_checkpoint(check_model_dir(source_dir), flag="--restore_from")  # before the data is encoded
     return source_dir, hparams

@@ -35,18 +35,23 @@ def sample_figures(texts, tokens, encoder):
 
 def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
     """Write, print and save samples; returns their figures for log.csv (with the training tokens)."""
-    from .sampling import generate
+    from .dataset import song_layout
+    from .sampling import SamplingOptions, generate
 
+    # `rapgen sample`'s defaults (top-k 40, temperature 1, a song ends at <|endoftext|>) at
+    # the run's length and number.
+    options = SamplingOptions(length=cfg.sample_length, nsamples=cfg.sample_num)
     model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
     rng = random.Random(cfg.seed * 1_000_003 + trainer.step)
     texts = []
-    for i in range(cfg.sample_num):
+    for i in range(options.nsamples):
         prompt = "<<" + rng.choice(artists) if artists else "<<"
-        context = [EOT_ID] + encoder.encode(prompt)
-        length = min(cfg.sample_length, n_ctx - len(context))
+        context = song_layout([encoder.encode(prompt)], open_end=True).tolist()  # [EOT] <<Artist
+        length = min(options.length, n_ctx - len(context))
         if length <= 0:
             break
-        row = generate(model, context, length, top_k=40, seed=rng.randrange(2**31))[0]
+        row = generate(model, context, length, temperature=options.temperature, top_k=options.top_k,
+                       top_p=options.top_p, seed=rng.randrange(2**31), stop_at_end=options.stop_at_end)[0]
         texts.append(prompt + encoder.decode([t for t in row if t != EOT_ID]))
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     divider = "\n" + "=" * 40 + "\n"

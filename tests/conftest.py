@@ -81,6 +81,17 @@ def cli_env(vocab_dir):
     return env
 
 
+def assert_one_line_error(result, *needles):
+    """A CompletedProcess of the CLI that failed as a user mistake must: exit 2, one stderr line
+    `rapgen: error: …` holding every needle, no traceback anywhere."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rapgen: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 def snapshot(folder):
     """Every file of a folder, name -> bytes (to show that nothing was overwritten)."""
     out = {}

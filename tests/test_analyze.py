@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_one_line_error, run_cli
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 COPIED = "Chickpeas stacked and the sky stay sunny"  # from Lil Tofu's "Oat Milk Money"
@@ -20,15 +20,6 @@ SONGS = (
 def snapshot(folder):
     """Every file under folder, path -> bytes."""
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rapgen: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,23 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import run_cli, snapshot
+from conftest import assert_one_line_error, run_cli, snapshot
 from rapgen.checkpoints import init
 
 LYRICS = (
     "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist and the tofu on ice\n<|endoftext|>\n"
     "<<MC Fjord - Kall Natt>>\n[Vers 1]\nkall natt i hamnen, färjan går sent\n<|endoftext|>\n"
 )
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("rapgen: error:")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,21 +7,12 @@ import shutil
 
 import pytest
 
-from conftest import run_cli, snapshot
+from conftest import THREE_SONGS as LYRICS, run_cli, snapshot
 from rapgen.checkpoints import checkpoint_problem, init, latest_checkpoint, load_model
 from rapgen.errors import RapgenError
 from rapgen.training import train
 
 DATA = ".data-00000-of-00001"
-LYRICS = """<<Lil Tofu - Bean Curd Bounce>>
-[Hook]
-soy on my wrist and the tempeh on ice
-<|endoftext|>
-<<MC Fjord - Kall Natt>>
-[Verse 1: MC Fjord]
-cold harbour lights and the ferry runs late
-<|endoftext|>
-"""
 FAST = dict(sample_every=0, val_every=0, print_every=0, quiet=True, warmup_steps=0, val_fraction=0.0,
             batch_size=1, sequence_length=8, mixed_precision="off", distribute="off", optimizer="adam")
 

@@ -6,7 +6,7 @@ import wave
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from rapgen.beat import drum_loop, grid_times
 from rapgen.performance import LEAD, TAIL, perform, wav_bytes
 
@@ -69,15 +69,6 @@ def test_the_mix_is_normalised_and_drawn(verse):
     assert len(audio) / SR == pytest.approx(3 * 4 * 60 / 90, rel=0.01)
     assert 0.85 < np.max(np.abs(audio)) < 0.9  # peak at -1 dBFS
     assert result.png and open(result.png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def assert_one_line_error(result, *needles):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rapgen: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_perform_on_the_command_line_and_its_mistakes(verse, tmp_path):

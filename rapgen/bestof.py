@@ -20,6 +20,7 @@ import os
 from typing import List, Optional
 
 from .errors import RapgenError
+from .options import one_of, positive_int
 
 RANKS = ("rhyme", "original", "both", "likely")
 
@@ -35,8 +36,7 @@ def rank_order(scores: List[dict], rank: str = "both") -> List[int]:
     >>> rank_order([{"rhyme_density": 0.2}, {"rhyme_density": 0.9}], "rhyme")
     [1, 0]
     """
-    if rank not in RANKS:
-        raise RapgenError(f"--rank must be one of {', '.join(RANKS)}; got {rank!r}")
+    one_of("--rank", rank, RANKS)
     idx = list(range(len(scores)))
     by_rhyme = sorted(idx, key=lambda i: -scores[i]["rhyme_density"])
     if rank == "rhyme":
@@ -114,10 +114,8 @@ def choose(texts: List[str], best_of: int, rank: str, judge, gpt=None, enc=None,
 
 
 def check(best_of, rank) -> None:
-    if isinstance(best_of, bool) or not isinstance(best_of, int) or best_of < 1:
-        raise RapgenError(f"--best_of must be a positive number of songs to choose from, got {best_of!r}")
-    if not isinstance(rank, str) or rank not in RANKS:
-        raise RapgenError(f"--rank must be one of {', '.join(RANKS)}; got {rank!r}")
+    positive_int("--best_of", best_of)
+    one_of("--rank", rank, RANKS)
 
 
 def make_judge(model_dir: str, rank: str, dataset: Optional[str], phonetics: str, enc):

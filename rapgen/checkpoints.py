@@ -345,13 +345,12 @@ def init(
     """
     from .encoder import load_encoder
 
-    from .options import check_output_folder
+    from .options import check_output_folder, non_negative_int
 
     model_dir = check_output_folder(model_dir, "MODEL_DIR")
     if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
         raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise RapgenError(f"--seed must be a non-negative integer, got {seed!r}")
+    non_negative_int("--seed", seed)
     hparams = HParams(n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_head=n_head, n_layer=n_layer)
     source = find_vocab_dir(vocab_dir, models_dir)
     encoder = load_encoder(source)  # a damaged encoder.json or vocab.bpe is refused before anything is written

@@ -32,6 +32,7 @@ from .errors import RapgenError
 from .fileio import atomic_write_bytes
 from .hparams import EOT_ID
 from .lyrics import SEPARATOR, missing_separators, parse_header, split_songs
+from .options import between
 
 CACHE_SUFFIX = ".tokens.npz"
 TEXT_SUFFIXES = (".txt", ".lyrics", ".text")
@@ -272,8 +273,7 @@ def load_dataset(dataset: str, encoder, val_fraction: float = 0.0, val_dataset: 
     n_songs = len(song_slices(tokens))
     if val_dataset:
         return Dataset(tokens, load_tokens(val_dataset, encoder, encoding, quiet), n_songs)
-    if not 0 <= val_fraction < 1:
-        raise RapgenError(f"--val_fraction must be in [0, 1), got {val_fraction!r}")
+    between("--val_fraction", val_fraction, 0, 1, hi_included=False)
     train, val = split_validation(tokens, val_fraction)
     return Dataset(train, val, n_songs)
 

@@ -21,6 +21,7 @@ import subprocess
 from typing import FrozenSet, Optional
 
 from .errors import RapgenError
+from .options import one_of
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")
@@ -82,8 +83,7 @@ def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
         return "float32"
     if choice in ("float16", "bfloat16"):
         return choice
-    if choice not in ("auto", True):
-        raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {choice!r}")
+    check_mixed_precision(choice)
     cc = gpu_capability() if capability == "detect" else capability
     if cc is not None:
         return gpu_dtype(cc)
@@ -92,6 +92,18 @@ def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
     if choice is True or cpu_has_fast_bfloat16(flags):
         return "bfloat16"
     return "float32"
+
+
+def check_mixed_precision(choice) -> None:
+    """--mixed_precision takes auto, off, float16 or bfloat16 (True/False/None/float32 from Python).
+
+    Why not `options.one_of`: the tests pin this wording (it lists the command-line words
+    only, not the Python spellings), so the rule keeps its one phrasing here.
+    """
+    if isinstance(choice, bool) or choice is None:
+        return
+    if choice not in ("auto", "off", "float32", "float16", "bfloat16"):
+        raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {choice!r}")
 
 
 def _tpu_devices() -> bool:
@@ -108,8 +120,7 @@ def make_strategy(choice: str = "auto"):
     """
     import tensorflow as tf
 
-    if choice not in DISTRIBUTE_CHOICES:
-        raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {choice!r}")
+    one_of("--distribute", choice, DISTRIBUTE_CHOICES)
     if choice == "off":
         return tf.distribute.get_strategy()
     if choice == "tpu" or (choice == "auto" and _tpu_runtime()):

@@ -58,6 +58,7 @@ from .http import RetryPolicy, no_answer, retryable, short
 from .hparams import HParams, canonical_model_name
 from .modelfiles import CHECKS, FILES, MARKER, OPTIONAL, WEIGHTS, can_keep, file_size, is_complete
 from .modelfiles import META, needs_download  # noqa: F401  (re-exported: callers reach them here)
+from .options import non_negative_int, positive_number
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 ENV_BASE_URL = "RAPGEN_MODEL_URL"
@@ -107,10 +108,8 @@ def download(
 
     name = canonical_model_name(model_name)
     base = _base_url(base_url)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise RapgenError(f"retries must be a whole number >= 0, got {retries!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise RapgenError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    non_negative_int("--retries", retries)
+    positive_number("--timeout", timeout, unit="seconds")
     models_dir = os.fspath(models_dir) if isinstance(models_dir, os.PathLike) else str(models_dir)
     model_dir = os.path.join(models_dir, name)
     created = _new_folders(model_dir)  # removed again if the download leaves them empty

@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Sequence
 from .errors import RapgenError
 from .hparams import EOT_ID
 from .logits import choose_tokens
+from .options import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -168,22 +169,16 @@ def generate(
 
 def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples=1, seed=None, precision="float32"):
     """The checks that need no model: `sample` and `interactive` make them before loading one."""
-    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length <= 0):
-        raise RapgenError(f"--length must be a positive number of tokens, got {length!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise RapgenError(f"--top_k must be 0 (off) or a positive integer, got {top_k!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise RapgenError(f"--temperature must be >= 0 (0 = always the most likely token), got {temperature!r}")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 <= top_p <= 1:
-        raise RapgenError(f"--top_p must be between 0 and 1 (0 or 1 = off), got {top_p!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(nsamples, bool) or not isinstance(nsamples, int) or nsamples <= 0:
-        raise RapgenError(f"--nsamples must be a positive integer, got {nsamples!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise RapgenError(f"--seed must be a non-negative integer, got {seed!r}")
-    if precision not in PRECISIONS:
-        raise RapgenError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if length is not None:
+        positive_int("--length", length)
+    zero_or_positive_int("--top_k", top_k)
+    non_negative_number("--temperature", temperature)
+    between("--top_p", top_p, 0, 1, note="0 or 1 = off")
+    positive_int("--batch_size", batch_size)
+    positive_int("--nsamples", nsamples)
+    if seed is not None:
+        non_negative_int("--seed", seed)
+    one_of("--precision", precision, PRECISIONS)
 
 
 def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size):

@@ -21,6 +21,7 @@ import time
 from typing import Optional, Sequence
 
 from .errors import RapgenError
+from .options import between, positive_int
 
 # Dense (no sparsity) peaks from the vendors' data sheets, FLOP/s, by compute type. Matched
 # against TensorFlow's device name, the more specific names first.
@@ -112,11 +113,9 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
     """
     for label, value in (("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head), ("n_ctx", n_ctx),
                          ("batch_size", batch_size), ("train_steps", train_steps), ("sample_tokens", sample_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise RapgenError(f"{label} must be a positive integer, got {value!r}")
+        positive_int(label, value)  # bare names: gpu_check is a script and a function, not a rapgen flag
     length = n_ctx if sequence_length is None else sequence_length
-    if not isinstance(length, int) or not 2 <= length <= n_ctx:
-        raise RapgenError(f"sequence_length must be between 2 and n_ctx ({n_ctx}), got {length!r}")
+    between("sequence_length", length, 2, n_ctx, integer=True, hi_label=f"n_ctx ({n_ctx})")
     if n_embd % n_head:
         raise RapgenError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
     if sample_tokens >= n_ctx:

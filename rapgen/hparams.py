@@ -13,6 +13,7 @@ import json
 import os
 
 from .errors import RapgenError
+from .options import positive_int
 
 EOT_ID = 50256  # `<|endoftext|>`, the song separator
 
@@ -48,9 +49,7 @@ class HParams:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise RapgenError(f"hparams: {field.name} must be a positive integer, got {value!r}")
+            positive_int(f"hparams: {field.name}", getattr(self, field.name))
         if self.n_embd % self.n_head:
             raise RapgenError(f"hparams: n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from .errors import RapgenError
+from .options import known_name
 
 
 class Optimizer:
@@ -124,7 +124,4 @@ OPTIMIZERS = {"adam": Adam, "adafactor": Adafactor, "sgd": SGD}
 
 
 def make_optimizer(name: str, variables: Dict[str, tf.Variable]) -> Optimizer:
-    try:
-        return OPTIMIZERS[str(name).lower()](variables)
-    except KeyError:
-        raise RapgenError(f"unknown --optimizer {name!r}: choose {', '.join(OPTIMIZERS)}") from None
+    return OPTIMIZERS[known_name("--optimizer", name, tuple(OPTIMIZERS))](variables)

@@ -28,6 +28,7 @@ import numpy as np
 from .beat import SAMPLE_RATE, bar_seconds, drum_loop
 from .errors import RapgenError
 from .fileio import atomic_write_bytes
+from .options import between
 from .phonetics import ESPEAK, INSTALL_ESPEAK, espeak_available, transcribe
 
 LEAD = 0.05  # seconds of silence before a line in its bar
@@ -207,8 +208,7 @@ def perform(
     from .dataset import read_text
     from .rhyme import lyric_lines
 
-    if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not 40 <= bpm <= 240:
-        raise RapgenError(f"--bpm must be a tempo between 40 and 240 beats per minute, got {bpm!r}")
+    between("--bpm", bpm, 40, 240, note="beats per minute")
     out = str(out)
     if not out.lower().endswith(".wav"):
         raise RapgenError(f"--out {out} should end in .wav")
@@ -217,8 +217,7 @@ def perform(
         if path and os.path.exists(path) and not overwrite:
             raise RapgenError(f"{path} exists: choose another --out, or --overwrite True to replace it")
     songs = read_songs(read_text(str(file)))
-    if isinstance(song, bool) or not isinstance(song, int) or not 1 <= song <= max(len(songs), 1):
-        raise RapgenError(f"--song must be between 1 and {len(songs)} (the songs in {file}), got {song!r}")
+    between("--song", song, 1, max(len(songs), 1), integer=True, hi_label=str(len(songs)), note=f"the songs in {file}")
     lines = lyric_lines(songs[song - 1].lyrics) if songs else []
     if not lines:
         raise RapgenError(f"{file} holds no lyric lines to perform")

@@ -30,6 +30,7 @@ import subprocess
 from typing import List, Optional, Sequence, Tuple
 
 from .errors import RapgenError
+from .options import one_of
 
 SOURCES = ("auto", "espeak", "cmudict")
 ESPEAK = "espeak-ng"
@@ -76,8 +77,7 @@ def espeak_available() -> bool:
 
 def resolve_source(source: str = "auto") -> str:
     """`auto` -> `espeak` when espeak-ng is installed, else `cmudict`; a named source is checked."""
-    if source not in SOURCES:
-        raise RapgenError(f"--phonetics must be one of {', '.join(SOURCES)}; got {source!r}")
+    one_of("--phonetics", source, SOURCES)
     if source == "auto":
         return "espeak" if espeak_available() else "cmudict"
     if source == "espeak" and not espeak_available():

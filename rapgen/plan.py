@@ -41,6 +41,7 @@ from typing import Dict, Optional
 from .devices import compute_dtype
 from .errors import RapgenError
 from .hparams import HParams, canonical_model_name, variable_shapes
+from .options import between, known_name, one_of, positive_int, positive_number, true_false
 
 GIB = 2**30
 OPTIMIZERS = ("adam", "adafactor", "sgd")
@@ -115,12 +116,10 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     """
     hp = hparams
     optimizer = _check_optimizer(optimizer)
-    if compute_dtype not in DTYPE_BYTES:
-        raise RapgenError(f"compute dtype must be one of {', '.join(DTYPE_BYTES)}, got {compute_dtype!r}")
+    one_of("compute dtype", compute_dtype, tuple(DTYPE_BYTES))
     T = hp.n_ctx if sequence_length is None else sequence_length
     for name, value in (("batch_size", batch_size), ("sequence_length", T), ("accumulate_gradients", accumulate_gradients)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise RapgenError(f"--{name} must be a positive integer, got {value!r}")
+        positive_int(f"--{name}", value)
     if T > hp.n_ctx:
         raise RapgenError(f"--sequence_length {T} is longer than the model's n_ctx ({hp.n_ctx})")
     B, E, H, L, V = batch_size, hp.n_embd, hp.n_head, hp.n_layer, hp.n_vocab
@@ -225,8 +224,7 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
     smallest candidate's, and max_sequence_length is the longest window that candidate fits
     (None when not even 2 tokens do); reason says so in one line.
     """
-    if not isinstance(memory_bytes, (int, float)) or isinstance(memory_bytes, bool) or memory_bytes <= 0:
-        raise RapgenError(f"the memory budget must be a positive number, got {memory_bytes!r}")
+    positive_number("the memory budget", memory_bytes, unit="bytes")
     hp = hparams
     T = hp.n_ctx if sequence_length is None else sequence_length
     budget = memory_bytes * (1 - margin)
@@ -288,20 +286,11 @@ def _hparams_for(model, models_dir) -> tuple:
 
 
 def _flag(value, name) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes", "on"):
-        return True
-    if str(value).lower() in ("false", "0", "no", "off"):
-        return False
-    raise RapgenError(f"--{name} must be True or False, got {value!r}")
+    return true_false(f"--{name}", value)
 
 
 def _check_optimizer(optimizer) -> str:
-    name = str(optimizer).lower()
-    if name not in OPTIMIZERS:
-        raise RapgenError(f"unknown --optimizer {optimizer!r}: choose {', '.join(OPTIMIZERS)}")
-    return name
+    return known_name("--optimizer", optimizer, OPTIMIZERS)
 
 
 def format_estimate(est: dict) -> str:
@@ -339,13 +328,11 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
     dtype = compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
     recompute = _flag(recompute, "recompute")
     frozen = _flag(only_train_transformer_layers, "only_train_transformer_layers")
-    if sequence_length is not None and (not isinstance(sequence_length, int) or isinstance(sequence_length, bool)
-                                        or not 2 <= sequence_length <= hp.n_ctx):
-        raise RapgenError(f"--sequence_length must be between 2 and the model's n_ctx ({hp.n_ctx}), got {sequence_length!r}")
-    if memory_gb is not None and (not isinstance(memory_gb, (int, float)) or isinstance(memory_gb, bool) or memory_gb <= 0):
-        raise RapgenError(f"--memory_gb must be a positive number of GiB, got {memory_gb!r}")
-    if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
-        raise RapgenError(f"--margin must be in [0, 1), got {margin!r}")
+    if sequence_length is not None:
+        between("--sequence_length", sequence_length, 2, hp.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hp.n_ctx})")
+    if memory_gb is not None:
+        positive_number("--memory_gb", memory_gb, unit="GiB")
+    between("--margin", margin, 0, 1, hi_included=False)
     T = sequence_length or hp.n_ctx
     settings = dict(optimizer=_check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen)
     est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,

@@ -54,10 +54,9 @@ def score(file: str, model: Optional[str] = None, models_dir: str = "models", en
     from .dataset import encode_lyrics, read_text
     from .encoder import load_encoder
 
-    from .options import check_checkpoint
+    from .options import check_checkpoint, positive_int
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise RapgenError(f"--batch_size must be a positive integer, got {batch_size!r}")
+    positive_int("--batch_size", batch_size)
     check_checkpoint(checkpoint)
     text = read_text(str(file), encoding)
     gpt = load_model(model, models_dir, checkpoint=checkpoint)

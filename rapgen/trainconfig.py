@@ -16,9 +16,11 @@ import json
 import os
 from typing import Optional
 
-from .devices import DISTRIBUTE_CHOICES
+from .devices import DISTRIBUTE_CHOICES, check_mixed_precision
 from .errors import RapgenError
 from .hparams import HParams
+from .options import (between, known_name, non_negative_int, one_of, positive_int, positive_number, true_false,
+                      true_false_auto, zero_or_positive_int)
 from .plan import OPTIMIZERS
 
 DEFAULT_MODEL = "355M"
@@ -73,41 +75,27 @@ class TrainConfig:
 
     def check(self):
         """Refuse a bad value (a RapgenError naming the flag) before anything is loaded or downloaded."""
-        def positive(name):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise RapgenError(f"--{name} must be a positive integer, got {value!r}")
-
         if not self.dataset:
             raise RapgenError("--dataset is required: a lyrics .txt, a folder, a glob or an .npz from `rapgen encode`")
-        if not isinstance(self.steps, int) or self.steps == 0 or self.steps < -1:
+        if not isinstance(self.steps, int) or self.steps == 0 or self.steps < -1:  # this flag's own rule
             raise RapgenError(f"--steps must be a positive step to reach, or -1 to train until interrupted; got {self.steps!r}")
         for name in ("batch_size", "accumulate_gradients", "val_batches", "sample_num", "max_checkpoints"):
-            positive(name)
+            positive_int(f"--{name}", getattr(self, name))
         for name in ("save_every", "val_every", "sample_every", "print_every", "sample_length", "warmup_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise RapgenError(f"--{name} must be 0 (off) or a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise RapgenError(f"--seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.val_fraction, (int, float)) or not 0 <= self.val_fraction < 1:
-            raise RapgenError(f"--val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
-            raise RapgenError(f"--learning_rate must be positive, got {self.learning_rate!r}")
-        if self.mixed_precision not in ("auto", "off", "float16", "bfloat16", False, True):
-            raise RapgenError(f"--mixed_precision must be auto, off, float16 or bfloat16; got {self.mixed_precision!r}")
-        optimizers = ("auto",) + OPTIMIZERS  # the list rapgen.plan and rapgen.optim name too
-        if str(self.optimizer).lower() not in optimizers:
-            raise RapgenError(f"unknown --optimizer {self.optimizer!r}: choose {', '.join(optimizers)}")
+            zero_or_positive_int(f"--{name}", getattr(self, name))
+        non_negative_int("--seed", self.seed)
+        between("--val_fraction", self.val_fraction, 0, 1, hi_included=False)
+        positive_number("--learning_rate", self.learning_rate)
+        check_mixed_precision(self.mixed_precision)
+        known_name("--optimizer", self.optimizer, ("auto",) + OPTIMIZERS)  # the list rapgen.plan and rapgen.optim name too
         for name in ("recompute", "only_train_transformer_layers"):
-            if getattr(self, name) not in ("auto", True, False):
-                raise RapgenError(f"--{name} must be True, False or auto; got {getattr(self, name)!r}")
-        if self.memory_gb is not None and (not isinstance(self.memory_gb, (int, float)) or isinstance(self.memory_gb, bool) or self.memory_gb <= 0):
-            raise RapgenError(f"--memory_gb must be a positive number of GiB, got {self.memory_gb!r}")
-        if self.xla not in (True, False):
-            raise RapgenError(f"--xla must be True or False; got {self.xla!r}")
-        if self.distribute not in DISTRIBUTE_CHOICES:
-            raise RapgenError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}; got {self.distribute!r}")
+            true_false_auto(f"--{name}", getattr(self, name))
+        if self.memory_gb is not None:
+            positive_number("--memory_gb", self.memory_gb, unit="GiB")
+        # A bool only: the command line has already turned its words into one, and "no" kept
+        # as text would read as true further on.
+        true_false("--xla", self.xla, words=False)
+        one_of("--distribute", self.distribute, DISTRIBUTE_CHOICES)
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
             raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
         # Paths last: a missing dataset or a file where a folder belongs is found before any

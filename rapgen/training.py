@@ -30,6 +30,7 @@ import numpy as np
 
 from .devices import compute_dtype, describe, make_strategy
 from .errors import RapgenError
+from .options import between
 from .runs import RunLog, clear_dead_temps, model_source, restore_source, run_checkpoints, save
 from .trainconfig import TrainConfig, choose_memory_settings, say
 from .trainsamples import sample_during_training
@@ -146,8 +147,7 @@ def _run(cfg: TrainConfig) -> dict:
     source_dir, hparams = model_source(cfg, run_dir, resume)
 
     length = cfg.sequence_length or hparams.n_ctx
-    if not isinstance(length, int) or length <= 1 or length > hparams.n_ctx:
-        raise RapgenError(f"--sequence_length must be between 2 and the model's n_ctx ({hparams.n_ctx}), got {length!r}")
+    between("--sequence_length", length, 2, hparams.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hparams.n_ctx})")
     encoder = load_encoder(source_dir)
     data = load_dataset(cfg.dataset, encoder, cfg.val_fraction, cfg.val_dataset, cfg.encoding, cfg.quiet)
     artists = sorted({a for a in song_artists(data.train, encoder) if a})

@@ -14,6 +14,7 @@ import re
 from typing import Dict, List, Optional
 
 from ..errors import RapgenError
+from ..options import non_negative_int, non_negative_number, positive_int, positive_number
 from .clean import clean_name, safe_filename
 
 DATA_DIR = "data"
@@ -40,24 +41,25 @@ def parse_names(value, flag: str = "--artists") -> List[str]:
 
 
 def parse_count(value, flag: str, minimum: int = 1, allow_none: bool = True) -> Optional[int]:
-    """A whole number of at least `minimum` given as `flag` (None stays None when `allow_none`)."""
+    """A whole number given as `flag`: at least 1, or at least 0 with `minimum=0` (None stays
+    None when `allow_none`). Digits as text ("3") count, as a notebook may pass them."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not str(value).strip().isdigit() \
-            or int(value) < minimum:
-        raise RapgenError(f"{flag} must be a whole number of at least {minimum}, not {value!r}")
-    return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    rule = non_negative_int if minimum == 0 else positive_int
+    return rule(flag, value)
 
 
-def parse_number(value, flag: str, minimum: float = 0.0) -> float:
-    """A number of at least `minimum` given as `flag`."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not number >= minimum:
-        raise RapgenError(f"{flag} must be a number of at least {minimum:g}, not {value!r}")
-    return number
+def parse_number(value, flag: str, positive: bool = False) -> float:
+    """A number >= 0 given as `flag` (> 0 when `positive`); numbers as text ("2.5") count."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass  # the rule below names the text as given
+    rule = positive_number if positive else non_negative_number
+    return float(rule(flag, value))
 
 
 _CONDITION_SPLIT = re.compile(r",\s*(?=[^,=|]+=)")

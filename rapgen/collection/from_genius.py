@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import RapgenError
 from ..lyrics import Song
-from ..options import check_output_file
+from ..options import check_output_file, one_of
 from .arguments import default_out, parse_count, parse_names, parse_number
 from .clean import Cleaner, TokenCounter, write_dataset
 from .genius import API_URL, TOKEN_ENV, WEB_URL, BlockedError
@@ -67,15 +67,14 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
     max_songs = parse_count(max_songs, "--max_songs")
     min_length = parse_count(min_length, "--min_length", 0, allow_none=False)
     workers = parse_count(workers, "--workers", allow_none=False)
-    if sort not in ("popularity", "title"):
-        raise RapgenError(f"--sort must be popularity or title, not {sort!r}")
+    one_of("--sort", sort, ("popularity", "title"))
     out = check_output_file(out if out else default_out(", ".join(names)), "--out")
     cache_path = str(cache) if cache else out + CACHE_SUFFIX
     token = (get_secret(TOKEN_ENV) or "").strip()
     if not token:
         raise RapgenError(f"no Genius API token: set {TOKEN_ENV} (on Colab, a secret of that name) to a client access "
                           "token from https://genius.com/api-clients, or import a dump with `rapgen collect csv`")
-    client = GeniusClient(token, api_url=api_url, web_url=web_url, timeout=parse_number(timeout, "--timeout", 0.001),
+    client = GeniusClient(token, api_url=api_url, web_url=web_url, timeout=parse_number(timeout, "--timeout", positive=True),
                           retries=parse_count(retries, "--retries", 0, False), backoff=parse_number(backoff, "--backoff"),
                           rate_limit=parse_number(rate_limit, "--rate_limit"))
     counter = TokenCounter(vocab_dir, tokens)  # before any request: a bad --vocab_dir fails at once

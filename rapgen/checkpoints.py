@@ -53,7 +53,7 @@ def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", d
     if os.path.isdir(model):
         return model
     if model in MODEL_SIZES or model in MODEL_ALIASES:
-        from .downloads import needs_download
+        from .modelfiles import needs_download
 
         path = os.path.join(models_dir, canonical_model_name(model))
         # An unfinished download (a killed or offline run) counts as missing.

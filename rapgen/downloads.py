@@ -33,7 +33,7 @@ How a download stays safe:
   answer comes at all (connection refused, unknown host, timeout) the final error names the host
   and suggests checking the connection or a mirror; it offers a resume only when something was
   received. A model folder the download created and left without any file is removed, so the
-  next command does not take it for a model (`needs_download` tells callers such a folder apart).
+  next command does not take it for a model (`modelfiles.needs_download` tells callers such a folder apart).
 * **Optional `.meta`.** `model.ckpt.meta` is a TF1 graph that rapgen never reads; a mirror made
   by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
   error. The other six files are required.
@@ -57,7 +57,7 @@ from .errors import RapgenError
 from .http import RetryPolicy, no_answer, retryable, short
 from .hparams import HParams, canonical_model_name
 from .modelfiles import CHECKS, FILES, MARKER, OPTIONAL, WEIGHTS, can_keep, file_size, is_complete
-from .modelfiles import META, needs_download  # noqa: F401  (re-exported: callers reach them here)
+from .modelfiles import META  # noqa: F401  (re-exported: the file names live beside FILES for callers)
 from .options import non_negative_int, positive_number
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"

@@ -20,7 +20,7 @@ import os
 from typing import List, Optional
 
 from .errors import RapgenError
-from .options import one_of, positive_int
+from .rules import one_of, positive_int
 
 RANKS = ("rhyme", "original", "both", "likely")
 

@@ -345,7 +345,7 @@ def init(
     """
     from .encoder import load_encoder
 
-    from .options import check_output_folder, non_negative_int
+    from .rules import check_output_folder, non_negative_int
 
     model_dir = check_output_folder(model_dir, "MODEL_DIR")
     if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):

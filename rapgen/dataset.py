@@ -32,7 +32,7 @@ from .errors import RapgenError
 from .fileio import atomic_write_bytes
 from .hparams import EOT_ID
 from .lyrics import SEPARATOR, missing_separators, parse_header, split_songs
-from .options import between
+from .rules import between
 
 CACHE_SUFFIX = ".tokens.npz"
 TEXT_SUFFIXES = (".txt", ".lyrics", ".text")
@@ -362,7 +362,7 @@ def encode(in_path: str, out_path: str, model: Optional[str] = None, models_dir:
 
     `rapgen encode data/rap.txt data/rap.npz`; `rapgen train --dataset data/rap.npz` reads it.
     """
-    from .options import check_output_file
+    from .rules import check_output_file
 
     out_path = str(out_path)
     if not out_path.endswith(".npz"):

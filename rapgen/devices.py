@@ -21,7 +21,7 @@ import subprocess
 from typing import FrozenSet, Optional
 
 from .errors import RapgenError
-from .options import one_of
+from .rules import one_of
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")
@@ -97,7 +97,7 @@ def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
 def check_mixed_precision(choice) -> None:
     """--mixed_precision takes auto, off, float16 or bfloat16 (True/False/None/float32 from Python).
 
-    Why not `options.one_of`: the tests pin this wording (it lists the command-line words
+    Why not `rules.one_of`: the tests pin this wording (it lists the command-line words
     only, not the Python spellings), so the rule keeps its one phrasing here.
     """
     if isinstance(choice, bool) or choice is None:

@@ -58,7 +58,7 @@ from .http import RetryPolicy, no_answer, retryable, short
 from .hparams import HParams, canonical_model_name
 from .modelfiles import CHECKS, FILES, MARKER, OPTIONAL, WEIGHTS, can_keep, file_size, is_complete
 from .modelfiles import META  # noqa: F401  (re-exported: the file names live beside FILES for callers)
-from .options import non_negative_int, positive_number
+from .rules import non_negative_int, positive_number
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 ENV_BASE_URL = "RAPGEN_MODEL_URL"

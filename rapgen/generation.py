@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Sequence
 from .errors import RapgenError
 from .hparams import EOT_ID
 from .logits import choose_tokens
-from .options import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
+from .rules import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 

@@ -21,7 +21,7 @@ import time
 from typing import Optional, Sequence
 
 from .errors import RapgenError
-from .options import between, positive_int
+from .rules import between, positive_int
 
 # Dense (no sparsity) peaks from the vendors' data sheets, FLOP/s, by compute type. Matched
 # against TensorFlow's device name, the more specific names first.

@@ -13,7 +13,7 @@ import json
 import os
 
 from .errors import RapgenError
-from .options import positive_int
+from .rules import positive_int
 
 EOT_ID = 50256  # `<|endoftext|>`, the song separator
 

@@ -19,7 +19,7 @@ position's logits and the new keys/values. Each returns one shape, whatever its 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -77,7 +77,8 @@ class GPT2(tf.Module):
     Fields besides the weights: `model_dir` and `checkpoint`, the folder and checkpoint prefix
     the weights came from (set by `rapgen.checkpoints.load_model`, None for a fresh network);
     `generation` holds the compiled generation loop `rapgen.sampling` builds on first use, so
-    later calls reuse it instead of retracing (None until then).
+    later calls reuse it instead of retracing (None until then); `adapters` holds the LoRA
+    adapters a LoRA run trains (`rapgen.lora`), empty otherwise.
     """
 
     def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32,
@@ -89,6 +90,9 @@ class GPT2(tf.Module):
         self.model_dir: Optional[str] = None
         self.checkpoint: Optional[str] = None
         self.generation = None  # a rapgen.generation.GenerationLoop, built on the first generate()
+        # name ("h0/attn/c_attn") -> a callable x [..., in] -> [..., out], the low-rank update
+        # that `proj` adds (rapgen.lora attaches them for training; empty otherwise).
+        self.adapters: Dict[str, Callable] = {}
         values = initial_weights(hparams, seed) if weights is None else weights
         with self.name_scope:
             self.variables_by_name: Dict[str, tf.Variable] = {
@@ -99,6 +103,17 @@ class GPT2(tf.Module):
     def v(self, name: str) -> tf.Variable:
         return self.variables_by_name["model/" + name]
 
+    def proj(self, x, name: str):
+        """The projection `name` (`h0/attn/c_attn`) of x [..., in] -> [..., out]: OpenAI's conv1d,
+        plus the low-rank update of a LoRA adapter where `adapters` holds one for `name`.
+
+        Why x @ A @ B and not x @ (W + A @ B): the tape would keep a full-size W + A B of every
+        projection for the backward pass, as many bytes again as the frozen weights.
+        """
+        y = linear(x, self.v(name + "/w"), self.v(name + "/b"))  # [..., out]
+        adapter = self.adapters.get(name)
+        return y if adapter is None else y + tf.cast(adapter(x), y.dtype)  # [..., out]
+
     # -- the network ------------------------------------------------------------------
 
     def attention(self, x, i, past, past_length):
@@ -106,7 +121,7 @@ class GPT2(tf.Module):
         hp = self.hparams
         B, T = tf.shape(x)[0], tf.shape(x)[1]
         H, D = hp.n_head, hp.head_dim
-        qkv = linear(x, self.v(f"h{i}/attn/c_attn/w"), self.v(f"h{i}/attn/c_attn/b"))  # [B, T, 3E]
+        qkv = self.proj(x, f"h{i}/attn/c_attn")  # [B, T, 3E]
         qkv = tf.reshape(qkv, [B, T, 3, H, D])  # [B, T, 3, H, D]
         qkv = tf.transpose(qkv, [2, 0, 3, 1, 4])  # [3, B, H, T, D]
         q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, T, D]
@@ -132,7 +147,7 @@ class GPT2(tf.Module):
         weights = tf.cast(tf.nn.softmax(scores, axis=-1), x.dtype)  # [B, H, T, P+T]
         out = tf.matmul(weights, v)  # [B, H, T, D]
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [B, T, hp.n_embd])  # [B, T, E]
-        out = linear(out, self.v(f"h{i}/attn/c_proj/w"), self.v(f"h{i}/attn/c_proj/b"))  # [B, T, E]
+        out = self.proj(out, f"h{i}/attn/c_proj")  # [B, T, E]
         return out, present
 
     def block(self, x, i, past=None, past_length=0):
@@ -142,8 +157,8 @@ class GPT2(tf.Module):
         )
         x = x + a  # [B, T, E]
         m = layer_norm(x, self.v(f"h{i}/ln_2/g"), self.v(f"h{i}/ln_2/b"))  # [B, T, E]
-        m = gelu(linear(m, self.v(f"h{i}/mlp/c_fc/w"), self.v(f"h{i}/mlp/c_fc/b")))  # [B, T, 4E]
-        m = linear(m, self.v(f"h{i}/mlp/c_proj/w"), self.v(f"h{i}/mlp/c_proj/b"))  # [B, T, E]
+        m = gelu(self.proj(m, f"h{i}/mlp/c_fc"))  # [B, T, 4E]
+        m = self.proj(m, f"h{i}/mlp/c_proj")  # [B, T, E]
         return x + m, present
 
     def _check_inputs(self, tokens, past_length):

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from .options import known_name
+from .rules import known_name
 
 
 class Optimizer:

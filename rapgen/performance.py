@@ -28,7 +28,7 @@ import numpy as np
 from .beat import SAMPLE_RATE, bar_seconds, drum_loop
 from .errors import RapgenError
 from .fileio import atomic_write_bytes
-from .options import between
+from .rules import between
 from .phonetics import ESPEAK, INSTALL_ESPEAK, espeak_available, transcribe
 
 LEAD = 0.05  # seconds of silence before a line in its bar

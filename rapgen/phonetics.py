@@ -30,7 +30,7 @@ import subprocess
 from typing import List, Optional, Sequence, Tuple
 
 from .errors import RapgenError
-from .options import one_of
+from .rules import one_of
 
 SOURCES = ("auto", "espeak", "cmudict")
 ESPEAK = "espeak-ng"

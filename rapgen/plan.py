@@ -41,7 +41,7 @@ from typing import Dict, Optional
 from .devices import compute_dtype
 from .errors import RapgenError
 from .hparams import HParams, canonical_model_name, variable_shapes
-from .options import between, known_name, one_of, positive_int, positive_number, true_false
+from .rules import between, known_name, one_of, positive_int, positive_number, true_false
 
 GIB = 2**30
 OPTIMIZERS = ("adam", "adafactor", "sgd")

@@ -56,7 +56,7 @@ class SamplingOptions:
 
     def check(self) -> "SamplingOptions":
         """The checks that need no model, made before one loads; returns self."""
-        from .options import check_checkpoint
+        from .rules import check_checkpoint
 
         check_sampling_options(self.length, self.temperature, self.top_k, self.top_p, self.batch_size,
                                self.nsamples, self.seed, self.precision)
@@ -155,7 +155,7 @@ def sample(
     # Every value is checked before the model loads, and --save_to before the songs are written.
     options = SamplingOptions.from_arguments(locals())  # locals(): the arguments, nothing else yet
     if save_to:
-        from .options import check_output_file
+        from .rules import check_output_file
 
         check_output_file(save_to, "--save_to")
     prompt = build_prompt(prefix, artist)

@@ -54,7 +54,7 @@ def score(file: str, model: Optional[str] = None, models_dir: str = "models", en
     from .dataset import encode_lyrics, read_text
     from .encoder import load_encoder
 
-    from .options import check_checkpoint, positive_int
+    from .rules import check_checkpoint, positive_int
 
     positive_int("--batch_size", batch_size)
     check_checkpoint(checkpoint)

@@ -19,7 +19,7 @@ from typing import Optional
 from .devices import DISTRIBUTE_CHOICES, check_mixed_precision
 from .errors import RapgenError
 from .hparams import HParams
-from .options import (between, known_name, non_negative_int, one_of, positive_int, positive_number, true_false,
+from .rules import (between, known_name, non_negative_int, one_of, positive_int, positive_number, true_false,
                       true_false_auto, zero_or_positive_int)
 from .plan import OPTIMIZERS
 
@@ -55,17 +55,24 @@ class TrainConfig:
     # at the tiny shape and in a loaded run, it compiles longer, and it takes one replica only.
     # bench/gpu_check.py measures it on a GPU.
     xla: bool = False
+    # LoRA: the base weights frozen, rank-R adapters trained in float32 and merged for sampling
+    # (rapgen.lora); the run folder then stores only the adapters and names its base model.
+    lora_rank: object = "auto"  # auto | 0 (full fine-tuning) | R; auto: LoRA only where full fine-tuning does not fit
+    lora_alpha: Optional[float] = None  # the adapters' update is scaled by alpha / rank; None: alpha = rank
+    lora_targets: object = "c_attn,c_proj,c_fc"  # the projections that get adapters (both c_proj: attention and MLP)
     sequence_length: Optional[int] = None  # window length; defaults to n_ctx
     val_fraction: float = 0.05  # whole songs held out for validation
     val_dataset: Optional[str] = None  # or a separate validation file
     val_every: int = 100
     val_batches: int = 8  # validation windows, batch_size at a time
+    early_stop: int = 0  # stop after this many validations without a new best (0: never); model-best is kept anyway
     sample_every: int = 100
     sample_length: int = 200
     sample_num: int = 1
     save_every: int = 100
     max_checkpoints: int = 1  # a new checkpoint is complete before the old one goes
     print_every: int = 10
+    tensorboard: bool = True  # TensorFlow summary event files in the run folder (loss, val_loss, samples…)
     restore_from: str = "latest"  # latest | fresh | a checkpoint prefix or model directory
     seed: int = 0
     drive_dir: Optional[str] = None  # mirror the run folder here (Google Drive on Colab)
@@ -96,12 +103,23 @@ class TrainConfig:
         # as text would read as true further on.
         true_false("--xla", self.xla, words=False)
         one_of("--distribute", self.distribute, DISTRIBUTE_CHOICES)
+        if self.lora_rank != "auto":
+            zero_or_positive_int("--lora_rank", self.lora_rank)
+        if self.lora_alpha is not None:
+            positive_number("--lora_alpha", self.lora_alpha)
+        lora_target_names(self.lora_targets)
+        zero_or_positive_int("--early_stop", self.early_stop)
+        if self.early_stop and not self.val_every:
+            raise RapgenError("--early_stop counts validations, but --val_every 0 turns them off: give --val_every N")
+        if self.early_stop and not self.val_fraction and self.val_dataset is None:
+            raise RapgenError("--early_stop needs validation data: give --val_fraction (e.g. 0.05) or --val_dataset")
+        true_false("--tensorboard", self.tensorboard, words=False)
         if not str(self.run_name) or "/" in str(self.run_name) or str(self.run_name) in (".", ".."):
             raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
         # Paths last: a missing dataset or a file where a folder belongs is found before any
         # download or load, not after.
         from .dataset import expand_paths
-        from .options import check_output_folder
+        from .rules import check_output_folder
 
         for name in ("checkpoint_dir", "drive_dir", "models_dir"):
             if getattr(self, name) is not None:
@@ -112,6 +130,22 @@ class TrainConfig:
         expand_paths(self.dataset)
         if self.val_dataset is not None:
             expand_paths(self.val_dataset)
+
+
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+
+
+def lora_target_names(targets) -> tuple:
+    """`--lora_targets` as a tuple of projection names: "c_attn,c_fc" (the command line may give a tuple).
+
+    >>> lora_target_names("c_attn, c_fc")
+    ('c_attn', 'c_fc')
+    """
+    names = targets.split(",") if isinstance(targets, str) else list(targets) if isinstance(targets, (list, tuple)) else None
+    names = [str(n).strip() for n in names or [] if str(n).strip()]
+    if not names:
+        raise RapgenError(f"--lora_targets must name projections among {', '.join(LORA_TARGETS)}, got {targets!r}")
+    return tuple(dict.fromkeys(known_name("--lora_targets", n, LORA_TARGETS) for n in names))
 
 
 MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")

@@ -30,7 +30,7 @@ import numpy as np
 
 from .devices import compute_dtype, describe, make_strategy
 from .errors import RapgenError
-from .options import between
+from .rules import between
 from .runs import RunLog, clear_dead_temps, model_source, restore_source, run_checkpoints, save
 from .trainconfig import TrainConfig, choose_memory_settings, say
 from .trainsamples import sample_during_training
@@ -58,17 +58,22 @@ def train(
     mixed_precision: str = "auto",
     distribute: str = "auto",
     xla: bool = False,
+    lora_rank: Union[str, int] = "auto",
+    lora_alpha: Optional[float] = None,
+    lora_targets: Union[str, tuple] = "c_attn,c_proj,c_fc",
     sequence_length: Optional[int] = None,
     val_fraction: float = 0.05,
     val_dataset: Optional[str] = None,
     val_every: int = 100,
     val_batches: int = 8,
+    early_stop: int = 0,
     sample_every: int = 100,
     sample_length: int = 200,
     sample_num: int = 1,
     save_every: int = 100,
     max_checkpoints: int = 1,
     print_every: int = 10,
+    tensorboard: bool = True,
     restore_from: str = "latest",
     seed: int = 0,
     drive_dir: Optional[str] = None,
@@ -99,17 +104,22 @@ def train(
         mixed_precision: auto, off, float16 (loss scaling) or bfloat16; auto picks what the device does fast.
         distribute: auto, off, mirrored or tpu.
         xla: compile the train step with XLA (jit_compile), one device only.
+        lora_rank: LoRA adapters of this rank on a frozen base (0: full fine-tuning; auto: LoRA only when full does not fit).
+        lora_alpha: LoRA's update is scaled by lora_alpha / lora_rank (default: lora_alpha = lora_rank).
+        lora_targets: the projections that get adapters, among c_attn, c_proj, c_fc.
         sequence_length: tokens per window (default: the model's n_ctx).
         val_fraction: share of whole songs held out for validation, in [0, 1).
         val_dataset: a separate validation dataset instead of val_fraction.
         val_every: steps between validations (0: never).
         val_batches: validation windows, batch_size at a time.
+        early_stop: stop after this many validations without a new best (0: never); the best is kept as model-best.
         sample_every: steps between samples (0: never).
         sample_length: tokens per sample during training.
         sample_num: samples each time.
         save_every: steps between checkpoints (0: only at the end).
         max_checkpoints: checkpoints kept in the run folder.
         print_every: steps between printed loss lines (0: never).
+        tensorboard: write TensorBoard event files in the run folder.
         restore_from: latest (resume), fresh (start from the base model) or a checkpoint prefix / folder.
         seed: the training windows are a pure function of seed and step.
         drive_dir: mirror the run folder here after every save (Google Drive on Colab).

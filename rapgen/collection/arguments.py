@@ -14,7 +14,7 @@ import re
 from typing import Dict, List, Optional
 
 from ..errors import RapgenError
-from ..options import non_negative_int, non_negative_number, positive_int, positive_number
+from ..rules import non_negative_int, non_negative_number, positive_int, positive_number
 from .clean import clean_name, safe_filename
 
 DATA_DIR = "data"

@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import RapgenError
 from ..lyrics import Song
-from ..options import check_output_file
+from ..rules import check_output_file
 from .arguments import default_out, parse_count, parse_names, parse_where
 from .clean import Cleaner, TokenCounter, clean_name, write_dataset
 

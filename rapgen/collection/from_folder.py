@@ -14,7 +14,7 @@ from typing import Iterator, List, Optional
 
 from ..errors import RapgenError
 from ..lyrics import Song, parse_header, split_songs
-from ..options import check_output_file
+from ..rules import check_output_file
 from .arguments import default_out, parse_count, parse_names
 from .clean import Cleaner, TokenCounter, clean_name, write_dataset
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import RapgenError
 from ..lyrics import Song
-from ..options import check_output_file, one_of
+from ..rules import check_output_file, one_of
 from .arguments import default_out, parse_count, parse_names, parse_number
 from .clean import Cleaner, TokenCounter, write_dataset
 from .genius import API_URL, TOKEN_ENV, WEB_URL, BlockedError

@@ -1,18 +1,35 @@
-"""The compiled generation loop: a prompt in, `batch_size` continuations out, one token per step.
+"""The compiled generation loop: prompts in, continuations out, one token per step.
 
-Generation is one `tf.function`: the prompt runs through the model once, its keys and
+Generation is one `tf.function`: the prompts run through the model once, their keys and
 values fill a fixed-size cache, and a `tf.while_loop` then feeds one token per step,
 reading the cache instead of re-running the sequence. A row stops at `<|endoftext|>`
 (the end of a song); the loop ends when every row has stopped or `length` is reached.
 The loop is built once per model and kept in the model's `generation` field.
 
-Context: the model never sees a position beyond n_ctx. A prompt plus `length` over n_ctx
-is an error that says the largest length that fits (rapgen does not slide a window: a
-song that forgets its own start is not what users asked for). `length=None` means "up to
-the end of the context", which the end of the song usually cuts short.
+Several prompts in one batch: `context` may be a list of prompts (`[EOT] <<Yung Lean`,
+`[EOT] <<Eminem`, …). Shorter prompts are padded on the left; the model gives each row
+its own positions (its first real token at 0) and hides the filler slots from attention,
+and each row draws from its own random stream (the seed folded with the row's number
+among its prompt's copies). So a row writes what its prompt writes alone, with the same
+seed, in any batch; greedy exactly, sampled too on the same device and precision.
+
+Context: the model never sees a position at or beyond n_ctx. By default a prompt plus
+`length` over n_ctx is an error that says the largest length that fits. With
+`window="slide"` a song goes on past the context: when the context is full, each row
+keeps its song's header line (the [EOT] before it and `<<Artist - Title>>`, so the
+artist conditioning survives) and its most recent tokens, drops the middle, runs the
+kept tokens through the model once to rebuild the cache, and goes on for `stride` new
+tokens (default n_ctx // 4) before the next slide. What the model remembers after a
+slide: the header and the last n_ctx - stride - (header) tokens, nothing in between: a
+chorus or a rhyme scheme from earlier verses is gone unless it was recent, and a row's
+positions restart after its header, so it cannot tell how far into the song it is.
+`length=None` means "up to the end of the context", which the end of the song usually
+cuts short.
 
 >>> generate(model, [50256] + enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
 [[532, 13328, ...]]
+>>> generate(model, [[50256, 16791], [50256, 16791, 12]], length=20, seed=3)   # doctest: +SKIP
+[[...], [...]]
 """
 
 from __future__ import annotations
@@ -23,10 +40,11 @@ from typing import Callable, List, Optional, Sequence
 
 from .errors import RapgenError
 from .hparams import EOT_ID
-from .logits import choose_tokens
+from .logits import choose_tokens_per_row
 from .rules import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 
 PRECISIONS = ("float32", "bfloat16", "float16")
+WINDOWS = ("none", "slide")
 
 
 class _StepReporter:
@@ -52,7 +70,13 @@ class GenerationLoop:
 
 
 def _generation_function(model):
-    """The compiled loop for one model, built once and kept in `model.generation` (no retracing per call)."""
+    """The compiled loop for one model, built once and kept in `model.generation` (no retracing per call).
+
+    Arguments: context int32 [B, T0] (left-padded prompts), pad int32 [B] (filler slots of
+    each row), row_ids int32 [B] (each row's random stream), done bool [B] (rows that only
+    pad), length, temperature, top_k, top_p, seed int32 [2] (step i draws with
+    [seed[0], seed[1] + i]), stop_at_end. Returns the new tokens int32 [B, n], n <= length.
+    """
     import tensorflow as tf
 
     if model.generation is not None:
@@ -65,6 +89,9 @@ def _generation_function(model):
         autograph=False,
         input_signature=[
             tf.TensorSpec([None, None], tf.int32),  # context [B, T0]
+            tf.TensorSpec([None], tf.int32),  # pad [B]
+            tf.TensorSpec([None], tf.int32),  # row_ids [B]
+            tf.TensorSpec([None], tf.bool),  # done [B]
             tf.TensorSpec([], tf.int32),  # length: new tokens at most
             tf.TensorSpec([], tf.float32),  # temperature
             tf.TensorSpec([], tf.int32),  # top_k
@@ -73,7 +100,7 @@ def _generation_function(model):
             tf.TensorSpec([], tf.bool),  # stop at <|endoftext|>
         ]
     )
-    def generate(context, length, temperature, top_k, top_p, seed, stop_at_end):
+    def generate(context, pad, row_ids, done, length, temperature, top_k, top_p, seed, stop_at_end):
         hp = model.hparams
         B, T0 = tf.shape(context)[0], tf.shape(context)[1]
         S = T0 + length  # cache slots: the prompt and every generated token
@@ -88,14 +115,14 @@ def _generation_function(model):
             # network in the graph serves both, which halves the tracing and compiling of
             # the first call (the cold start of `rapgen sample`).
             T = tf.shape(tokens)[1]
-            pos = tf.where(i == 0, 0, T0 + i - 1)  # position of tokens[:, 0]
-            logits, present = model.step(tokens, cache, pos)  # [B, V], [L, 2, B, H, T, D]
+            pos = tf.where(i == 0, 0, T0 + i - 1)  # slot of tokens[:, 0]; row b's position is slot - pad[b]
+            logits, present = model.step(tokens, cache, pos, pad)  # [B, V], [L, 2, B, H, T, D]
             # Write the new keys/values into slots pos .. pos + T - 1.
             present = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [pos, S - pos - T], [0, 0]])  # [L, 2, B, H, S, D]
             slots = tf.range(S)
             slot = tf.reshape(tf.logical_and(slots >= pos, slots < pos + T), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
             cache = tf.where(slot, present, cache)  # [L, 2, B, H, S, D]
-            new = choose_tokens(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]))  # [B]
+            new = choose_tokens_per_row(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]), row_ids)  # [B]
             new = tf.where(done, EOT_ID, new)  # finished rows only pad
             done = tf.logical_or(done, tf.logical_and(stop_at_end, tf.equal(new, EOT_ID)))
             # The step count goes through the reporter, so the call is part of the loop's data
@@ -106,18 +133,40 @@ def _generation_function(model):
 
         # The cache is allocated full size, so only the tokens fed in change shape (the
         # prompt, then one per row) and the loop compiles once.
-        start = (tf.constant(0), context, cache, tf.zeros([B], tf.bool), out)
+        start = (tf.constant(0), context, cache, done, out)
         invariants = (tf.TensorShape([]), tf.TensorShape([None, None]), cache.shape, tf.TensorShape([None]), tf.TensorShape(None))
         n, _, _, _, out = tf.while_loop(cond, body, start, shape_invariants=invariants)
-        return tf.transpose(out.gather(tf.range(n)))  # [B, n]
+        return tf.reshape(tf.transpose(out.gather(tf.range(n))), [B, n])  # [B, n]
 
     model.generation = GenerationLoop(generate, reporter)
     return generate
 
 
+def _prompts(context) -> List[List[int]]:
+    """`context` as a list of prompts: one list of ids stays one prompt, a list of lists is several."""
+    items = list(context)
+    if items and all(isinstance(item, (list, tuple)) or hasattr(item, "tolist") and getattr(item, "ndim", 0) == 1
+                     for item in items):
+        return [[int(t) for t in item] for item in items]
+    return [[int(t) for t in items]]
+
+
+def header_length(tokens: Sequence[int], n_prompt: int, header_ids, limit: int) -> int:
+    """How many leading tokens of a row a slide keeps: through the first token of `header_ids`
+    (a token holding a newline: the end of `<<Artist - Title>>`) after the row's first token,
+    or the row's prompt when no header line has ended yet; never more than `limit`."""
+    end = n_prompt
+    if header_ids:
+        for j in range(1, min(len(tokens), limit)):
+            if tokens[j] in header_ids:
+                end = j + 1
+                break
+    return max(1, min(end, limit))
+
+
 def generate(
     model,
-    context: Sequence[int],
+    context,
     length: Optional[int] = None,
     batch_size: int = 1,
     temperature: float = 1.0,
@@ -126,11 +175,19 @@ def generate(
     seed: Optional[int] = None,
     stop_at_end: bool = True,
     on_step: Optional[Callable[[int], None]] = None,
+    window: str = "none",
+    stride: Optional[int] = None,
+    header_ids: Optional[frozenset] = None,
 ) -> List[List[int]]:
-    """`batch_size` continuations of the token ids `context`, each cut after its first 50256.
+    """Continuations of `context`, each cut after its first 50256: `batch_size` rows per prompt.
 
-    The returned ids exclude the context and include the final 50256 when a song ended.
-    `on_step(n)` is called after each step with the tokens each row has so far (progress).
+    context: token ids (one prompt) or a list of prompts of any lengths; the rows come out
+    prompt by prompt, `batch_size` each. The returned ids exclude the prompt and include
+    the final 50256 when a song ended. `on_step(n)` is called after each step with the
+    tokens each row has so far (progress). `window="slide"` lets `length` exceed the
+    context (see the module's docstring); a slide keeps each row's header through its first
+    token in `header_ids` (ids holding a newline; None: the row's prompt) and the latest
+    tokens, and `stride` new tokens are written between slides.
 
     >>> generate(model, enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
     [[532, 13328, ...]]
@@ -138,36 +195,71 @@ def generate(
     import numpy as np
     import tensorflow as tf
 
-    context = [int(t) for t in context]
+    prompts = _prompts(context)
     n_ctx = model.hparams.n_ctx
-    check_sampling_args(len(context), length, n_ctx, temperature, top_k, top_p, batch_size)
+    longest = max(len(p) for p in prompts)
+    if not all(prompts):
+        check_sampling_args(0, length, n_ctx, temperature, top_k, top_p, batch_size, window)
+    check_sampling_args(longest, length, n_ctx, temperature, top_k, top_p, batch_size, window)
+    stride = check_stride(stride, n_ctx) if window == "slide" else None
     if length is None:
-        length = n_ctx - len(context)
+        length = n_ctx - longest
     if seed is None:
         seed = random.randrange(2**31)
+    rows = [list(p) for p in prompts for _ in range(batch_size)]
+    n_prompt = [len(p) for p in prompts for _ in range(batch_size)]
+    row_ids = np.tile(np.arange(batch_size, dtype=np.int32), len(prompts))  # [B] each row's random stream
     fn = _generation_function(model)
-    model.generation.reporter.callback = on_step
-    try:
-        tokens = fn(
-            tf.constant(np.tile(np.array(context, np.int32)[None], [batch_size, 1])),
-            tf.constant(length, tf.int32),
-            tf.constant(temperature, tf.float32),
-            tf.constant(top_k, tf.int32),
-            tf.constant(top_p, tf.float32),
-            tf.constant([seed % 2**31, 0], tf.int32),
-            tf.constant(bool(stop_at_end)),
-        ).numpy()
-    finally:
-        model.generation.reporter.callback = None
-    rows = []
-    for row in tokens.tolist():
+    written = [[] for _ in rows]
+    done = np.zeros(len(rows), bool)
+    # Each pass writes until the context is full (or `length`), then slides (window="slide").
+    while True:
+        width = max(len(r) for r in rows)
+        chunk = min(length - len(written[0]), n_ctx - width)
+        pad = np.array([width - len(r) for r in rows], np.int32)  # [B]
+        padded = np.array([[EOT_ID] * int(p) + r for p, r in zip(pad, rows)], np.int32)  # [B, width]
+        offset = len(written[0])
+        model.generation.reporter.callback = None if on_step is None else (lambda n: on_step(offset + n))
+        try:
+            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(row_ids), tf.constant(done),
+                     tf.constant(chunk, tf.int32), tf.constant(temperature, tf.float32),
+                     tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
+                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(stop_at_end))).numpy()  # [B, n]
+        finally:
+            model.generation.reporter.callback = None
+        for b, row in enumerate(new.tolist()):
+            written[b] += row
+            rows[b] += row
+        if stop_at_end:
+            done |= (new == EOT_ID).any(axis=1)
+        if len(written[0]) >= length or done.all() or new.shape[1] < chunk:
+            break
+        # Slide: each row keeps its header and its latest tokens, n_ctx - stride in all.
+        keep = n_ctx - stride
+        for b, row in enumerate(rows):
+            head = header_length(row, n_prompt[b], header_ids, keep // 2)
+            rows[b] = row[:head] + row[len(row) - (keep - head):]
+    out = []
+    for row in written:
         if stop_at_end and EOT_ID in row:
             row = row[: row.index(EOT_ID) + 1]
-        rows.append(row)
-    return rows
+        out.append(row)
+    return out
 
 
-def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples=1, seed=None, precision="float32"):
+def check_stride(stride: Optional[int], n_ctx: int) -> int:
+    """`--stride` for a model's context: None -> n_ctx // 4; at most n_ctx // 2 (half the context is kept)."""
+    if stride is None:
+        return max(1, n_ctx // 4)
+    positive_int("--stride", stride)
+    if stride > n_ctx // 2:
+        raise RapgenError(f"--stride {stride} would drop more than half of the model's context of {n_ctx} tokens "
+                          f"at each slide: use --stride {n_ctx // 2} or less (default {max(1, n_ctx // 4)})")
+    return stride
+
+
+def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples=1, seed=None, precision="float32",
+                           window="none", stride=None):
     """The checks that need no model: `sample` and `interactive` make them before loading one."""
     if length is not None:
         positive_int("--length", length)
@@ -179,17 +271,25 @@ def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsampl
     if seed is not None:
         non_negative_int("--seed", seed)
     one_of("--precision", precision, PRECISIONS)
+    one_of("--window", window, WINDOWS)
+    if stride is not None:
+        positive_int("--stride", stride)
+        if window != "slide":
+            raise RapgenError(f"--stride {stride} only matters with --window slide: add --window slide or drop --stride")
 
 
-def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size):
+def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size, window="none"):
+    """The checks once the model's context is known: the prompt fits, and so does `length` unless the window slides."""
     if n_prompt == 0:
         raise RapgenError("the prompt is empty: give --prefix TEXT or --artist NAME")
     if n_prompt >= n_ctx:
         raise RapgenError(f"the prompt is {n_prompt} tokens, the model's context only {n_ctx}: shorten it")
-    check_sampling_options(length, temperature, top_k, top_p, batch_size)
-    if length is not None:
-        if n_prompt + length > n_ctx:
-            raise RapgenError(
-                f"prompt ({n_prompt} tokens) + length ({length}) exceeds the model's context of {n_ctx} "
-                f"tokens: use --length {n_ctx - n_prompt} or less"
-            )
+    check_sampling_options(length, temperature, top_k, top_p, batch_size, window=window)
+    if length is not None and window != "slide" and n_prompt + length > n_ctx:
+        raise RapgenError(
+            f"prompt ({n_prompt} tokens) + length ({length}) exceeds the model's context of {n_ctx} "
+            f"tokens: use --length {n_ctx - n_prompt} or less, or --window slide to write on past the context"
+        )
+    if window == "slide" and n_prompt > n_ctx // 2:
+        raise RapgenError(f"the prompt is {n_prompt} tokens, over half the model's context of {n_ctx}: "
+                          f"a sliding window keeps at most {n_ctx // 2} of them; shorten it")

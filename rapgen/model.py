@@ -14,6 +14,11 @@ TensorShape([1, 2, 50257])
 `forward` (alias `__call__`) gives the logits of a whole sequence (training, scoring);
 `extend` runs new tokens after a key/value cache; `step` is generation's: the last
 position's logits and the new keys/values. Each returns one shape, whatever its inputs.
+
+Rows of different lengths (a batch of different prompts): `extend` and `step` take `pad`,
+int32 [B], the number of filler slots on the left of each row. A row's first real token
+then sits at position 0, and no query attends to the filler slots, so each row computes
+what it would alone. Without `pad` the graph is the plain one (no per-row mask).
 """
 
 from __future__ import annotations
@@ -116,8 +121,11 @@ class GPT2(tf.Module):
 
     # -- the network ------------------------------------------------------------------
 
-    def attention(self, x, i, past, past_length):
-        """Masked multi-head self-attention of block i; returns output and this step's k, v."""
+    def attention(self, x, i, past, past_length, pad=None):
+        """Masked multi-head self-attention of block i; returns output and this step's k, v.
+
+        pad: None, or int32 [B] filler slots at the left of each row, hidden from every query.
+        """
         hp = self.hparams
         B, T = tf.shape(x)[0], tf.shape(x)[1]
         H, D = hp.n_head, hp.head_dim
@@ -140,6 +148,12 @@ class GPT2(tf.Module):
         else:
             visible = new_visible
 
+        if pad is not None:
+            # Slot j of row b is filler while j < pad[b]; a filler query sees nothing real,
+            # but its output is never read by a real token.
+            S = tf.shape(visible)[1]
+            real = tf.range(S)[None, :] >= pad[:, None]  # [B, P+T]
+            visible = tf.logical_and(visible[None, None], real[:, None, None, :])  # [B, 1, T, P+T]
         scores = tf.matmul(q, k, transpose_b=True)  # [B, H, T, P+T]
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(D))
         # A large finite negative rather than -inf: a fully masked row never yields NaN.
@@ -150,10 +164,10 @@ class GPT2(tf.Module):
         out = self.proj(out, f"h{i}/attn/c_proj")  # [B, T, E]
         return out, present
 
-    def block(self, x, i, past=None, past_length=0):
+    def block(self, x, i, past=None, past_length=0, pad=None):
         """Transformer block i (pre-norm): x + attn(ln_1(x)), then + mlp(ln_2(x))."""
         a, present = self.attention(
-            layer_norm(x, self.v(f"h{i}/ln_1/g"), self.v(f"h{i}/ln_1/b")), i, past, past_length
+            layer_norm(x, self.v(f"h{i}/ln_1/g"), self.v(f"h{i}/ln_1/b")), i, past, past_length, pad
         )
         x = x + a  # [B, T, E]
         m = layer_norm(x, self.v(f"h{i}/ln_2/g"), self.v(f"h{i}/ln_2/b"))  # [B, T, E]
@@ -161,8 +175,11 @@ class GPT2(tf.Module):
         m = self.proj(m, f"h{i}/mlp/c_proj")  # [B, T, E]
         return x + m, present
 
-    def _check_inputs(self, tokens, past_length):
-        """Token ids [B, T] and their positions [T], both gated on ids in [0, n_vocab) and positions below n_ctx.
+    def _check_inputs(self, tokens, past_length, pad=None):
+        """Token ids [B, T] and their positions ([T], or [B, T] with `pad`), gated on ids in
+        [0, n_vocab) and positions below n_ctx.
+
+        With pad, row b's slot s holds position s - pad[b] (filler slots: 0, never attended to).
 
         On a CPU `tf.gather` fails on an id out of range, but on a GPU it returns zeros, and a
         position past n_ctx silently reads a zero row of wpe: these asserts make both fail on
@@ -174,6 +191,8 @@ class GPT2(tf.Module):
         hp = self.hparams
         T = tf.shape(tokens)[1]
         positions = past_length + tf.range(T)  # [T]
+        if pad is not None:
+            positions = tf.maximum(positions[None, :] - pad[:, None], 0)  # [B, T]
         checks = [
             tf.debugging.assert_non_negative(tokens, message="token ids must be >= 0"),
             tf.debugging.assert_less(tokens, tf.constant(hp.n_vocab, tf.int32),
@@ -182,17 +201,22 @@ class GPT2(tf.Module):
                                      message=f"positions beyond the context of {hp.n_ctx} tokens"),
         ]
         with tf.control_dependencies(checks):
-            return tf.identity(tokens), tf.identity(positions)  # [B, T], [T]
+            return tf.identity(tokens), tf.identity(positions)  # [B, T], [T] or [B, T]
 
-    def _hidden(self, tokens, past, past_length, recompute):
+    def _hidden(self, tokens, past, past_length, recompute, pad=None):
         """The final layer-normed states [B, T, E] and the stacked keys/values (None with recompute)."""
         hp = self.hparams
-        tokens, positions = self._check_inputs(tf.convert_to_tensor(tokens, tf.int32), past_length)  # [B, T], [T]
+        if pad is not None:
+            pad = tf.convert_to_tensor(pad, tf.int32)  # [B]
+        tokens, positions = self._check_inputs(tf.convert_to_tensor(tokens, tf.int32), past_length, pad)  # [B, T], [T] or [B, T]
         # Gather from plain reads, not from the variables: a gather on a variable switches it to
         # copy-on-read, after which every dense read (the logits) copies all 154 MB of wte.
         wte = tf.convert_to_tensor(self.v("wte"))  # [V, E]
         wpe = tf.convert_to_tensor(self.v("wpe"))  # [n_ctx, E]
-        x = tf.cast(tf.gather(wte, tokens), tf.float32) + tf.cast(tf.gather(wpe, positions), tf.float32)[None]  # [B, T, E]
+        position_rows = tf.cast(tf.gather(wpe, positions), tf.float32)  # [T, E] or [B, T, E]
+        if pad is None:
+            position_rows = position_rows[None]  # [1, T, E]
+        x = tf.cast(tf.gather(wte, tokens), tf.float32) + position_rows  # [B, T, E]
         x = tf.cast(x, self.compute_dtype)
         presents = []
         for i in range(hp.n_layer):
@@ -202,7 +226,7 @@ class GPT2(tf.Module):
                 x = run(x)  # [B, T, E]
             else:
                 layer_past = None if past is None else past[i]  # [2, B, H, P, D]
-                x, present = self.block(x, i, layer_past, past_length)  # [B, T, E], [2, B, H, T, D]
+                x, present = self.block(x, i, layer_past, past_length, pad)  # [B, T, E], [2, B, H, T, D]
                 presents.append(present)
         x = layer_norm(x, self.v("ln_f/g"), self.v("ln_f/b"))  # [B, T, E]
         return x, (None if recompute else tf.stack(presents))  # [L, 2, B, H, T, D]
@@ -224,23 +248,24 @@ class GPT2(tf.Module):
         x, _ = self._hidden(tokens, None, 0, recompute)  # [B, T, E]
         return self._logits(x)  # [B, T, V]
 
-    def extend(self, tokens, past=None, past_length=0) -> Tuple[tf.Tensor, tf.Tensor]:
+    def extend(self, tokens, past=None, past_length=0, pad=None) -> Tuple[tf.Tensor, tf.Tensor]:
         """Logits float32 [B, T, V] of new tokens after a cache, and their keys/values [L, 2, B, H, T, D].
 
         past: None, or a cache [L, 2, B, H, P, D] whose first `past_length` positions hold the
         keys/values of earlier tokens (the rest is ignored, so a fixed-size buffer can be
         filled as generation goes). The new tokens sit at positions past_length ..
-        past_length + T - 1, which must stay below n_ctx.
+        past_length + T - 1, which must stay below n_ctx. pad: None, or int32 [B] filler
+        slots at the left of each row (counted in past_length; see the module's docstring).
         """
-        x, present = self._hidden(tokens, past, past_length, False)  # [B, T, E], [L, 2, B, H, T, D]
+        x, present = self._hidden(tokens, past, past_length, False, pad)  # [B, T, E], [L, 2, B, H, T, D]
         return self._logits(x), present
 
-    def step(self, tokens, past, past_length) -> Tuple[tf.Tensor, tf.Tensor]:
+    def step(self, tokens, past, past_length, pad=None) -> Tuple[tf.Tensor, tf.Tensor]:
         """One generation step: float32 logits [B, V] of the last new token, and the new keys/values.
 
         Arguments as `extend`; only the last position's logits are computed.
         """
-        x, present = self._hidden(tokens, past, past_length, False)  # [B, T, E], [L, 2, B, H, T, D]
+        x, present = self._hidden(tokens, past, past_length, False, pad)  # [B, T, E], [L, 2, B, H, T, D]
         h = x[:, -1]  # [B, E]
         wte = tf.cast(self.v("wte"), h.dtype)  # [V, E]
         # CPU-kernel tuning, kept here beside the one matmul it concerns: for a few rows,

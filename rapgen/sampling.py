@@ -19,11 +19,12 @@ import dataclasses
 import os
 import random
 import sys
-from typing import List, Optional
+import inspect
+from typing import List, Optional, Sequence, Union
 
 from .dataset import song_layout
 from .errors import RapgenError
-from .generation import check_sampling_options, generate  # noqa: F401  (generate: re-exported)
+from .generation import check_sampling_options, check_stride, generate  # noqa: F401  (generate: re-exported)
 from .hparams import EOT_ID
 from .lyrics import prompt_for
 
@@ -48,6 +49,8 @@ class SamplingOptions:
     stop_at_end: bool = True  # a song ends at <|endoftext|>
     checkpoint: Optional[str] = None  # a checkpoint prefix other than the newest
     precision: str = "float32"  # float32, bfloat16 or float16: the type of the weights
+    window: str = "none"  # slide: --length may exceed the context (header + latest tokens kept)
+    stride: Optional[int] = None  # with --window slide, new tokens between slides; None: n_ctx // 4
 
     @classmethod
     def from_arguments(cls, arguments: dict) -> "SamplingOptions":
@@ -59,7 +62,7 @@ class SamplingOptions:
         from .rules import check_checkpoint
 
         check_sampling_options(self.length, self.temperature, self.top_k, self.top_p, self.batch_size,
-                               self.nsamples, self.seed, self.precision)
+                               self.nsamples, self.seed, self.precision, self.window, self.stride)
         check_checkpoint(self.checkpoint)
         return self
 
@@ -99,6 +102,37 @@ def _cached_model(options: SamplingOptions):
     return _LOADED[key]
 
 
+def artist_names(artist) -> Optional[List[str]]:
+    """`--artist` as a list of names: a comma list ("Yung Lean,Eminem"), a list or tuple (fire
+    passes `--artist Eminem,Nas` as a tuple), or one name; None stays None.
+
+    >>> artist_names("Yung Lean, Eminem,MF DOOM")
+    ['Yung Lean', 'Eminem', 'MF DOOM']
+    """
+    if artist is None:
+        return None
+    # A name with a comma in it ("Tyler, The Creator") needs the list form: ["Tyler, The Creator"].
+    names = [str(a) for a in artist] if isinstance(artist, (list, tuple)) else str(artist).split(",")
+    names = [name.strip() for name in names]
+    if not names or not all(names):
+        raise RapgenError(f"--artist {artist!r} has an empty name: give names separated by commas, "
+                          "e.g. --artist 'Yung Lean,Eminem'")
+    return names
+
+
+def build_prompts(prefix: Optional[str], artist) -> List[Optional[str]]:
+    """One prompt per artist (`<<NAME` plus the prefix), or the one `build_prompt` gives."""
+    names = artist_names(artist)
+    if names is None or len(names) == 1:
+        return [build_prompt(prefix, None if names is None else names[0])]
+    return [build_prompt(prefix, name) for name in names]
+
+
+def newline_ids(enc) -> frozenset:
+    """The token ids whose text holds a newline: where a song's header line can end (a sliding window keeps it)."""
+    return frozenset(i for i in range(enc.n_vocab) if b"\n" in enc.decode_bytes([i]))
+
+
 def build_prompt(prefix: Optional[str], artist: Optional[str]) -> Optional[str]:
     """`--artist NAME` -> `<<NAME`; `--prefix` as given; neither -> None (start a new song)."""
     if artist is not None:
@@ -117,7 +151,7 @@ def sample(
     model: Optional[str] = None,
     models_dir: str = "models",
     prefix: Optional[str] = None,
-    artist: Optional[str] = None,
+    artist: Optional[Union[str, Sequence[str]]] = None,
     length: Optional[int] = None,
     nsamples: int = 1,
     batch_size: int = 1,
@@ -135,11 +169,15 @@ def sample(
     rank: str = "both",
     dataset: Optional[str] = None,
     phonetics: str = "auto",
+    window: str = "none",
+    stride: Optional[int] = None,
 ) -> List[str]:
     """Write `nsamples` songs and return them (printing each unless quiet).
 
     `--artist "Yung Lean"` prompts with `<<Yung Lean`, so a fine-tuned model writes a title
-    and a song in that artist's style; `--prefix` gives any text; with neither, the model
+    and a song in that artist's style; `--artist "Yung Lean,Eminem,MF DOOM"` (or a list)
+    writes `nsamples` songs for each, side by side in one batch, each the song its artist
+    gets alone with the same seed; `--prefix` gives any text; with neither, the model
     starts a song of its own choosing. Defaults are the seed's: top_k 40, temperature 1,
     top_p off. temperature 0 always takes the most likely token. The same seed gives the
     same text. A song ends at `<|endoftext|>` unless `--stop_at_end False`. `--save_to FILE`
@@ -148,7 +186,9 @@ def sample(
     hardware multiplies that type natively, slightly different text for the same seed.
     `--best_of N` writes N songs for each one asked for and keeps the best by `--rank`
     (rhyme, original, both, likely; rapgen.bestof), printing the scores; `original` and `both`
-    compare with `--dataset` (default: the run's training set).
+    compare with `--dataset` (default: the run's training set). `--window slide` lets
+    `--length` exceed the model's context: the song's header line and latest tokens are kept
+    (rapgen.generation says what the model then remembers), sliding every `--stride` tokens.
 
     >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
     """
@@ -158,7 +198,7 @@ def sample(
         from .rules import check_output_file
 
         check_output_file(save_to, "--save_to")
-    prompt = build_prompt(prefix, artist)
+    prompts = build_prompts(prefix, artist)
     if best_of is not None:
         from . import bestof
 
@@ -166,35 +206,44 @@ def sample(
     gpt, enc = _cached_model(options)
     judge = None if best_of is None else bestof.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
     wanted, nsamples = nsamples, nsamples * (best_of or 1)
-    # Laid out as training data is, so the prompt reads as a song's start.
-    context = song_layout([[] if prompt is None else enc.encode(prompt)], open_end=True).tolist()
-    texts = []
+    # Laid out as training data is, so each prompt reads as a song's start.
+    contexts = [song_layout([[] if p is None else enc.encode(p)], open_end=True).tolist() for p in prompts]
+    header_ids = newline_ids(enc) if window == "slide" else None
+    songs: List[List[str]] = [[] for _ in prompts]  # per prompt, in order
     rng = random.Random(seed)
-    while len(texts) < nsamples:
-        rows_wanted = min(batch_size, nsamples - len(texts))
-        bar = _progress_bar(length or gpt.hparams.n_ctx - len(context), quiet,
-                            f"song {len(texts) + 1}" + (f"-{len(texts) + rows_wanted}" if rows_wanted > 1 else "") + f" of {nsamples}")
+    printed = 0
+    while len(songs[0]) < nsamples:
+        # batch_size songs of each prompt per batch: one batch holds every artist.
+        rows_wanted = min(batch_size, nsamples - len(songs[0]))
+        first = len(songs[0]) + 1
+        label = (f"song {first}" + (f"-{first + rows_wanted - 1}" if rows_wanted > 1 else "") + f" of {nsamples}"
+                 + (f" for {len(prompts)} artists" if len(prompts) > 1 else ""))
+        bar = _progress_bar(length or gpt.hparams.n_ctx - max(len(c) for c in contexts), quiet, label)
         try:
             rows = generate(
-                gpt, context, length, batch_size=rows_wanted, temperature=temperature,
+                gpt, contexts, length, batch_size=rows_wanted, temperature=temperature,
                 top_k=top_k, top_p=top_p, seed=rng.randrange(2**31), stop_at_end=stop_at_end,
                 on_step=None if bar is None else (lambda n: bar.update(n - bar.n)),
+                window=window, stride=stride, header_ids=header_ids,
             )
         finally:
             if bar is not None:
                 bar.close()
-        for row in rows:
+        for r, row in enumerate(rows):
             if row and row[-1] == EOT_ID:
                 row = row[:-1]
             text = enc.decode(row)
+            prompt = prompts[r // rows_wanted]
             if include_prefix and prompt is not None:
                 text = prompt + text
-            texts.append(text)
-            if not quiet and judge is None:
-                print("=" * 20 + f" SAMPLE {len(texts)} " + "=" * 20)
+            songs[r // rows_wanted].append(text)
+            if not quiet and judge is None:  # printed as each batch ends, returned grouped by prompt
+                printed += 1
+                print("=" * 20 + f" SAMPLE {printed} " + "=" * 20)
                 print(text)
+    texts = [text for group in songs for text in group]
     if judge is not None:
-        texts = bestof.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:wanted]
+        texts = bestof.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:wanted * len(prompts)]
     if save_to:
         _append_songs(save_to, texts)
     return texts
@@ -221,29 +270,42 @@ def _append_songs(path: str, texts: List[str]) -> None:
             f.write(text.strip("\n") + "\n" + SEPARATOR + "\n")
 
 
-def interactive(
-    model: Optional[str] = None,
-    models_dir: str = "models",
-    length: Optional[int] = None,
-    nsamples: int = 1,
-    batch_size: int = 1,
-    top_k: int = 40,
-    top_p: float = 0.0,
-    temperature: float = 1.0,
-    seed: Optional[int] = None,
-    stop_at_end: bool = True,
-    checkpoint: Optional[str] = None,
-    precision: str = "float32",
-) -> None:
-    """A prompt loop: type `<<Yung Lean` (or any text), get `nsamples` songs; Ctrl-D or Ctrl-C ends it."""
-    options = SamplingOptions.from_arguments(locals())  # locals(): the arguments, nothing else yet
+def _takes_sampling_options(function):
+    """Give `function(*args, **options)` the signature of `SamplingOptions`'s fields, each with
+    its default, so `--help`, `help()`, `rapgen.options.bind` and a notebook's tooltip list
+    every option, and the options are written once (in the dataclass). The function binds
+    its call to that signature, so a misspelled keyword is a TypeError as for any function.
+    """
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field.default,
+                           annotation=field.type) for field in dataclasses.fields(SamplingOptions)],
+        return_annotation=None,
+    )
+    return function
+
+
+@_takes_sampling_options
+def interactive(*args, **kwargs) -> None:
+    """A prompt loop: type `<<Yung Lean` (or any text), get `nsamples` songs; Ctrl-D or Ctrl-C ends it.
+
+    Takes exactly the options of `SamplingOptions` (model, models_dir, length, nsamples,
+    batch_size, top_k, top_p, temperature, seed, stop_at_end, checkpoint, precision, window,
+    stride), each with its default there; `rapgen interactive --help` lists them.
+
+    >>> interactive(model="checkpoints/run1", length=200, seed=1)   # doctest: +SKIP
+    Model prompt >>> <<Yung Lean
+    """
+    bound = inspect.signature(interactive).bind(*args, **kwargs)  # TypeError for a name it lacks
+    options = SamplingOptions(**bound.arguments).check()
     gpt, _ = _cached_model(options)  # load before the first prompt
-    n_ctx = gpt.hparams.n_ctx
-    if length is not None and length > n_ctx - 2:
+    n_ctx, length = gpt.hparams.n_ctx, options.length
+    if length is not None and length > n_ctx - 2 and options.window != "slide":
         # The shortest prompt is two tokens (the song separator and one typed token).
         raise RapgenError(f"--length {length} leaves no room for a prompt in the model's context of {n_ctx} tokens: "
-                          f"use --length {n_ctx - 2} or less")
-    rng = random.Random(seed)
+                          f"use --length {n_ctx - 2} or less, or --window slide")
+    if options.window == "slide":
+        check_stride(options.stride, n_ctx)
+    rng = random.Random(options.seed)
     while True:
         try:
             text = input("Model prompt >>> ")

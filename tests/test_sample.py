@@ -288,8 +288,9 @@ def test_loop_ends_early_when_every_row_has_ended():
     assert generate(model, [1, 2, 3], length=30, batch_size=3, seed=1) == [[EOT_ID]] * 3
     assert generate(model, [1, 2, 3], length=30, seed=1, stop_at_end=False) == [[EOT_ID] * 30]
     raw = _generation_function(model)(
-        tf.constant([[1, 2, 3]] * 3, tf.int32), tf.constant(30), tf.constant(1.0), tf.constant(40),
-        tf.constant(0.0), tf.constant([1, 0], tf.int32), tf.constant(True),
+        tf.constant([[1, 2, 3]] * 3, tf.int32), tf.zeros([3], tf.int32), tf.range(3), tf.zeros([3], tf.bool),
+        tf.constant(30), tf.constant(1.0), tf.constant(40), tf.constant(0.0), tf.constant([1, 0], tf.int32),
+        tf.constant(True),
     )
     assert raw.shape == (3, 1)
 
@@ -299,8 +300,9 @@ def test_loop_runs_until_the_last_row_ends_and_pads_ended_rows():
     column[EOT_ID] = np.log(50256.0)  # end of text: one chance in two at each step
     model = unigram_model(column)
     raw = _generation_function(model)(
-        tf.constant([[1, 2]] * 4, tf.int32), tf.constant(60), tf.constant(1.0), tf.constant(0),
-        tf.constant(0.0), tf.constant([5, 0], tf.int32), tf.constant(True),
+        tf.constant([[1, 2]] * 4, tf.int32), tf.zeros([4], tf.int32), tf.range(4), tf.zeros([4], tf.bool),
+        tf.constant(60), tf.constant(1.0), tf.constant(0), tf.constant(0.0), tf.constant([5, 0], tf.int32),
+        tf.constant(True),
     ).numpy()
     ends = [list(row).index(EOT_ID) + 1 for row in raw]  # every row ends well before 60 steps
     assert raw.shape[1] == max(ends) < 60

@@ -5,8 +5,10 @@ tf.distribute strategy for `--distribute auto`.
   (T4, 7.5; V100, 7.0) in float16 with loss scaling; a TPU in bfloat16.
 - A CPU with AMX or AVX-512 BF16 (Sapphire Rapids and later, Zen 4) computes in bfloat16;
   any other CPU stays in float32, where bfloat16 matmuls are emulated and slower.
-- Several GPUs train with MirroredStrategy, a Colab TPU runtime with TPUStrategy, anything
-  else with TensorFlow's default strategy (no distribution).
+- Several GPUs train with MirroredStrategy, a TPU runtime (Colab's, any TPU VM: see
+  `colab.tpu_runtime`) with TPUStrategy on the TPU attached to this machine, anything else
+  with TensorFlow's default strategy (no distribution). `strategy_kind` makes that choice from
+  what it is told, so tests make it for machines they are not.
 
 >>> compute_dtype("auto")          # doctest: +SKIP
 'float32'
@@ -20,6 +22,7 @@ import os
 import subprocess
 from typing import FrozenSet, Optional
 
+from .colab import tpu_runtime
 from .errors import RapgenError
 from .rules import one_of
 
@@ -45,9 +48,9 @@ def cpu_has_fast_bfloat16(flags=None) -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-def _tpu_runtime() -> bool:
-    # Colab's TPU runtimes set one of these; a TPU VM names its accelerator.
-    return any(os.environ.get(name) for name in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE"))
+def _tpu_runtime() -> Optional[str]:
+    """What shows a TPU attached to this machine (colab.tpu_runtime), or None."""
+    return tpu_runtime(os.environ, "/")
 
 
 def gpu_dtype(compute_capability) -> str:
@@ -70,11 +73,12 @@ def gpu_capability() -> Optional[tuple]:
     return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
 
 
-def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
+def compute_dtype(choice="auto", flags=None, capability="detect", tpu="detect") -> str:
     """The matmul type for --mixed_precision: off/float32, float16, bfloat16 or auto.
 
-    For `auto`, `flags` stands for the CPU's feature flags and `capability` for the GPU's
-    compute capability (None: no GPU) instead of asking the machine: tests force each path.
+    For `auto`, `flags` stands for the CPU's feature flags, `capability` for the GPU's
+    compute capability (None: no GPU) and `tpu` for what shows a TPU (None: none; see
+    colab.tpu_runtime) instead of asking the machine: tests force each path.
 
     >>> compute_dtype("auto", flags={"avx2"}, capability=(7, 5))
     'float16'
@@ -87,7 +91,7 @@ def compute_dtype(choice="auto", flags=None, capability="detect") -> str:
     cc = gpu_capability() if capability == "detect" else capability
     if cc is not None:
         return gpu_dtype(cc)
-    if _tpu_runtime() or (capability == "detect" and _tpu_devices()):
+    if (_tpu_runtime() if tpu == "detect" else tpu) or (capability == "detect" and _tpu_devices()):
         return "bfloat16"
     if choice is True or cpu_has_fast_bfloat16(flags):
         return "bfloat16"
@@ -112,32 +116,64 @@ def _tpu_devices() -> bool:
     return bool(tf.config.list_logical_devices("TPU"))
 
 
-def make_strategy(choice: str = "auto"):
+def strategy_kind(choice: str, tpu: Optional[str], gpus: int) -> str:
+    """Which strategy --distribute `choice` makes: "tpu", "mirrored" or "default".
+
+    `tpu` is what shows a TPU attached to this machine (colab.tpu_runtime; None: none) and
+    `gpus` the number of GPUs; `auto` takes the TPU, else several GPUs, else no distribution.
+
+    >>> strategy_kind("auto", "TPU v5e-1 (Colab TPU runtime)", 0), strategy_kind("auto", None, 2)
+    ('tpu', 'mirrored')
+    """
+    one_of("--distribute", choice, DISTRIBUTE_CHOICES)
+    if choice == "off":
+        return "default"
+    if choice == "tpu" or (choice == "auto" and tpu):
+        return "tpu"
+    return "mirrored" if choice == "mirrored" or gpus > 1 else "default"
+
+
+def make_strategy(choice: str = "auto", environ=None, root: str = "/"):
     """A tf.distribute strategy for --distribute: auto, off, mirrored or tpu.
 
     `mirrored` spreads over every GPU, or over the logical CPU devices where there is no GPU
     (several only when configured with tf.config.set_logical_device_configuration: tests).
+    `environ` and `root` stand for this machine's environment variables and file system when
+    looking for a TPU (colab.tpu_runtime). A TPU that is there but that TensorFlow cannot use
+    (the ordinary TensorFlow build, without tensorflow-tpu) is an error, not a silent fall back
+    to the CPU, which would train a hundred times slower.
     """
     import tensorflow as tf
 
-    one_of("--distribute", choice, DISTRIBUTE_CHOICES)
-    if choice == "off":
-        return tf.distribute.get_strategy()
-    if choice == "tpu" or (choice == "auto" and _tpu_runtime()):
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="")
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.OpError) as e:
-            if choice == "auto":
-                return tf.distribute.get_strategy()
-            raise RapgenError(f"--distribute tpu: no TPU found ({str(e).splitlines()[0]}); use --distribute auto") from None
-        return tf.distribute.TPUStrategy(resolver)
+    tpu = tpu_runtime(os.environ if environ is None else environ, root)
+    if strategy_kind(choice, tpu, gpus=0) == "tpu":
+        return _tpu_strategy(choice, tpu)
     gpus = tf.config.list_logical_devices("GPU")
+    if strategy_kind(choice, tpu, len(gpus)) == "default":
+        return tf.distribute.get_strategy()
     if choice == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        return tf.distribute.MirroredStrategy()
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def _tpu_strategy(choice: str, tpu: Optional[str]):
+    import tensorflow as tf
+
+    # "local": the TPU is attached to this VM (Colab's TPU runtimes since 2024, any TPU VM). With
+    # nothing local, "" lets TensorFlow resolve TPU_NAME or ask the GCE metadata server.
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local" if tpu else "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        if tpu:
+            raise RapgenError(f"--distribute {choice}: this machine has a {tpu} but TensorFlow cannot use it ({why}); "
+                              "install TensorFlow for TPUs with rapgen.colab.setup_tpu() (notebook 02's set-up does) "
+                              "and restart, or pass --distribute off to train without it") from None
+        raise RapgenError(f"--distribute tpu: no TPU found ({why}); use --distribute auto") from None
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def device_memory_gib(meminfo: str = "/proc/meminfo") -> Optional[float]:

@@ -40,9 +40,10 @@ def smoke() -> bool:
 
 
 def setup_report() -> None:
-    """Print the rapgen and TensorFlow versions and the GPU, or a warning that there is none."""
+    """Print the rapgen and TensorFlow versions and the GPU (or TPU), or a warning that there is none."""
     from . import __version__
     from .cli import _quiet_tensorflow_import
+    from .colab import tpu_runtime
 
     # TensorFlow's start-up chatter would bury the report; the kernel's environment is the
     # user's, so only descriptor 2 is muted, during the import.
@@ -57,8 +58,11 @@ def setup_report() -> None:
         except (RuntimeError, ValueError):
             names.append(gpu.name)
     print(f"rapgen {__version__}, TensorFlow {tf.__version__}, Python {sys.version.split()[0]}")
+    tpu = tpu_runtime(os.environ, "/")
     if names:
         print("GPU: " + ", ".join(names))
+    elif tpu:
+        print(f"{tpu}: training runs on it (--distribute auto)")
     else:
         print("no GPU: training will be slow (on Colab: Runtime > Change runtime type > GPU)")
     if smoke():

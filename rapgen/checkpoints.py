@@ -269,14 +269,21 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
 
     `checkpoint` picks a prefix other than the newest (e.g. `checkpoints/run1/model-500`).
     `variable_dtype` bfloat16/float16 keeps the weights in that type (for sampling only).
+    A LoRA run folder (`rapgen.lora`) loads as its base model (found under models_dir or
+    where it was, its checksum verified) with the adapters merged in once.
     """
+    from .lora import is_lora_run, lora_run_weights
     from .model import GPT2
 
     model_dir = resolve_model_dir(model, models_dir)
     prefix = checkpoint or check_model_dir(model_dir)
     verify_checkpoint(prefix)  # before hparams and the network are built
     hparams = HParams.load(model_dir)
-    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=read_weights(prefix, hparams), variable_dtype=variable_dtype)
+    if is_lora_run(os.path.dirname(prefix)):
+        weights = lora_run_weights(os.path.dirname(prefix), prefix, hparams, models_dir)
+    else:
+        weights = read_weights(prefix, hparams)
+    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=weights, variable_dtype=variable_dtype)
     gpt.model_dir, gpt.checkpoint = model_dir, prefix
     return gpt
 

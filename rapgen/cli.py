@@ -24,6 +24,7 @@ COMMANDS = {
     "dataset_info": ("rapgen.dataset", "dataset_info"),
     "train": ("rapgen.training", "train"),
     "plan": ("rapgen.plan", "plan"),
+    "merge": ("rapgen.lora", "merge"),
     "sample": ("rapgen.sampling", "sample"),
     "interactive": ("rapgen.sampling", "interactive"),
     "score": ("rapgen.scoring", "score"),
@@ -42,6 +43,7 @@ USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for i
   encode IN OUT.npz    pre-encode lyrics into tokens
   train --dataset P    fine-tune (resumable; --drive_dir mirrors checkpoints)
   plan --model 774M    estimated peak memory of fine-tuning; --memory_gb 15: what fits
+  merge RUN OUT        fold a LoRA run into a full model folder (OpenAI's format)
   sample               write songs: --artist "Yung Lean" or --prefix TEXT
   interactive          prompt loop: type <<Artist
   score FILE           loss and perplexity of a text under a model, as JSON

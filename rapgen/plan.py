@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 from .devices import compute_dtype
 from .errors import RapgenError
 from .hparams import HParams, canonical_model_name, variable_shapes
-from .rules import between, known_name, one_of, positive_int, positive_number, true_false
+from .rules import between, known_name, one_of, positive_int, positive_number, true_false, zero_or_positive_int
 
 GIB = 2**30
 OPTIMIZERS = ("adam", "adafactor", "sgd")
@@ -100,9 +100,22 @@ def optimizer_slot_bytes(hparams: HParams, optimizer: str, only_train_transforme
     return 4 * total
 
 
+def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targets="c_attn,c_proj,c_fc") -> int:
+    """Bytes of optimizer state for LoRA adapters (A [in, r], B [r, out] per projection), float32."""
+    from .lora import adapter_shapes
+
+    optimizer = _check_optimizer(optimizer)
+    total = 0
+    for n_in, n_out in adapter_shapes(hparams, lora_rank, lora_targets).values():
+        for rows, cols in ((n_in, lora_rank), (lora_rank, n_out)):
+            total += {"adam": 2 * rows * cols, "adafactor": rows + cols, "sgd": 0}[optimizer]
+    return 4 * total
+
+
 def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: Optional[int] = None,
                     optimizer: str = "adam", recompute: bool = False, compute_dtype: str = "float32",
-                    only_train_transformer_layers: bool = False, accumulate_gradients: int = 1) -> dict:
+                    only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
+                    lora_rank: int = 0, lora_targets="c_attn,c_proj,c_fc") -> dict:
     """Peak memory of one training step, in bytes, by part.
 
     Returns {"weights", "gradients", "optimizer", "activations", "logits", "update",
@@ -113,6 +126,10 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
 
     sequence_length is the window (tokens per row, default n_ctx); accumulate_gradients does
     not change the peak (micro-batches run one after another into the same accumulators).
+
+    lora_rank R > 0 counts a LoRA run (rapgen.lora): the base frozen and held in the compute
+    type, gradients, slots and the update's temporaries only for the adapters, which are
+    float32 ("parameters" then counts the base, "trained_parameters" the adapters).
     """
     hp = hparams
     optimizer = _check_optimizer(optimizer)
@@ -125,16 +142,25 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     B, E, H, L, V = batch_size, hp.n_embd, hp.n_head, hp.n_layer, hp.n_vocab
     c = DTYPE_BYTES[compute_dtype]  # bytes of an activation in the compute type
     mixed = c != 4
-    counts = parameter_counts(hp, only_train_transformer_layers)
-    n_train = counts["trained"]
-    embeddings_trained = not only_train_transformer_layers
+    lora = bool(lora_rank)
+    counts = parameter_counts(hp, only_train_transformer_layers or lora)
+    if lora:
+        from .lora import adapter_parameter_count, adapter_shapes
 
-    # Variables are float32 whatever the compute type.
-    weights = 4 * counts["total"]
+        shapes = adapter_shapes(hp, lora_rank, lora_targets)
+        counts["trained"] = adapter_parameter_count(hp, lora_rank, lora_targets)
+        counts["largest_trained"] = max(lora_rank * max(n_in, n_out) for n_in, n_out in shapes.values())
+    n_train = counts["trained"]
+    embeddings_trained = not (only_train_transformer_layers or lora)
+
+    # Variables are float32 whatever the compute type; a LoRA run's frozen base is held in the
+    # compute type (rapgen.training), its adapters in float32.
+    weights = (c if lora else 4) * counts["total"] + (4 * n_train if lora else 0)
     # Trainer.train_step: one dense float32 accumulator per trained variable (tf.zeros_like at
     # the start, each gradient added as the backward pass produces it), held to the update.
     gradients = 4 * n_train
-    slots = optimizer_slot_bytes(hp, optimizer, only_train_transformer_layers)
+    slots = lora_slot_bytes(hp, optimizer, lora_rank, lora_targets) if lora else \
+        optimizer_slot_bytes(hp, optimizer, only_train_transformer_layers)
 
     # -- activations kept for the backward pass (what the gradient ops read) ------------
     bte, bhtt = B * T * E, B * H * T * T  # a [B, T, E] tensor; one attention matrix [B, H, T, T]
@@ -150,8 +176,11 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
         # tanh, 0.5 h and 1 + tanh are each read by a gradient, plus gelu's output (c_fc's
         # output is 4E wide).
         + 7 * 4 * c * bte
-        # With mixed precision each matmul reads its weight cast to the compute type.
-        + (c * 12 * E * E if mixed else 0)
+        # With mixed precision each matmul reads its weight cast to the compute type (a LoRA
+        # run's base is held in that type already).
+        + (c * 12 * E * E if mixed and not lora else 0)
+        # LoRA: each adapter keeps x A [B, T, r] for B's gradient (x itself is kept already).
+        + (c * B * T * lora_rank * len(shapes) // L if lora else 0)
     )
     if recompute:
         # tf.recompute_grad per block keeps only each block's input; the backward pass
@@ -161,7 +190,7 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
         activations = L * c * bte + block + backward_working_set + layer_norm
     else:
         activations = L * block + layer_norm  # + ln_f
-    if mixed:
+    if mixed and not lora:
         activations += c * V * E  # wte cast for the logits matmul
     # The float32 logits [B, T, V]; sparse_softmax_cross_entropy writes its gradient into the
     # same buffer. With mixed precision the compute-type logits exist until their cast.
@@ -185,7 +214,7 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
         "activations": int(activations), "logits": int(logits), "update": int(update),
         "workspace": WORKSPACE_BYTES, "runtime": RUNTIME_BYTES, "total": int(total),
         "peak_at": "forward" if forward_peak >= update_peak else "update",
-        "parameters": counts["total"], "trained_parameters": n_train,
+        "parameters": counts["total"], "trained_parameters": n_train, "lora_rank": int(lora_rank),
     }
 
 
@@ -198,11 +227,18 @@ CANDIDATES = (
     dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=False),
     dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=True),
 )
+# LoRA (rapgen.lora) after all of those: it trains far fewer numbers, so it learns less than
+# full fine-tuning; its memory is mostly the frozen base and the activations.
+LORA_CANDIDATES = (
+    dict(optimizer="adam", recompute=False, only_train_transformer_layers=False),
+    dict(optimizer="adam", recompute=True, only_train_transformer_layers=False),
+)
 
 
 def describe(settings: dict) -> str:
-    """'adafactor + recompute + frozen embeddings'"""
-    parts = [settings["optimizer"]]
+    """'adafactor + recompute + frozen embeddings'; 'LoRA rank 16 + adam' for a LoRA run."""
+    parts = [f"LoRA rank {settings['lora_rank']}"] if settings.get("lora_rank") else []
+    parts.append(settings["optimizer"])
     if settings.get("recompute"):
         parts.append("recompute")
     if settings.get("only_train_transformer_layers"):
@@ -213,14 +249,17 @@ def describe(settings: dict) -> str:
 def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 1, sequence_length: Optional[int] = None,
                     mixed_precision_dtype: str = "float32", accumulate_gradients: int = 1, margin: float = 0.1,
                     model_name: Optional[str] = None, optimizer: Optional[str] = None, recompute: Optional[bool] = None,
-                    only_train_transformer_layers: Optional[bool] = None) -> dict:
+                    only_train_transformer_layers: Optional[bool] = None, lora_rank=0,
+                    lora_targets="c_attn,c_proj,c_fc", auto_rank: int = 16) -> dict:
     """The fastest of CANDIDATES whose estimated peak fits (1 - margin) x memory_bytes.
 
     optimizer, recompute, only_train_transformer_layers: None lets the chooser decide; a
     value pins that setting (the user's override) and the others are chosen around it.
+    lora_rank: 0 full fine-tuning only, R LoRA of rank R only, "auto" full fine-tuning where
+    it fits, else LoRA of rank auto_rank.
 
-    Returns {"optimizer", "recompute", "only_train_transformer_layers", "fits", "estimate",
-    "reason", "max_sequence_length"}. When nothing fits, fits is False, the settings are the
+    Returns {"optimizer", "recompute", "only_train_transformer_layers", "lora_rank", "fits",
+    "estimate", "reason", "max_sequence_length"}. When nothing fits, fits is False, the settings are the
     smallest candidate's, and max_sequence_length is the longest window that candidate fits
     (None when not even 2 tokens do); reason says so in one line.
     """
@@ -230,12 +269,20 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
     budget = memory_bytes * (1 - margin)
     name = model_name or f"n_layer {hp.n_layer}, n_embd {hp.n_embd}"
     where = f"{name} on {memory_bytes / GIB:.1f} GiB"
-    common = dict(batch_size=batch_size, compute_dtype=mixed_precision_dtype, accumulate_gradients=accumulate_gradients)
+    common = dict(batch_size=batch_size, compute_dtype=mixed_precision_dtype, accumulate_gradients=accumulate_gradients,
+                  lora_targets=lora_targets)
     pins = {k: v for k, v in (("optimizer", None if optimizer is None else _check_optimizer(optimizer)),
                               ("recompute", recompute), ("only_train_transformer_layers", only_train_transformer_layers))
             if v is not None}
+    full = [{**s, "lora_rank": 0} for s in CANDIDATES]
+    if lora_rank == "auto":
+        ordered = full + [{**s, "lora_rank": auto_rank} for s in LORA_CANDIDATES]
+    elif lora_rank:
+        ordered = [{**s, "lora_rank": int(lora_rank)} for s in LORA_CANDIDATES]
+    else:
+        ordered = full
     candidates = []
-    for settings in CANDIDATES:
+    for settings in ordered:
         settings = {**settings, **pins}
         if settings not in candidates:
             candidates.append(settings)
@@ -297,7 +344,7 @@ def format_estimate(est: dict) -> str:
     """The estimate as a small table, GiB."""
     forward, update = est["peak_at"] == "forward", est["peak_at"] == "update"
     rows = [
-        ("weights (float32)", est["weights"], True),
+        ("weights (frozen base + adapters)" if est.get("lora_rank") else "weights (float32)", est["weights"], True),
         ("gradients (accumulated)", est["gradients"], True),
         ("optimizer slots", est["optimizer"], True),
         ("activations kept for backward", est["activations"], forward),
@@ -315,12 +362,17 @@ def format_estimate(est: dict) -> str:
 def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, sequence_length: Optional[int] = None,
          optimizer: str = "adam", recompute: bool = False, mixed_precision: str = "off",
          only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
-         memory_gb: Optional[float] = None, margin: float = 0.1) -> None:
+         memory_gb: Optional[float] = None, margin: float = 0.1, lora_rank: Union[int, str] = 0,
+         lora_targets: str = "c_attn,c_proj,c_fc") -> None:
     """Print the estimated peak memory of fine-tuning, and with --memory_gb what fits.
 
     --model: 124M, 355M, 774M, 1558M (no download needed) or a model directory.
     --memory_gb: the GPU's memory in GiB as nvidia-smi shows it (15 for a T4, 16 for a
     V100 16 GB, 40 or 80 for an A100); prints the settings `rapgen train` should use.
+    --lora_rank R: a LoRA run of rank R (frozen base, adapters trained); auto: with
+    --memory_gb, full fine-tuning where it fits, else LoRA (as `rapgen train` decides).
+
+    >>> plan(model="1558M", lora_rank=16, memory_gb=15)   # doctest: +SKIP
 
     >>> plan(model="774M", memory_gb=15)   # doctest: +SKIP
     """
@@ -333,18 +385,29 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
     if memory_gb is not None:
         positive_number("--memory_gb", memory_gb, unit="GiB")
     between("--margin", margin, 0, 1, hi_included=False)
+    from .lora import DEFAULT_AUTO_RANK
+    from .trainconfig import lora_target_names
+
+    if lora_rank != "auto":
+        zero_or_positive_int("--lora_rank", lora_rank)
+    lora_targets = ",".join(lora_target_names(lora_targets))
     T = sequence_length or hp.n_ctx
-    settings = dict(optimizer=_check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen)
+    # The table shows one configuration: auto's LoRA rank when asked for LoRA "auto".
+    shown_rank = DEFAULT_AUTO_RANK if lora_rank == "auto" else lora_rank
+    settings = dict(optimizer=_check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen,
+                    lora_rank=shown_rank)
     est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,
-                          accumulate_gradients=accumulate_gradients, **settings)
+                          accumulate_gradients=accumulate_gradients, lora_targets=lora_targets, **settings)
     print(f"{name}: {est['parameters'] / 1e6:.1f}M parameters ({est['trained_parameters'] / 1e6:.1f}M trained), "
           f"batch {batch_size} x {T} tokens, {describe(settings)}, {dtype} compute")
     print(format_estimate(est))
     if memory_gb is not None:
         choice = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T, mixed_precision_dtype=dtype,
-                                 accumulate_gradients=accumulate_gradients, margin=margin, model_name=name)
+                                 accumulate_gradients=accumulate_gradients, margin=margin, model_name=name,
+                                 lora_rank=lora_rank, lora_targets=lora_targets, auto_rank=DEFAULT_AUTO_RANK)
         print(choice["reason"])
         if choice["fits"]:
             flags = f"--optimizer {choice['optimizer']}" + (" --recompute True" if choice["recompute"] else "") + (
-                " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "")
+                " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "") + (
+                f" --lora_rank {choice['lora_rank']}" if choice["lora_rank"] else "")
             print(f"  rapgen train ... {flags}")

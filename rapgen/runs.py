@@ -125,6 +125,10 @@ def save(trainer, run_dir: str, cfg: TrainConfig) -> str:
     from .sync import MirrorIsNewer, mirror
 
     prefix = os.path.join(run_dir, f"model-{trainer.step}")
+    if getattr(trainer, "lora_info", None):
+        # A LoRA run's checkpoints hold adapters only: lora.json (names the base) comes first,
+        # so no adapter checkpoint is ever in the folder without it.
+        atomic_write_text(os.path.join(run_dir, "lora.json"), json.dumps(trainer.lora_info, indent=2) + "\n")
     write_checkpoint(prefix, trainer.state_tensors())
     kept = run_checkpoints(run_dir)
     for old in kept[:-cfg.max_checkpoints]:

@@ -151,19 +151,35 @@ def lora_target_names(targets) -> tuple:
 MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")
 
 
-def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int, run_dir: str) -> None:
-    """Replace "auto" in optimizer / recompute / only_train_transformer_layers, in place.
+def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int, run_dir: str,
+                           resume: Optional[str] = None) -> None:
+    """Replace "auto" in optimizer / recompute / only_train_transformer_layers / lora_rank, in place.
 
-    A resumed run keeps what its train.json recorded; otherwise the fastest choice whose
-    estimated peak fits `memory_gb` (or the device) is taken and said.
+    A resumed run keeps what its train.json recorded, and LoRA or not as its checkpoint was
+    trained (`resume`, the prefix it continues from; a rank other than the recorded one is
+    refused); otherwise the fastest choice whose estimated peak fits `memory_gb` (or the
+    device) is taken and said: full fine-tuning where it fits, else LoRA.
 
     >>> choose_memory_settings(cfg, hparams, 1024, "float32", 1, "checkpoints/run1")  # doctest: +SKIP
     """
     from .devices import device_memory_gib
+    from .lora import DEFAULT_AUTO_RANK, read_info, recorded_rank
     from .plan import GIB, choose_settings
 
+    recorded = recorded_rank(resume)
+    if recorded is not None:
+        if cfg.lora_rank == "auto":
+            cfg.lora_rank = recorded
+        elif cfg.lora_rank != recorded:
+            what = f"LoRA rank {recorded}" if recorded else "full fine-tuning (no LoRA)"
+            raise RapgenError(f"{os.path.dirname(resume)} was trained with {what}: continue it with --lora_rank "
+                              f"{recorded} (or auto), or start a new --run_name for --lora_rank {cfg.lora_rank}")
+        if recorded:
+            # The adapters' scale and targets are part of the state: a resumed run keeps them.
+            info = read_info(os.path.dirname(resume))
+            cfg.lora_alpha, cfg.lora_targets = float(info["alpha"]), ",".join(info["targets"])
     auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
-    if not auto:
+    if not auto and cfg.lora_rank != "auto":
         return
     saved = os.path.join(run_dir, "train.json")
     if os.path.exists(saved):
@@ -177,22 +193,26 @@ def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtyp
             if before.get(name, "auto") != "auto":
                 setattr(cfg, name, before[name])
                 auto.remove(name)
-        if not auto:
+        if not auto and cfg.lora_rank != "auto":
             return
     budget = cfg.memory_gb or device_memory_gib()
     if budget is None:
         for name, value in zip(MEMORY_FIELDS, ("adam", False, False)):
             if name in auto:
                 setattr(cfg, name, value)
-        say(cfg, "memory: the device's memory is unknown, so adam without recompute (--memory_gb GiB lets rapgen choose)")
+        if cfg.lora_rank == "auto":
+            cfg.lora_rank = 0
+        say(cfg, "memory: the device's memory is unknown, so adam without recompute, no LoRA (--memory_gb GiB lets rapgen choose)")
         return
     pinned = {f: getattr(cfg, f) for f in MEMORY_FIELDS if f not in auto}
     choice = choose_settings(hparams, budget * GIB, batch_size=cfg.batch_size // replicas, sequence_length=length,
                              mixed_precision_dtype=dtype, accumulate_gradients=cfg.accumulate_gradients,
-                             model_name=str(cfg.model or DEFAULT_MODEL), **pinned)
+                             model_name=str(cfg.model or DEFAULT_MODEL), lora_rank=cfg.lora_rank,
+                             lora_targets=cfg.lora_targets, auto_rank=DEFAULT_AUTO_RANK, **pinned)
     for name in auto:
         setattr(cfg, name, choice[name])
-    say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers and "
+    cfg.lora_rank = choice["lora_rank"]
+    say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers, --lora_rank and "
              f"--memory_gb override it; `rapgen plan` shows the estimate)")
     if not choice["fits"]:
         say(cfg, "warning: this may run out of memory")

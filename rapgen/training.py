@@ -149,6 +149,7 @@ def _run(cfg: TrainConfig) -> dict:
     from .checkpoints import check_model_dir, copy_model_files, damaged_checkpoint_error, read_weights
     from .dataset import load_dataset, song_artists, training_batch, validation_windows
     from .encoder import load_encoder
+    from .lora import attach, refuse_lora_source, training_base
     from .model import GPT2
 
     run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
@@ -167,13 +168,27 @@ def _run(cfg: TrainConfig) -> dict:
     if cfg.batch_size % strategy.num_replicas_in_sync:
         n = strategy.num_replicas_in_sync
         raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
-    choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run_dir)
-    weights = read_weights(resume or check_model_dir(source_dir), hparams, flag="--restore_from")
+    choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run_dir, resume=resume)
+    lora_info = adapter_values = None
+    if cfg.lora_rank:
+        # LoRA: the frozen base (verified against lora.json when resuming) and the run's adapters.
+        base_prefix, lora_info, adapter_values = training_base(cfg, source_dir, resume)
+        weights = read_weights(base_prefix, hparams, flag="--restore_from")
+    else:
+        if resume is None:
+            refuse_lora_source(source_dir)
+        weights = read_weights(resume or check_model_dir(source_dir), hparams, flag="--restore_from")
     with strategy.scope():  # variables and optimizer slots get a copy on every device
-        model = GPT2(hparams, compute_dtype=dtype, weights=weights)
+        # A LoRA run's base is never updated: held in the compute type, it takes half the
+        # memory with mixed precision and skips a cast per matmul.
+        model = GPT2(hparams, compute_dtype=dtype, weights=weights, variable_dtype=dtype if cfg.lora_rank else "float32")
         del weights  # the variables hold their own copy
-        train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
+        if cfg.lora_rank:
+            train_names = list(attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.seed, adapter_values))
+        else:
+            train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
         trainer = Trainer(cfg, model, train_names, strategy)
+        trainer.lora_info = lora_info
         if resume is not None:
             try:
                 trainer.restore_state(resume)
@@ -190,7 +205,8 @@ def _run(cfg: TrainConfig) -> dict:
     say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
              f"{', recompute' if cfg.recompute is True else ''}"
-             f"{', frozen embeddings' if cfg.only_train_transformer_layers is True else ''}, "
+             f"{', frozen embeddings' if cfg.only_train_transformer_layers is True and not cfg.lora_rank else ''}"
+             f"{f', LoRA rank {cfg.lora_rank} on a frozen base' if cfg.lora_rank else ''}, "
              f"{describe(strategy)}")
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
     log = RunLog(os.path.join(run_dir, "log.csv"), trainer.step)

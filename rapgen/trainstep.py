@@ -31,10 +31,17 @@ class Trainer:
 
         from .optim import make_optimizer
 
+        from .lora import adapter_variables
+
         self.cfg, self.model = cfg, model
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
-        self.train_vars = {n: v for n, v in model.variables_by_name.items() if n in train_names}
+        # A LoRA run trains its adapters (rapgen.lora.attach), named `lora/...`; the base stays frozen.
+        self.adapters = adapter_variables(model)
+        candidates = {**model.variables_by_name, **self.adapters}
+        self.train_vars = {n: v for n, v in candidates.items() if n in train_names}
+        # What lora.json records (rapgen.lora.base_info); set by rapgen.training for a LoRA run.
+        self.lora_info = None
         # Settings left "auto" (set up without train()) mean the plain defaults here.
         self.optimizer = make_optimizer("adam" if cfg.optimizer == "auto" else cfg.optimizer, self.train_vars)
         self.fp16 = model.compute_dtype == tf.float16
@@ -119,10 +126,10 @@ class Trainer:
         self.train_step, self.eval_loss = train_step, eval_loss
 
     def state_tensors(self):
-        """Everything a checkpoint holds: model, optimizer slots, step, loss scale."""
+        """Everything a checkpoint holds: model (a LoRA run: its adapters only), optimizer slots, step, loss scale."""
         import tensorflow as tf
 
-        tensors = dict(self.model.variables_by_name)
+        tensors = dict(self.adapters) if self.adapters else dict(self.model.variables_by_name)
         tensors.update(self.optimizer.slots)
         tensors["rapgen/step"] = tf.constant(self.step, tf.int64)
         tensors["rapgen/loss_scale"] = self.loss_scale

@@ -22,8 +22,13 @@ checkpoint values and its variables briefly coexist, a CPU-only cost).
 
     python bench/bench_memory.py                                 # the default set, below
     python bench/bench_memory.py --configs tiny:adam:1024,124M:adafactor+recompute:1024
+    python bench/bench_memory.py --configs 355M:adam+lora16:1024 --checkpoint_sizes 355M
 
-A configuration is SIZE:OPTIMIZER[+recompute]:SEQUENCE_LENGTH. Models are created with
+A configuration is SIZE:OPTIMIZER[+recompute][+loraR]:SEQUENCE_LENGTH; `+lora16` trains LoRA
+adapters of rank 16 on the frozen base, as `rapgen train --lora_rank 16` (rapgen.lora).
+`--checkpoint_sizes SIZE` writes, for a model of that shape, the checkpoint a LoRA run saves
+(rank 16 adapters, their Adam slots, the step) and the one full fine-tuning with Adam saves
+(weights and slots), and prints their sizes on disk. Models are created with
 random weights in a temporary folder (355M takes 1.4 GB of disk, 774M 3.1 GB) and deleted
 at the end. The vocabulary comes from $RAPGEN_GPT2_DIR or ../shared/gpt2 beside the project.
 """
@@ -66,14 +71,17 @@ BATCH = 1
 
 def parse_config(text: str) -> dict:
     try:
-        size, optimizer, length = text.split(":")
-        recompute = optimizer.endswith("+recompute")
-        optimizer = optimizer[: -len("+recompute")] if recompute else optimizer
-        if size not in SIZES or optimizer not in ("adam", "adafactor", "sgd"):
+        size, options, length = text.split(":")
+        optimizer, *extras = options.split("+")
+        recompute = "recompute" in extras
+        ranks = [int(e[len("lora"):]) for e in extras if e.startswith("lora")]
+        if size not in SIZES or optimizer not in ("adam", "adafactor", "sgd") or len(extras) != recompute + len(ranks):
             raise ValueError
-        return {"size": size, "optimizer": optimizer, "recompute": recompute, "sequence_length": int(length)}
+        return {"size": size, "optimizer": optimizer, "recompute": recompute, "sequence_length": int(length),
+                "lora_rank": ranks[0] if ranks else 0}
     except ValueError:
-        raise SystemExit(f"bench: bad configuration {text!r}: SIZE:OPTIMIZER[+recompute]:LENGTH, SIZE one of {', '.join(SIZES)}")
+        raise SystemExit(f"bench: bad configuration {text!r}: SIZE:OPTIMIZER[+recompute][+loraR]:LENGTH, "
+                         f"SIZE one of {', '.join(SIZES)}")
 
 
 def memory_status() -> dict:
@@ -122,9 +130,16 @@ def child(spec: dict) -> dict:
 
     # As rapgen.training._run builds a fresh run.
     weights = read_weights(check_model_dir(model_dir), hparams)
-    model = GPT2(hparams, compute_dtype=compute_dtype(cfg.mixed_precision), weights=weights)
+    dtype = compute_dtype(cfg.mixed_precision)
+    lora_rank = spec.get("lora_rank", 0)
+    model = GPT2(hparams, compute_dtype=dtype, weights=weights, variable_dtype=dtype if lora_rank else "float32")
     del weights
-    train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
+    if lora_rank:
+        from rapgen.lora import attach
+
+        train_names = list(attach(model, lora_rank))
+    else:
+        train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
     trainer = Trainer(cfg, model, train_names)
     after_setup = memory_status()["VmRSS"]
 
@@ -179,6 +194,35 @@ def child(spec: dict) -> dict:
     }
 
 
+def checkpoint_sizes(spec: dict) -> dict:
+    """Bytes on disk of the checkpoint a LoRA run (rank 16, Adam) saves and of a full Adam run's, same model."""
+    import tensorflow as tf
+
+    from rapgen.checkpoints import DATA_SUFFIX, check_model_dir, read_weights, write_checkpoint
+    from rapgen.hparams import HParams
+    from rapgen.lora import attach
+    from rapgen.model import GPT2
+    from rapgen.trainconfig import TrainConfig
+    from rapgen.trainstep import Trainer
+
+    model_dir, out = spec["model_dir"], spec["out"]
+    hparams = HParams.load(model_dir)
+    cfg = TrainConfig(dataset="unused", optimizer="adam", recompute=False, mixed_precision="off", quiet=True)
+    sizes = {}
+    for kind in ("lora16", "full"):
+        model = GPT2(hparams, weights=read_weights(check_model_dir(model_dir), hparams))
+        names = list(attach(model, 16)) if kind == "lora16" else list(model.variables_by_name)
+        trainer = Trainer(cfg, model, names)
+        prefix = os.path.join(out, kind)
+        write_checkpoint(prefix, trainer.state_tensors())
+        sizes[kind] = os.path.getsize(prefix + DATA_SUFFIX) + os.path.getsize(prefix + ".index")
+        sizes[kind + "_tensors"] = len(tf.train.list_variables(prefix))
+        for suffix in (DATA_SUFFIX, ".index"):
+            os.unlink(prefix + suffix)
+        del model, trainer
+    return sizes
+
+
 # -- the parent -----------------------------------------------------------------------
 
 
@@ -204,10 +248,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated SIZE:OPTIMIZER[+recompute]:LENGTH")
     parser.add_argument("--tmp", default=None, help="where to create the models (default: the system's temporary folder)")
+    parser.add_argument("--checkpoint_sizes", default=None, help="a SIZE: LoRA (rank 16) and full checkpoint sizes on disk")
+    parser.add_argument("--sizes_child", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--init", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.sizes_child:
+        print("RESULT " + json.dumps(checkpoint_sizes(json.loads(args.sizes_child))), flush=True)
+        return
     if run_as_child(args, child, SIZES):
         return
 
@@ -215,6 +264,8 @@ def main() -> None:
     from rapgen.plan import estimate_memory
 
     configs = [parse_config(c) for c in args.configs.split(",") if c]
+    if args.checkpoint_sizes and args.checkpoint_sizes not in SIZES:
+        raise SystemExit(f"bench: --checkpoint_sizes takes one of {', '.join(SIZES)}")
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -230,6 +281,17 @@ def main() -> None:
         with open(dataset, "w", encoding="utf-8") as f:
             f.write(invented_lyrics(n_songs=200))
         made = set()
+        if args.checkpoint_sizes:
+            size = args.checkpoint_sizes
+            model_dir = os.path.join(tmp, size)
+            run_child(["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env)
+            made.add(size)
+            r = run_child(["--sizes_child", json.dumps({"model_dir": model_dir, "out": tmp})], env)
+            print(f"[{size} checkpoint on disk: LoRA rank 16 + Adam slots + step {r['lora16'] / 2**20:.1f} MiB "
+                  f"({r['lora16_tensors']} tensors); full weights + Adam slots + step {r['full'] / 2**30:.2f} GiB "
+                  f"({r['full_tensors']} tensors); ratio {r['full'] / r['lora16']:.0f}x]", flush=True)
+            if not any(c["size"] == size for c in configs):
+                shutil.rmtree(model_dir, ignore_errors=True)
         for i, c in enumerate(configs):
             size = c["size"]
             model_dir = os.path.join(tmp, size)
@@ -244,11 +306,12 @@ def main() -> None:
             if r is None:
                 continue
             est = estimate_memory(HParams(**SIZES[size]), batch_size=BATCH, sequence_length=c["sequence_length"],
-                                  optimizer=c["optimizer"], recompute=c["recompute"])
+                                  optimizer=c["optimizer"], recompute=c["recompute"], lora_rank=c["lora_rank"])
             measured = r["step_peak"] - r["baseline"]
             estimated = est["total"] - est["runtime"]
             rows.append((c, r, est, measured, estimated))
-            print(f"[{size} {c['optimizer']}{' +recompute' if c['recompute'] else ''} x {c['sequence_length']}: "
+            print(f"[{size} {c['optimizer']}{' +recompute' if c['recompute'] else ''}"
+                  f"{' +LoRA rank ' + str(c['lora_rank']) if c['lora_rank'] else ''} x {c['sequence_length']}: "
                   f"baseline {gb(r['baseline'])} GiB, after set-up {gb(r['after_setup'])}, first step peak {gb(r['first_peak'])}, "
                   f"second step peak {gb(r['step_peak'])} (from {gb(r['before_step'])}), ru_maxrss {gb(r['ru_maxrss'])}; "
                   f"step {r['step_s']:.1f} s; estimate {gb(estimated)} (+ runtime {gb(est['runtime'])}), "
@@ -258,10 +321,10 @@ def main() -> None:
 
     print()
     print(f"TensorFlow {rows[0][1]['tf'] if rows else '?'}; GiB = 2^30 bytes")
-    print("| model | optimizer | recompute | tokens | estimate (GiB) | measured (GiB) | estimate / measured | whole-process step peak (GiB) | s/step |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | optimizer | recompute | LoRA rank | tokens | estimate (GiB) | measured (GiB) | estimate / measured | whole-process step peak (GiB) | s/step |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for c, r, est, measured, estimated in rows:
-        print(f"| {c['size']} | {c['optimizer']} | {'yes' if c['recompute'] else 'no'} | {c['sequence_length']} | "
+        print(f"| {c['size']} | {c['optimizer']} | {'yes' if c['recompute'] else 'no'} | {c['lora_rank'] or '-'} | {c['sequence_length']} | "
               f"{gb(estimated)} | {gb(measured)} | {estimated / measured:.2f} | {gb(r['step_peak'])} | {r['step_s']:.1f} |")
 
 

@@ -299,3 +299,48 @@ def test_plan_bad_model_name_is_one_line(plan_runs):
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rapgen: error: unknown model name '999M'")
+
+
+# -- LoRA (rapgen.lora): the frozen base, adapters trained --------------------------------
+
+LORA_355M = 24 * 16 * ((1024 + 3072) + (1024 + 1024) + (1024 + 4096) + (4096 + 1024))  # r (in + out) per projection
+
+
+def test_lora_counts_adapters_only_and_holds_the_base_in_the_compute_type():
+    hp = HParams.for_model("355M")
+    full = estimate_memory(hp, sequence_length=1024)
+    lora = estimate_memory(hp, sequence_length=1024, lora_rank=16)
+    assert lora["trained_parameters"] == LORA_355M == 6_291_456
+    assert lora["parameters"] == SIZES["355M"]
+    assert lora["weights"] == 4 * SIZES["355M"] + 4 * LORA_355M
+    assert lora["gradients"] == 4 * LORA_355M and lora["optimizer"] == 8 * LORA_355M  # Adam's m and v
+    assert lora["update"] < full["update"] / 100  # no dense wte gradient, temporaries of one small matrix
+    assert lora["total"] < full["total"] - full["optimizer"]  # no 2.6 GiB of Adam slots
+    bf16 = estimate_memory(hp, sequence_length=1024, lora_rank=16, compute_dtype="bfloat16")
+    assert bf16["weights"] == 2 * SIZES["355M"] + 4 * LORA_355M
+    only_attn = estimate_memory(hp, sequence_length=1024, lora_rank=16, lora_targets="c_attn")
+    assert only_attn["trained_parameters"] == 24 * 16 * (1024 + 3072)
+
+
+def test_1558M_at_1024_tokens_fits_a_T4_only_with_lora():
+    hp = HParams.for_model("1558M")
+    full = choose_settings(hp, 15 * GIB, sequence_length=1024, model_name="1558M")
+    assert not full["fits"] and full["lora_rank"] == 0
+    lora = choose_settings(hp, 15 * GIB, sequence_length=1024, model_name="1558M", lora_rank=16)
+    assert lora["fits"] and lora["lora_rank"] == 16 and lora["estimate"]["total"] <= 0.9 * 15 * GIB
+    assert lora["reason"].startswith("1558M on 15.0 GiB: LoRA rank 16 + adam")
+    auto = choose_settings(hp, 15 * GIB, sequence_length=1024, model_name="1558M", lora_rank="auto", auto_rank=16)
+    assert auto["fits"] and auto["lora_rank"] == 16
+    # Where full fine-tuning fits, auto keeps it.
+    small = choose_settings(HParams.for_model("124M"), 15 * GIB, model_name="124M", lora_rank="auto")
+    assert small["fits"] and small["lora_rank"] == 0 and small["optimizer"] == "adam"
+
+
+def test_plan_prints_the_lora_settings(capsys):
+    from rapgen.plan import plan
+
+    plan(model="1558M", lora_rank=16, memory_gb=15)
+    out = capsys.readouterr().out
+    assert "1557.6M parameters (19.7M trained)" in out and "LoRA rank 16 + adam" in out
+    assert "weights (frozen base + adapters)" in out
+    assert "1558M on 15.0 GiB: LoRA rank 16 + adam" in out and "--lora_rank 16" in out.splitlines()[-1]

@@ -32,6 +32,7 @@ _EXPORTS = {
     "generate": "rapgen.sampling",
     "interactive": "rapgen.sampling",
     "score": "rapgen.scoring",
+    "merge": "rapgen.lora",
     "collect": "rapgen.collection",
     "analyze": "rapgen.analysis",
     "perform": "rapgen.performance",

@@ -9,8 +9,8 @@ The loop is built once per model and kept in the model's `generation` field.
 Several prompts in one batch: `context` may be a list of prompts (`[EOT] <<Yung Lean`,
 `[EOT] <<Eminem`, …). Shorter prompts are padded on the left; the model gives each row
 its own positions (its first real token at 0) and hides the filler slots from attention,
-and each row draws from its own random stream (the seed folded with the row's number
-among its prompt's copies). So a row writes what its prompt writes alone, with the same
+and each row draws from its own random stream (picked by the row's number among the
+copies of its prompt). So a row writes what its prompt writes alone, with the same
 seed, in any batch; greedy exactly, sampled too on the same device and precision.
 
 Context: the model never sees a position at or beyond n_ctx. By default a prompt plus
@@ -208,7 +208,13 @@ def generate(
         seed = random.randrange(2**31)
     rows = [list(p) for p in prompts for _ in range(batch_size)]
     n_prompt = [len(p) for p in prompts for _ in range(batch_size)]
-    row_ids = np.tile(np.arange(batch_size, dtype=np.int32), len(prompts))  # [B] each row's random stream
+    # Row r's random stream: how many earlier rows hold the same prompt, so copies of a
+    # prompt differ, and a prompt's rows are the same in any batch.
+    seen: dict = {}
+    row_ids = np.zeros(len(rows), np.int32)  # [B]
+    for r, row in enumerate(rows):
+        row_ids[r] = seen.setdefault(tuple(row), 0)
+        seen[tuple(row)] += 1
     fn = _generation_function(model)
     written = [[] for _ in rows]
     done = np.zeros(len(rows), bool)
@@ -217,7 +223,7 @@ def generate(
         width = max(len(r) for r in rows)
         chunk = min(length - len(written[0]), n_ctx - width)
         pad = np.array([width - len(r) for r in rows], np.int32)  # [B]
-        padded = np.array([[EOT_ID] * int(p) + r for p, r in zip(pad, rows)], np.int32)  # [B, width]
+        padded = np.array([[0] * int(p) + r for p, r in zip(pad, rows)], np.int32)  # [B, width]; filler id 0, never seen
         offset = len(written[0])
         model.generation.reporter.callback = None if on_step is None else (lambda n: on_step(offset + n))
         try:

@@ -65,26 +65,25 @@ def choose_tokens_per_row(logits, temperature, top_k, top_p, seed, row_ids):
     """As `choose_tokens`, but row b's draw depends only on (seed, row_ids[b]) and its own logits.
 
     `tf.random.stateless_categorical` draws row b from noise at offset b of one stream, so
-    a row's token depends on where it sits in the batch. Here each row gets its own stream,
-    `seed` folded with its id, and draws by the Gumbel-max rule (argmax of logits plus
-    -log(-log u), which picks token v with probability softmax(logits)[v]): a prompt gives
-    the same song alone or in any batch. seed: int32 [2]; row_ids: int32 [B]. Returns int32 [B].
+    a row's token depends on where it sits in the batch. Here row b reads uniform number
+    row_ids[b] of the stream `seed` gives (a longer draw of a stateless stream starts with
+    the shorter one) and inverts its own cumulative distribution: one number per row, so
+    a prompt gives the same song alone or in any batch, at the cost of a cumulative sum
+    over the vocabulary. seed: int32 [2]; row_ids: int32 [B]. Returns int32 [B].
     """
     import tensorflow as tf
 
     temperature = tf.convert_to_tensor(temperature, tf.float32)
-    seed = tf.convert_to_tensor(seed, tf.int32)
-    V = tf.shape(logits)[-1]
-
-    def uniforms(row_id):
-        row_seed = tf.random.experimental.stateless_fold_in(seed, row_id)  # [2]
-        return tf.random.stateless_uniform([V], row_seed, minval=1e-20, maxval=1.0)  # [V]
+    row_ids = tf.convert_to_tensor(row_ids, tf.int32)
 
     def draw():
         filtered = top_p_logits(top_k_logits(logits / temperature, top_k), top_p)  # [B, V]
-        u = tf.map_fn(uniforms, tf.convert_to_tensor(row_ids, tf.int32),
-                      fn_output_signature=tf.TensorSpec([None], tf.float32))  # [B, V]
-        gumbel = -tf.math.log(-tf.math.log(u))  # [B, V]
-        return tf.argmax(filtered + gumbel, axis=-1, output_type=tf.int32)  # [B]
+        stream = tf.random.stateless_uniform([tf.reduce_max(row_ids) + 1], seed)  # [R]
+        u = tf.gather(stream, row_ids)  # [B] in [0, 1)
+        cdf = tf.cumsum(tf.nn.softmax(filtered, axis=-1), axis=-1)  # [B, V]
+        # The first token whose cumulative mass passes u times the total: a filtered-out
+        # token adds exactly 0, so it is never the first to pass.
+        passed = tf.cast(cdf > u[:, None] * cdf[:, -1:], tf.int32)  # [B, V]
+        return tf.argmax(passed, axis=-1, output_type=tf.int32)  # [B]
 
     return tf.cond(temperature > 0.0, draw, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))

@@ -149,10 +149,13 @@ class GPT2(tf.Module):
             visible = new_visible
 
         if pad is not None:
-            # Slot j of row b is filler while j < pad[b]; a filler query sees nothing real,
-            # but its output is never read by a real token.
-            S = tf.shape(visible)[1]
-            real = tf.range(S)[None, :] >= pad[:, None]  # [B, P+T]
+            # Slot s of row b is filler while s < pad[b]. The keys are [past slots 0..P-1,
+            # new tokens at slots past_length..past_length+T-1]. A filler query sees nothing
+            # real, but its output is never read by a real token.
+            slots = tf.range(T) + past_length  # [T]
+            if past is not None:
+                slots = tf.concat([tf.range(tf.shape(past)[-2]), slots], axis=0)  # [P+T]
+            real = slots[None, :] >= pad[:, None]  # [B, P+T]
             visible = tf.logical_and(visible[None, None], real[:, None, None, :])  # [B, 1, T, P+T]
         scores = tf.matmul(q, k, transpose_b=True)  # [B, H, T, P+T]
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(D))

@@ -1,9 +1,9 @@
 """Samples during training: a few songs from `<<Artist` prompts, saved, printed and judged.
 
 Every `sample_every` steps the run writes `samples/step-<step>.txt` in its folder, prints
-the songs, and returns their rhyme density and longest span copied from the training
-tokens for the log row (a copied span that grows as the loss falls is memorising). The
-prompts and sampling seeds are a pure function of (seed, step).
+the songs (every artist's in one batch), and returns their rhyme density and longest
+span copied from the training tokens for the log row (a copied span that grows as the
+loss falls is memorising). The prompts and sampling seeds are a pure function of (seed, step).
 
 >>> figures = sample_during_training(trainer, encoder, ["Yung Lean"], cfg, "checkpoints/run1", tokens)  # doctest: +SKIP
 >>> sorted(figures)  # doctest: +SKIP
@@ -43,16 +43,15 @@ def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None)
     options = SamplingOptions(length=cfg.sample_length, nsamples=cfg.sample_num)
     model, n_ctx = trainer.model, trainer.model.hparams.n_ctx
     rng = random.Random(cfg.seed * 1_000_003 + trainer.step)
+    prompts = ["<<" + rng.choice(artists) if artists else "<<" for _ in range(options.nsamples)]
+    contexts = [song_layout([encoder.encode(p)], open_end=True).tolist() for p in prompts]  # [EOT] <<Artist
+    length = min(options.length, n_ctx - max(len(c) for c in contexts))
     texts = []
-    for i in range(options.nsamples):
-        prompt = "<<" + rng.choice(artists) if artists else "<<"
-        context = song_layout([encoder.encode(prompt)], open_end=True).tolist()  # [EOT] <<Artist
-        length = min(options.length, n_ctx - len(context))
-        if length <= 0:
-            break
-        row = generate(model, context, length, temperature=options.temperature, top_k=options.top_k,
-                       top_p=options.top_p, seed=rng.randrange(2**31), stop_at_end=options.stop_at_end)[0]
-        texts.append(prompt + encoder.decode([t for t in row if t != EOT_ID]))
+    if length > 0:
+        # Every artist in one batch: each row is the song its prompt gets alone (rapgen.generation).
+        rows = generate(model, contexts, length, temperature=options.temperature, top_k=options.top_k,
+                        top_p=options.top_p, seed=rng.randrange(2**31), stop_at_end=options.stop_at_end)
+        texts = [p + encoder.decode([t for t in row if t != EOT_ID]) for p, row in zip(prompts, rows)]
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     divider = "\n" + "=" * 40 + "\n"
     atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), divider.join(texts) + "\n")

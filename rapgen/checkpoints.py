@@ -112,6 +112,49 @@ def latest_checkpoint(model_dir: str) -> Optional[str]:
     return found[-1] if found else None
 
 
+BEST = "model-best"  # a run's checkpoint with the lowest validation loss so far (rapgen.runs.save_best)
+CHECKPOINT_WORDS = ("best", "latest")  # what --checkpoint takes besides a prefix
+
+
+def best_checkpoint(model_dir: str) -> Optional[str]:
+    """The run's `model-best` prefix when both its files are there, else None."""
+    prefix = os.path.join(model_dir, BEST)
+    return prefix if os.path.exists(prefix + ".index") and os.path.exists(prefix + DATA_SUFFIX) else None
+
+
+def choose_checkpoint(model_dir: str, checkpoint: Optional[str] = None) -> str:
+    """The checkpoint prefix `--checkpoint` picks in a model or run folder (sampling, scoring, load_model).
+
+    None: the run's `model-best` when it has one (the lowest validation loss), else the newest;
+    "best": `model-best`, an error when the run has none; "latest": the newest `model-<step>`,
+    the one the `checkpoint` index names (and gpt-2-simple and nshepperd/gpt-2 load); anything
+    else: a checkpoint prefix, as given. The folder itself is checked first in every case.
+
+    >>> choose_checkpoint("checkpoints/run1")                     # doctest: +SKIP
+    'checkpoints/run1/model-best'
+    >>> choose_checkpoint("checkpoints/run1", "latest")           # doctest: +SKIP
+    'checkpoints/run1/model-400'
+    """
+    latest = check_model_dir(model_dir)
+    if checkpoint is not None and checkpoint not in CHECKPOINT_WORDS:
+        return str(checkpoint)
+    if checkpoint == "latest":
+        return latest
+    best = best_checkpoint(model_dir)
+    if best is None and checkpoint == "best":
+        raise RapgenError(f"--checkpoint best: {model_dir} has no {BEST} (a run keeps one only when it validates, "
+                          f"--val_every N): use --checkpoint latest, or leave --checkpoint out")
+    return best or latest
+
+
+def choice_note(model_dir: str, checkpoint: Optional[str], prefix: str) -> Optional[str]:
+    """The line saying which checkpoint was used where it is not obvious: a run's model-best taken by default."""
+    if checkpoint is None and os.path.basename(prefix) == BEST:
+        return (f"using {prefix}, the run's lowest validation loss (--checkpoint latest takes "
+                f"{latest_checkpoint(model_dir)}, the newest)")
+    return None
+
+
 def check_model_dir(model_dir: str) -> str:
     """Raise a one-line error naming the first missing piece; return the checkpoint prefix."""
     if not os.path.isdir(model_dir):
@@ -267,7 +310,8 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
                compute_dtype="float32", variable_dtype="float32"):
     """A `GPT2` with weights from a model name, model directory or run directory.
 
-    `checkpoint` picks a prefix other than the newest (e.g. `checkpoints/run1/model-500`).
+    `checkpoint` (`choose_checkpoint`): None takes a run's `model-best` when it has one, else the
+    newest; "latest" the newest; or a prefix (e.g. `checkpoints/run1/model-500`).
     `variable_dtype` bfloat16/float16 keeps the weights in that type (for sampling only).
     A LoRA run folder (`rapgen.lora`) loads as its base model (found under models_dir or
     where it was, its checksum verified) with the adapters merged in once.
@@ -276,7 +320,7 @@ def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoi
     from .model import GPT2
 
     model_dir = resolve_model_dir(model, models_dir)
-    prefix = checkpoint or check_model_dir(model_dir)
+    prefix = choose_checkpoint(model_dir, checkpoint)
     verify_checkpoint(prefix)  # before hparams and the network are built
     hparams = HParams.load(model_dir)
     if is_lora_run(os.path.dirname(prefix)):

@@ -217,12 +217,24 @@ def pick_artist(artist: str, artists: List[str]) -> str:
 # -- the loss plot --------------------------------------------------------------------
 
 
+def tensorboard(logdir: str = "checkpoints") -> None:
+    """Notebook 02's TensorBoard cell: on Colab, `%load_ext tensorboard` and `%tensorboard --logdir
+    LOGDIR` (every run under it); elsewhere one line saying how to open it (rapgen.summaries).
+
+    >>> tensorboard("checkpoints")                          # doctest: +SKIP
+    """
+    from .summaries import show_tensorboard
+
+    show_tensorboard(logdir)
+
+
 def read_log(run_dir: str) -> Dict[str, list]:
-    """log.csv of a run as columns: step, loss, avg_loss, and val_step/val_loss where measured."""
+    """log.csv of a run as columns: step, loss, avg_loss, val_step/val_loss where measured, and
+    best_step: the steps whose validation loss was a new lowest (model-best written)."""
     path = os.path.join(run_dir, "log.csv")
     if not os.path.exists(path):
         raise RapgenError(f"{path} does not exist: train first (rapgen.train writes it)")
-    cols: Dict[str, list] = {"step": [], "loss": [], "avg_loss": [], "val_step": [], "val_loss": []}
+    cols: Dict[str, list] = {"step": [], "loss": [], "avg_loss": [], "val_step": [], "val_loss": [], "best_step": []}
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if None in row.values():
@@ -238,6 +250,8 @@ def read_log(run_dir: str) -> Dict[str, list]:
             if row.get("val_loss"):
                 cols["val_step"].append(step)
                 cols["val_loss"].append(float(row["val_loss"]))
+                if row.get("best") == "1":
+                    cols["best_step"].append(step)
     return cols
 
 
@@ -272,6 +286,11 @@ def plot_log(run_dir: str, save_to: Optional[str] = None):
     ax.plot(log["step"], log["avg_loss"], color="tab:blue", linewidth=2, label="training loss (moving average)")
     if log["val_loss"]:
         ax.plot(log["val_step"], log["val_loss"], color="tab:orange", marker="o", linewidth=2, label="validation loss")
+        if log["best_step"]:
+            step = log["best_step"][-1]  # the last new lowest is the best so far
+            value = log["val_loss"][log["val_step"].index(step)]
+            ax.plot([step], [value], linestyle="none", marker="*", markersize=16, color="tab:red",
+                    label=f"best: step {step}, kept as model-best")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"{os.path.basename(os.path.normpath(run_dir))}: step {log['step'][-1]}")

@@ -71,10 +71,19 @@ def check_output_folder(path, flag: str) -> str:
 
 
 def check_checkpoint(checkpoint) -> None:
-    """`--checkpoint PREFIX` must name an existing checkpoint (its .index file); None means the newest."""
-    if checkpoint is not None and not os.path.exists(str(checkpoint) + ".index"):
+    """`--checkpoint` must be best, latest, or a prefix naming an existing checkpoint (its .index file);
+    None means a run's model-best when it has one, else the newest (rapgen.checkpoints.choose_checkpoint).
+
+    >>> check_checkpoint("worst")
+    Traceback (most recent call last):
+    ...
+    rapgen.errors.RapgenError: --checkpoint worst: no such checkpoint (worst.index does not exist); give best, latest or a prefix such as checkpoints/run1/model-500
+    """
+    if checkpoint is None or checkpoint in ("best", "latest"):
+        return
+    if not os.path.exists(str(checkpoint) + ".index"):
         raise RapgenError(f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index does not exist); "
-                          f"give a prefix such as checkpoints/run1/model-500")
+                          f"give best, latest or a prefix such as checkpoints/run1/model-500")
 
 
 def _is_int(value) -> bool:

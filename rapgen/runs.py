@@ -1,8 +1,9 @@
 """Run folders: where a run resumes from, and how it saves, rotates, mirrors and logs.
 
 `checkpoints/<run_name>/` is a model directory plus `model-<step>` checkpoints (the newest
-`max_checkpoints` kept; a new one is complete before an old one goes), `counter`,
-`train.json`, `log.csv` and `samples/`. With `--drive_dir` the folder is mirrored after each
+`max_checkpoints` kept; a new one is complete before an old one goes), `model-best` (the
+lowest validation loss so far, never pruned), `counter`, `train.json`, `log.csv`, `samples/`
+and `tensorboard/`. With `--drive_dir` the folder is mirrored after each
 save, and on resume the newer of the run and its mirror wins. Temp files of killed saves are
 removed when a run starts and after each save.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
+import re
 import shutil
 from typing import Optional
 
@@ -26,10 +29,13 @@ from .hparams import MODEL_ALIASES, MODEL_SIZES, HParams
 from .trainconfig import DEFAULT_MODEL, TrainConfig, say
 
 def run_checkpoints(folder: str):
-    """The run's own `model-<step>` checkpoint prefixes, oldest first (none for a missing folder)."""
+    """The run's own `model-<step>` checkpoint prefixes, oldest first (none for a missing folder).
+
+    `model-best` is not one of them: it is never pruned, nor named by the `checkpoint` index.
+    """
     from .checkpoints import list_checkpoints
 
-    return [p for p in list_checkpoints(folder) if os.path.basename(p).startswith("model-")] if os.path.isdir(folder) else []
+    return [p for p in list_checkpoints(folder) if re.fullmatch(r"model-\d+", os.path.basename(p))] if os.path.isdir(folder) else []
 
 
 def restore_source(cfg: TrainConfig, run_dir: str):
@@ -118,9 +124,81 @@ def model_source(cfg: TrainConfig, run_dir: str, resume: Optional[str]):
     return source_dir, hparams
 
 
-def save(trainer, run_dir: str, cfg: TrainConfig) -> str:
-    """Write `model-<step>` of a `rapgen.trainstep.Trainer`, keep the newest max_checkpoints, record
-    counter and train.json, mirror to drive_dir; returns the new checkpoint's prefix."""
+@dataclasses.dataclass
+class BestSoFar:
+    """The lowest validation loss so far, the step it was measured at, and the validations since
+    without a lower one (what `--early_stop N` counts).
+
+    Every checkpoint stores it as scalar tensors (`TENSORS`), so a resumed run compares and
+    counts exactly as an uninterrupted one would have.
+
+    >>> best = BestSoFar()
+    >>> best.update(2.5, step=100), best.update(2.7, step=200), best.bad
+    (True, False, 1)
+    """
+
+    val_loss: float = math.inf
+    step: int = -1  # -1: no validation yet
+    bad: int = 0
+
+    TENSORS = ("rapgen/best_val_loss", "rapgen/best_step", "rapgen/bad_validations")
+
+    def update(self, val_loss: float, step: int) -> bool:
+        """Count one validation; True when it is a new best (strictly lower; NaN never is)."""
+        if val_loss < self.val_loss:
+            self.val_loss, self.step, self.bad = float(val_loss), int(step), 0
+            return True
+        self.bad += 1
+        return False
+
+    def tensors(self) -> dict:
+        import tensorflow as tf
+
+        # float64: the comparison after a resume must see the very number it saw before.
+        return {"rapgen/best_val_loss": tf.constant(self.val_loss, tf.float64),
+                "rapgen/best_step": tf.constant(self.step, tf.int64),
+                "rapgen/bad_validations": tf.constant(self.bad, tf.int64)}
+
+    @classmethod
+    def read(cls, prefix: Optional[str], run_dir: str) -> "BestSoFar":
+        """What checkpoint `prefix` recorded, when it is one of this run's own; else a fresh start
+        (a new run, a checkpoint of another run, or one written before rapgen kept a best)."""
+        if prefix is None or os.path.abspath(os.path.dirname(prefix)) != os.path.abspath(run_dir):
+            return cls()
+        import tensorflow as tf
+
+        reader = tf.train.load_checkpoint(prefix)
+        if not all(reader.has_tensor(name) for name in cls.TENSORS):
+            return cls()
+        return cls(val_loss=float(reader.get_tensor("rapgen/best_val_loss")),
+                   step=int(reader.get_tensor("rapgen/best_step")),
+                   bad=int(reader.get_tensor("rapgen/bad_validations")))
+
+
+def save_best(trainer, run_dir: str, best: BestSoFar) -> str:
+    """Write `model-best`: the trainer's weights (a LoRA run: its adapters), step and `best`.
+
+    No optimizer slots: the best is for sampling and merging, and on Drive a 355M run's Adam
+    state would triple its size. The new files are complete before the old best's go (as for
+    every checkpoint, `write_checkpoint`); the Drive mirror takes it at the next `save`.
+    """
+    from .checkpoints import BEST, write_checkpoint
+
+    if getattr(trainer, "lora_info", None):
+        # As in `save`: a LoRA checkpoint is never in the folder without the lora.json naming its base.
+        atomic_write_text(os.path.join(run_dir, "lora.json"), json.dumps(trainer.lora_info, indent=2) + "\n")
+    slots = set(trainer.optimizer.slots)
+    tensors = {name: value for name, value in trainer.state_tensors().items() if name not in slots}
+    tensors.update(best.tensors())
+    prefix = os.path.join(run_dir, BEST)
+    write_checkpoint(prefix, tensors)
+    return prefix
+
+
+def save(trainer, run_dir: str, cfg: TrainConfig, best: Optional[BestSoFar] = None) -> str:
+    """Write `model-<step>` of a `rapgen.trainstep.Trainer` (with `best`, the early-stopping state),
+    keep the newest max_checkpoints (never `model-best`), record counter and train.json, mirror
+    to drive_dir; returns the new checkpoint's prefix."""
     from .checkpoints import write_checkpoint, write_checkpoint_index
     from .sync import MirrorIsNewer, mirror
 
@@ -129,7 +207,9 @@ def save(trainer, run_dir: str, cfg: TrainConfig) -> str:
         # A LoRA run's checkpoints hold adapters only: lora.json (names the base) comes first,
         # so no adapter checkpoint is ever in the folder without it.
         atomic_write_text(os.path.join(run_dir, "lora.json"), json.dumps(trainer.lora_info, indent=2) + "\n")
-    write_checkpoint(prefix, trainer.state_tensors())
+    tensors = trainer.state_tensors()
+    tensors.update((best or BestSoFar()).tensors())
+    write_checkpoint(prefix, tensors)
     kept = run_checkpoints(run_dir)
     for old in kept[:-cfg.max_checkpoints]:
         for suffix in (".index", ".data-00000-of-00001"):
@@ -164,8 +244,9 @@ class RunLog:
 
     # sample_*: figures of the samples written at that step (rapgen.rhyme, rapgen.originality):
     # a longest copied span that grows as the loss falls is the model memorising its data.
+    # best: 1 where the validation loss was a new lowest and model-best was written.
     FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time",
-              "sample_rhyme_density", "sample_copied_tokens"]
+              "sample_rhyme_density", "sample_copied_tokens", "best"]
 
     def __init__(self, path, resume_step):
         self.path = path

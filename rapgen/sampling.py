@@ -47,7 +47,7 @@ class SamplingOptions:
     temperature: float = 1.0  # 0: always the most likely token
     seed: Optional[int] = None  # the same seed gives the same songs
     stop_at_end: bool = True  # a song ends at <|endoftext|>
-    checkpoint: Optional[str] = None  # a checkpoint prefix other than the newest
+    checkpoint: Optional[str] = None  # best, latest or a prefix; None: a run's model-best when it has one, else the newest
     precision: str = "float32"  # float32, bfloat16 or float16: the type of the weights
     window: str = "none"  # slide: --length may exceed the context (header + latest tokens kept)
     stride: Optional[int] = None  # with --window slide, new tokens between slides; None: n_ctx // 4
@@ -84,15 +84,20 @@ def _files_key(model_dir: str, prefix: str):
     return tuple(key)
 
 
-def _cached_model(options: SamplingOptions):
-    """The model and encoder `options` name, loaded once while its checkpoint files stay the same."""
-    from .checkpoints import check_model_dir, load_model, resolve_model_dir
+def _cached_model(options: SamplingOptions, quiet: bool = False):
+    """The model and encoder `options` name, loaded once while its checkpoint files stay the same.
+
+    A run's model-best is taken unless `--checkpoint` says otherwise (said on stderr unless quiet)."""
+    from .checkpoints import choice_note, choose_checkpoint, load_model, resolve_model_dir
     from .encoder import load_encoder
 
     model_dir = resolve_model_dir(options.model, options.models_dir)
-    prefix = options.checkpoint or check_model_dir(model_dir)
+    prefix = choose_checkpoint(model_dir, options.checkpoint)
     key = (os.path.abspath(model_dir), os.path.abspath(prefix), options.precision, _files_key(model_dir, prefix))
     if key not in _LOADED:
+        note = choice_note(model_dir, options.checkpoint, prefix)
+        if note and not quiet:
+            print(note, file=sys.stderr)  # once per load: stdout holds the songs
         _LOADED.clear()  # keep one model in memory
         # Reduced precision stores the weights in that type too: generation is bound by
         # reading every weight once per token, so half the bytes is the point.
@@ -203,7 +208,7 @@ def sample(
         from . import bestof
 
         bestof.check(best_of, rank)
-    gpt, enc = _cached_model(options)
+    gpt, enc = _cached_model(options, quiet)
     judge = None if best_of is None else bestof.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
     wanted, nsamples = nsamples, nsamples * (best_of or 1)
     # Laid out as training data is, so each prompt reads as a song's start.

@@ -11,6 +11,7 @@ exactly once. Compare models on the same held-out lyrics: lower is better.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 import numpy as np
@@ -50,7 +51,7 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
 def score(file: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8",
           batch_size: int = 4, checkpoint: Optional[str] = None) -> dict:
     """`{"tokens", "loss", "perplexity"}` of a text file under a model (tokens = predicted tokens)."""
-    from .checkpoints import load_model
+    from .checkpoints import choice_note, load_model
     from .dataset import encode_lyrics, read_text
     from .encoder import load_encoder
 
@@ -60,6 +61,9 @@ def score(file: str, model: Optional[str] = None, models_dir: str = "models", en
     check_checkpoint(checkpoint)
     text = read_text(str(file), encoding)
     gpt = load_model(model, models_dir, checkpoint=checkpoint)
+    note = choice_note(gpt.model_dir, checkpoint, gpt.checkpoint)
+    if note:
+        print(note, file=sys.stderr)  # stdout is the JSON
     tokens = encode_lyrics(text, load_encoder(gpt.model_dir))
     if len(tokens) < 3:
         raise RapgenError(f"{file} holds no text to score")

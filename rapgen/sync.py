@@ -88,12 +88,17 @@ def mirror(src: str, dst: str, prune: bool = True) -> int:
         )
     os.makedirs(dst, exist_ok=True)
     have, want = _files(dst), _files(src)
+    # A checkpoint rewritten in place (model-best) may keep its data file's size and, within a
+    # second, its time; its small .index, which holds every tensor's checksum, differs then, so
+    # the data of a changed index is copied too (before it: data sorts before index).
+    rewritten = {rel[: -len(".index")] for rel in want if rel.endswith(".index") and (
+        rel not in have or not _same(os.path.join(src, rel), os.path.join(dst, rel), want[rel], have[rel]))}
     copied = 0
     for rel in sorted(want, key=lambda r: r == INDEX):  # the index last
         s = want[rel]
         d = have.get(rel)
         target = os.path.join(dst, rel)
-        if d is not None and _same(os.path.join(src, rel), target, s, d):
+        if d is not None and rel.split(".data-")[0] not in rewritten and _same(os.path.join(src, rel), target, s, d):
             continue
         atomic_copy(os.path.join(src, rel), target)
         os.utime(target, (s.st_atime, s.st_mtime))

@@ -31,7 +31,8 @@ import numpy as np
 from .devices import compute_dtype, describe, make_strategy
 from .errors import RapgenError
 from .rules import between
-from .runs import RunLog, clear_dead_temps, model_source, restore_source, run_checkpoints, save
+from .runs import BestSoFar, RunLog, clear_dead_temps, model_source, restore_source, run_checkpoints, save, save_best
+from .summaries import FOLDER as EVENTS_FOLDER, EventLog
 from .trainconfig import TrainConfig, choose_memory_settings, say
 from .trainsamples import sample_during_training
 from .trainstep import Trainer
@@ -81,7 +82,8 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> dict:
-    """Fine-tune GPT-2 on lyrics; returns {"run_dir", "step", "loss", "val_loss"}.
+    """Fine-tune GPT-2 on lyrics; returns {"run_dir", "step", "loss", "val_loss", "best_val_loss",
+    "best_step", "stopped"} (stopped: "steps", "early_stop" or "interrupted").
 
     Every argument is a field of `TrainConfig` with the same default (a test keeps them
     alike); `TrainConfig.check` checks the values before anything is loaded.
@@ -200,7 +202,7 @@ def _run(cfg: TrainConfig) -> dict:
     copy_model_files(source_dir, run_dir, hparams)
     if cfg.steps != -1 and trainer.step >= cfg.steps:
         say(cfg, f"{run_dir} is already at step {trainer.step} (--steps {cfg.steps}): nothing to do")
-        return {"run_dir": run_dir, "step": trainer.step, "loss": None, "val_loss": None}
+        return _result(run_dir, trainer.step, None, None, BestSoFar.read(resume, run_dir), "steps")
 
     say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
@@ -209,7 +211,15 @@ def _run(cfg: TrainConfig) -> dict:
              f"{f', LoRA rank {cfg.lora_rank} on a frozen base' if cfg.lora_rank else ''}, "
              f"{describe(strategy)}")
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
+    best = BestSoFar.read(resume, run_dir)  # the best so far and the patience count, as the checkpoint left them
+    if cfg.early_stop and best.bad >= cfg.early_stop:
+        # An uninterrupted run would have stopped here too: the same command does nothing more.
+        say(cfg, f"{run_dir} stopped early at step {trainer.step} ({best.bad} validations without a loss below "
+                 f"{best.val_loss:.4f} of step {best.step}): --early_stop 0, or a larger N, trains on")
+        return _result(run_dir, trainer.step, None, None, best, "early_stop")
     log = RunLog(os.path.join(run_dir, "log.csv"), trainer.step)
+    events = EventLog(os.path.join(run_dir, EVENTS_FOLDER), trainer.step) if cfg.tensorboard else None
+    stopped = "steps"
     tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * length
     avg = [0.0, 0.0]
     loss = val_loss = None
@@ -236,27 +246,68 @@ def _run(cfg: TrainConfig) -> dict:
             speed = tokens_per_step / max(time.time() - t0, 1e-9)
             avg = [avg[0] * 0.99 + loss, avg[1] * 0.99 + 1.0]
             row_val = None
+            new_best = False
             if val is not None and cfg.val_every and trainer.step % cfg.val_every == 0:
                 val_loss = row_val = validate()
+                new_best = best.update(row_val, trainer.step)
+                if new_best:
+                    save_best(trainer, run_dir, best)
+                elif cfg.early_stop and best.bad >= cfg.early_stop:
+                    stopped = "early_stop"
             figures = {}  # samples come before the log row, which records their figures
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
                 figures = sample_during_training(trainer, encoder, artists, cfg, run_dir, data.train)
             log.write(step=trainer.step, loss=f"{loss:.5f}", avg_loss=f"{avg[0] / avg[1]:.5f}",
                       val_loss="" if row_val is None else f"{row_val:.5f}", learning_rate=f"{lr:.3g}",
-                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}", **figures)
+                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}", best="1" if new_best else "",
+                      **figures)
+            if events is not None:
+                events.scalars(trainer.step, loss=loss, avg_loss=avg[0] / avg[1], learning_rate=lr, tokens_per_sec=speed,
+                               loss_scale=float(trainer.loss_scale.numpy()), val_loss=row_val,
+                               best_val_loss=None if row_val is None else best.val_loss)
+                if cfg.sample_every and trainer.step % cfg.sample_every == 0:
+                    events.text(trainer.step, "samples", _samples_text(run_dir, trainer.step))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg[0] / avg[1]:.3f}", val="-" if val_loss is None else f"{val_loss:.3f}", tok_s=f"{speed:.0f}")
             if cfg.print_every and trainer.step % cfg.print_every == 0:
                 say(cfg, f"[{trainer.step}] loss={loss:.3f} avg={avg[0] / avg[1]:.3f}" + ("" if row_val is None else f" val={row_val:.3f}"))
+            if new_best and cfg.print_every:
+                say(cfg, f"[{trainer.step}] new lowest validation loss {row_val:.4f}: kept as model-best")
             if cfg.save_every and trainer.step % cfg.save_every == 0:
-                save(trainer, run_dir, cfg)
+                if events is not None:
+                    events.flush()  # the events up to this checkpoint go to the mirror with it
+                save(trainer, run_dir, cfg, best)
                 last_saved = trainer.step
+            if stopped == "early_stop":
+                say(cfg, f"early stop at step {trainer.step}: {best.bad} validations without a loss below "
+                         f"{best.val_loss:.4f} of step {best.step} (kept as model-best)")
+                break
     except KeyboardInterrupt:
+        stopped = "interrupted"
         say(cfg, f"interrupted at step {trainer.step}: saving")
     finally:
         bar.close()
         log.close()
+        if events is not None:
+            events.close()
     if trainer.step != last_saved or not run_checkpoints(run_dir):
-        prefix = save(trainer, run_dir, cfg)
+        prefix = save(trainer, run_dir, cfg, best)
         say(cfg, f"saved {prefix}")
-    return {"run_dir": run_dir, "step": trainer.step, "loss": loss, "val_loss": val_loss}
+    return _result(run_dir, trainer.step, loss, val_loss, best, stopped)
+
+
+def _result(run_dir, step, loss, val_loss, best, stopped) -> dict:
+    """What `train` returns: where and how far the run got, its last losses, its best, and why it stopped."""
+    return {"run_dir": run_dir, "step": step, "loss": loss, "val_loss": val_loss,
+            "best_val_loss": None if best.step < 0 else best.val_loss, "best_step": None if best.step < 0 else best.step,
+            "stopped": stopped}
+
+
+def _samples_text(run_dir: str, step: int) -> str:
+    """The samples of `step` as `sample_during_training` saved them (for TensorBoard's text dashboard)."""
+    path = os.path.join(run_dir, "samples", f"step-{step}.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return ""

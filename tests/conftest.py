@@ -93,12 +93,15 @@ def assert_one_line_error(result, *needles):
 
 
 def snapshot(folder):
-    """Every file of a folder, name -> bytes (to show that nothing was overwritten)."""
+    """Every file of a folder and its subfolders (a run's tensorboard/), path -> bytes (to show that
+    nothing was overwritten)."""
     out = {}
-    for name in sorted(os.listdir(folder)):
-        with open(os.path.join(folder, name), "rb") as f:
-            out[name] = f.read()
-    return out
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = f.read()
+    return dict(sorted(out.items()))
 
 
 def run_cli(args, env, cwd=None, input=None, timeout=300):

@@ -208,6 +208,10 @@ VALUE_ROWS = [
     ("train-dataset-npz-damaged", ["train", "--dataset", "damaged.npz", "--model", "model"], ["damaged.npz"]),
     ("train-models-dir-file", ["train", "--dataset", "lyrics.txt", "--model", "124M", "--models_dir", "lyrics.txt"], ["lyrics.txt"]),
     ("train-encoding-nope", ["train", "--dataset", "lyrics.txt", "--model", "model", "--encoding", "nope"], ["'nope'"]),
+    ("train-early-stop-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "-1"], ["--early_stop", "-1"]),
+    ("train-early-stop-noval", ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "2", "--val_every", "0"],
+     ["--early_stop", "--val_every"]),
+    ("train-tensorboard-maybe", ["train", "--dataset", "lyrics.txt", "--model", "model", "--tensorboard", "maybe"], ["--tensorboard", "'maybe'"]),
     # plan
     ("plan-999M", ["plan", "--model", "999M"], ["'999M'"]),
     ("plan-memory-0", ["plan", "--model", "124M", "--memory_gb", "0"], ["--memory_gb", "0"]),
@@ -255,6 +259,9 @@ VALUE_ROWS = [
     ("sample-save-to-folder", ["sample", "--model", "model", "--length", "4", "--save_to", "adir"], ["--save_to", "adir", "folder"]),
     ("sample-save-to-under-file", ["sample", "--model", "model", "--length", "4", "--save_to", "lyrics.txt/x.txt"], ["--save_to", "lyrics.txt"]),
     ("sample-checkpoint-nowhere", ["sample", "--model", "model", "--checkpoint", "nowhere"], ["--checkpoint", "nowhere"]),
+    ("sample-checkpoint-worst", ["sample", "--model", "model", "--checkpoint", "worst"], ["--checkpoint worst", "best, latest"]),
+    ("sample-checkpoint-best-none", ["sample", "--model", "model", "--checkpoint", "best"],
+     ["--checkpoint best", "no model-best", "--checkpoint latest"]),
     # interactive (refused before the model loads and before the first prompt)
     ("interactive-length-0", ["interactive", "--model", "model", "--length", "0"], ["--length", "0"]),
     ("interactive-length-word", ["interactive", "--model", "model", "--length", "x"], ["--length", "'x'"]),
@@ -280,6 +287,7 @@ VALUE_ROWS = [
     ("score-model-badvocab", ["score", "lyrics.txt", "--model", "badvocab"], ["encoder.json"]),
     ("score-encoding-nope", ["score", "lyrics.txt", "--model", "model", "--encoding", "nope"], ["'nope'"]),
     ("score-checkpoint-nowhere", ["score", "lyrics.txt", "--model", "model", "--checkpoint", "nowhere"], ["--checkpoint", "nowhere"]),
+    ("score-checkpoint-worst", ["score", "lyrics.txt", "--model", "model", "--checkpoint", "worst"], ["--checkpoint worst", "best, latest"]),
     # collect genius (a token is set and the API is a closed port: nothing may be asked)
     ("genius-no-artists", ["collect", "genius"], ["artists"]),
     ("genius-empty-artists", ["collect", "genius", "--artists", " , "], ["artists"]),

@@ -31,6 +31,7 @@ _EXPORTS = {
     "sample": "rapgen.sampling",
     "generate": "rapgen.sampling",
     "interactive": "rapgen.sampling",
+    "artist_names": "rapgen.sampling",
     "score": "rapgen.scoring",
     "merge": "rapgen.lora",
     "collect": "rapgen.collection",

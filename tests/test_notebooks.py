@@ -459,7 +459,9 @@ def test_03_writes_songs_and_answers_prompts(lab, trained):
     interactive = outputs[-1]
     assert interactive.index("<<Lil Tofu") < interactive.index("SAMPLE 1")
     songs = (lab.drive / "songs.txt").read_text(encoding="utf-8")
-    assert songs.count("<|endoftext|>") == 3 and songs.startswith("<<Lil Tofu")
+    # Two artists (the form's default, "Lil Tofu, MC Fjord"), three songs each, grouped by artist.
+    assert songs.count("<|endoftext|>") == 6 and songs.startswith("<<Lil Tofu")
+    assert [s.strip()[:9] for s in songs.split("<|endoftext|>")[:6]] == ["<<Lil Tof"] * 3 + ["<<MC Fjor"] * 3
 
 
 def test_03_runs_headless_and_the_prompt_loop_ends_in_one_line(lab, trained):

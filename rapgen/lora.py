@@ -287,6 +287,11 @@ def training_base(cfg, source_dir: str, resume: Optional[str]):
             raise RapgenError(f"--lora_rank {cfg.lora_rank} cannot continue {resume}, a full checkpoint: start a LoRA run "
                               f"from it with --model {run_dir} --restore_from fresh and a new --run_name")
         info = read_info(run_dir)
+        if str(info["base_model"]) in MODEL_SIZES or str(info["base_model"]) in MODEL_ALIASES:
+            from .checkpoints import resolve_model_dir
+
+            # A new Colab session resuming from Drive: a released base is fetched, as a new run's is.
+            resolve_model_dir(str(info["base_model"]), cfg.models_dir, download=True, quiet=cfg.quiet)
         return find_base(run_dir, info, cfg.models_dir), info, read_adapters(resume)
     refuse_lora_source(source_dir)
     base_prefix = check_model_dir(source_dir)

@@ -23,7 +23,7 @@ SHAPE = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=64)
 LENGTH, BATCH = 32, 2
 SETTINGS = dict(dataset=DATASET, steps=30, batch_size=BATCH, sequence_length=LENGTH, learning_rate=3e-2, warmup_steps=0,
                 val_every=0, sample_every=0, print_every=0, save_every=15, mixed_precision="off", distribute="off",
-                optimizer="adam", recompute=False, only_train_transformer_layers=False, quiet=True)
+                optimizer="adam", recompute=False, only_train_transformer_layers=False, tensorboard=False, quiet=True)
 
 
 def losses(run_dir):

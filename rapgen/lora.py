@@ -236,12 +236,15 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
 
     OUT gets model.ckpt (float32, OpenAI's variable names), a `checkpoint` index with a
     relative path, hparams.json and the vocabulary: gpt-2-simple and nshepperd/gpt-2 load it.
-    Never overwrites a model. checkpoint: a prefix of the run other than the newest.
+    Never overwrites a model. checkpoint: as for sampling (`rapgen.checkpoints.choose_checkpoint`):
+    the run's model-best when it has one, else the newest; "latest", "best" or a prefix.
 
     >>> merge("checkpoints/lora1", "models/lora1-merged")   # doctest: +SKIP
     'models/lora1-merged'
     """
-    from .checkpoints import (check_model_dir, copy_model_files, list_checkpoints, verify_checkpoint,
+    import sys
+
+    from .checkpoints import (choice_note, choose_checkpoint, copy_model_files, list_checkpoints, verify_checkpoint,
                               write_checkpoint, write_checkpoint_index)
     from .rules import check_checkpoint, check_output_folder
 
@@ -256,8 +259,11 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
     if os.path.abspath(out) == os.path.abspath(run):
         raise RapgenError("OUT must be another folder than RUN")
     check_checkpoint(checkpoint)
-    prefix = checkpoint or check_model_dir(run)
+    prefix = choose_checkpoint(run, checkpoint)
     verify_checkpoint(prefix)
+    note = choice_note(run, checkpoint, prefix)
+    if note:
+        print(note, file=sys.stderr)  # stdout is OUT's path
     hparams = HParams.load(run)
     weights = lora_run_weights(run, prefix, hparams, models_dir)
     os.makedirs(out, exist_ok=True)

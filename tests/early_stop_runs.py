@@ -3,10 +3,11 @@
 One session-scoped fixture, `early_stop_runs`, trains a 1-layer, 16-wide GPT-2 on the three test
 songs and validates on a fourth after every step, with `--early_stop 3`:
 
-* run `a`: uninterrupted, saving every step, until early stopping ends it, mirrored to a Drive folder;
-* run `b`: a copy of `a` as a kill two steps before the stop would have left it (the two newest
-  checkpoints gone, the index back on the one before; log.csv and the event files hold the lost
-  steps too, as they do after a kill), then run again with the same command, and once more;
+* run `a`: uninterrupted, saving every other step, until early stopping ends it, mirrored to a Drive folder;
+* run `b`: a copy of `a` as a kill after the save at step `resumed_at` (stop-2 or stop-1, whichever
+  was saved) would have left it: the newer checkpoints gone, the index back on that one; log.csv
+  and the event files hold the lost steps too, as they do after a kill. Then run again with the
+  same command, and once more;
 * run `off`: one step with `--tensorboard False` and no validation.
 
 Every setting the CPU or the machine would otherwise decide is pinned (precision, devices,
@@ -24,7 +25,7 @@ VAL_SONG = "<<Lil Tofu - Miso Money>>\n[Verse 1: Lil Tofu]\nmiso in the bowl and
 
 SETTINGS = dict(
     batch_size=2, sequence_length=16, learning_rate=1e-2, warmup_steps=0, val_every=1, val_batches=1, early_stop=3,
-    save_every=1, sample_every=5, sample_length=4, print_every=0, max_checkpoints=3,
+    save_every=2, sample_every=10, sample_length=4, print_every=0, max_checkpoints=3,
     mixed_precision="off", distribute="off", optimizer="adam", recompute=False, only_train_transformer_layers=False,
     lora_rank=0,
 )
@@ -68,15 +69,18 @@ def _train(tmp_path_factory, vocab_dir):
     stop = a["step"]
     assert a["stopped"] == "early_stop" and 4 <= stop < MAX_STEPS, a  # what the runs below build on
 
+    # One or two validations after the best: the count of validations without a new best is 1 or 2.
+    resumed_at = stop - 2 if stop % 2 == 0 else stop - 1
     b_dir = os.path.join(common["checkpoint_dir"], "b")
     shutil.copytree(a["run_dir"], b_dir)
-    for step in (stop, stop - 1):
-        _remove_checkpoint(os.path.join(b_dir, f"model-{step}"))
-    write_checkpoint_index(b_dir, [os.path.join(b_dir, f"model-{stop - 2}")])
+    for step in range(resumed_at + 1, stop + 1):
+        if os.path.exists(os.path.join(b_dir, f"model-{step}.index")):
+            _remove_checkpoint(os.path.join(b_dir, f"model-{step}"))
+    write_checkpoint_index(b_dir, [os.path.join(b_dir, f"model-{resumed_at}")])
     b = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
     again = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
 
     off = train(run_name="off", steps=1, tensorboard=False, quiet=True,
                 **{**common, "val_every": 0, "early_stop": 0, "sample_every": 0})
-    return dict(root=root, model=model, a=a, said=said.getvalue(), b=b, again=again, off=off,
+    return dict(root=root, model=model, a=a, said=said.getvalue(), b=b, again=again, off=off, resumed_at=resumed_at,
                 drive=str(root / "drive"), val=str(root / "val.txt"))

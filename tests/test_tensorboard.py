@@ -50,8 +50,8 @@ def test_events_hold_every_figure_at_its_step(early_stop_runs):
 def test_a_resumed_run_appends_each_step_once(early_stop_runs):
     a, b = early_stop_runs["a"], early_stop_runs["b"]
     folder = os.path.join(b["run_dir"], "tensorboard")
-    # The copied files held every step to the stop; the resumed run (from stop-2) cut the two lost
-    # steps out of them and wrote them again in a new file.
+    # The copied files held every step to the stop; the resumed run cut the lost steps out of
+    # them and wrote them again in a new file.
     assert len([n for n in os.listdir(folder) if n.startswith("events.out.tfevents.")]) == 2
     events_a, events_b = read_events(os.path.join(a["run_dir"], "tensorboard")), read_events(folder)
     for tag in ("loss", "val_loss", "best_val_loss", "learning_rate"):

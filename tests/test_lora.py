@@ -189,3 +189,26 @@ def test_a_lora_run_with_the_wrong_base_is_refused_with_one_line(runs, cli_env, 
         json.dump({**info, "base_model": "124M", "base_dir": str(root / "gone")}, f)
     with pytest.raises(RapgenError, match=r"needs its base model 124M.*rapgen download 124M"):
         load_model(moved, models_dir=str(root / "models"))
+
+
+def test_recompute_gives_the_adapters_the_same_gradients():
+    """Gradient checkpointing (tf.recompute_grad per block) reaches the adapters' variables too."""
+    import tensorflow as tf
+
+    from rapgen.lora import attach
+    from rapgen.model import GPT2
+
+    hp = HParams(**SHAPE)
+    model = GPT2(hp, seed=0)
+    values = {name: value.numpy() for name, value in attach(model, 4, seed=0).items()}
+    values["lora/h0/attn/c_attn/B"] += 0.05  # B = 0 would leave A without a gradient
+    variables = attach(model, 4, seed=0, values=values)
+    tokens = tf.constant(np.random.default_rng(0).integers(0, hp.n_vocab, (2, 17)), tf.int32)  # [B, T+1]
+    grads = {}
+    for recompute in (False, True):
+        with tf.GradientTape() as tape:
+            loss = model.loss(tokens, recompute=recompute)
+        grads[recompute] = dict(zip(variables, (g.numpy() for g in tape.gradient(loss, list(variables.values())))))
+    assert np.abs(grads[False]["lora/h0/attn/c_attn/A"]).max() > 1e-6
+    for name, value in grads[False].items():
+        np.testing.assert_allclose(grads[True][name], value, atol=1e-6, err_msg=name)

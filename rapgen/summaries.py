@@ -5,8 +5,8 @@
 training as text (`samples`). Only TensorFlow's own summary writer is used, with the metadata
 TensorBoard's scalar and text dashboards read, so writing needs no `tensorboard` package (Colab
 has it for viewing). A resumed run appends: events past the step it resumed from (written
-after the last checkpoint of a killed run) are first cut from the old files, so every step is
-in the files once. log.csv stays the plain record; these are for watching.
+after the last checkpoint of a killed run), and a record the kill left half-written, are first
+cut from the old files, so every step is in the files once. log.csv stays the plain record; these are for watching.
 
 >>> events = EventLog("checkpoints/run1/tensorboard", resume_step=0)        # doctest: +SKIP
 >>> events.scalars(1, loss=3.2, learning_rate=1e-4)                         # doctest: +SKIP
@@ -38,16 +38,34 @@ def _metadata(plugin: str):
     return meta
 
 
+def _records(path: str) -> Tuple[List[bytes], bool]:
+    """The serialized Event protos of one event file, and whether it ended in a damaged record.
+
+    A writer killed mid-record leaves half a record at the end: TensorFlow's reader raises
+    DataLossError there, after every complete record before it.
+    """
+    import tensorflow as tf
+
+    records = []
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        return records, True
+    return records, False
+
+
 def trim_events(folder: str, step: int) -> int:
-    """Cut the events past `step` out of every event file in `folder` (each file rewritten
-    atomically, and only when it holds such events); returns how many events were cut."""
+    """Cut the events past `step`, and a half-written last record, out of every event file in
+    `folder` (each file rewritten atomically, only when it holds either); returns how many
+    events were cut."""
     import tensorflow as tf
 
     cut = 0
     for path in sorted(glob.glob(os.path.join(glob.escape(folder), EVENT_GLOB))):
-        records = [r.numpy() for r in tf.data.TFRecordDataset(path)]  # [n] serialized Event protos
+        records, damaged = _records(path)
         keep = [r for r in records if tf.compat.v1.Event.FromString(r).step <= step]
-        if len(keep) == len(records):
+        if len(keep) == len(records) and not damaged:
             continue
         cut += len(records) - len(keep)
         with _replacing(path) as tmp:
@@ -110,8 +128,8 @@ def read_events(folder: str) -> Dict[str, List[Tuple[int, object]]]:
 
     out: Dict[str, List[Tuple[int, object]]] = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(folder), EVENT_GLOB))):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
+        for record in _records(path)[0]:  # a half-written last record is left out, as TensorBoard does
+            event = tf.compat.v1.Event.FromString(record)
             for value in event.summary.value:
                 item = tf.make_ndarray(value.tensor).item()
                 out.setdefault(value.tag, []).append((event.step, item.decode("utf-8") if isinstance(item, bytes) else item))

@@ -6,8 +6,8 @@ songs and validates on a fourth after every step, with `--early_stop 3`:
 * run `a`: uninterrupted, saving every other step, until early stopping ends it, mirrored to a Drive folder;
 * run `b`: a copy of `a` as a kill after the save at step `resumed_at` (stop-2 or stop-1, whichever
   was saved) would have left it: the newer checkpoints gone, the index back on that one; log.csv
-  and the event files hold the lost steps too, as they do after a kill. Then run again with the
-  same command, and once more;
+  and the event files hold the lost steps too, as they do after a kill, and the event file ends
+  in half a record (killed mid-write). Then run again with the same command, and once more;
 * run `off`: one step with `--tensorboard False` and no validation.
 
 Every setting the CPU or the machine would otherwise decide is pinned (precision, devices,
@@ -77,6 +77,10 @@ def _train(tmp_path_factory, vocab_dir):
         if os.path.exists(os.path.join(b_dir, f"model-{step}.index")):
             _remove_checkpoint(os.path.join(b_dir, f"model-{step}"))
     write_checkpoint_index(b_dir, [os.path.join(b_dir, f"model-{resumed_at}")])
+    events = [os.path.join(b_dir, "tensorboard", n) for n in os.listdir(os.path.join(b_dir, "tensorboard"))]
+    assert len(events) == 1
+    with open(events[0], "rb+") as f:
+        f.truncate(os.path.getsize(events[0]) - 5)
     b = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
     again = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
 

@@ -121,7 +121,7 @@ def train(
         save_every: steps between checkpoints (0: only at the end).
         max_checkpoints: checkpoints kept in the run folder.
         print_every: steps between printed loss lines (0: never).
-        tensorboard: write TensorBoard event files in the run folder.
+        tensorboard: write TensorBoard event files in <run>/tensorboard/ (loss, val_loss, learning rate, tokens/s, loss scale, samples).
         restore_from: latest (resume), fresh (start from the base model) or a checkpoint prefix / folder.
         seed: the training windows are a pure function of seed and step.
         drive_dir: mirror the run folder here after every save (Google Drive on Colab).

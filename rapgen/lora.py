@@ -205,6 +205,29 @@ def find_base(run_dir: str, info: dict, models_dir: str = "models") -> str:
                       f"nor at {info.get('base_dir') or given}: {fix} (or give --models_dir)")
 
 
+def ensure_base(run: str, models_dir: str = "models", quiet: bool = False) -> str:
+    """The verified base checkpoint of LoRA run `run`, downloading a released base (a name such as
+    355M) into models_dir first when neither models_dir nor the recorded folder holds it.
+
+    For a new machine (a fresh Colab session) that has the run on Drive but not its base:
+    `rapgen sample` itself never downloads, it names the `rapgen download` that fixes it.
+
+    >>> ensure_base("/content/drive/MyDrive/rapgen/checkpoints/run1")   # doctest: +SKIP
+    'models/355M/model.ckpt'
+    """
+    from .checkpoints import DATA_SUFFIX, resolve_model_dir
+
+    run = str(run)
+    if not is_lora_run(run):
+        raise RapgenError(f"{run} is not a LoRA run (it has no {LORA_FILE}): it needs no base model")
+    info = read_info(run)
+    given = str(info["base_model"])
+    recorded = os.path.join(info.get("base_dir") or "", info.get("base_checkpoint") or "model.ckpt")
+    if (given in MODEL_SIZES or given in MODEL_ALIASES) and not os.path.isfile(recorded + DATA_SUFFIX):
+        resolve_model_dir(given, models_dir, download=True, quiet=quiet)
+    return find_base(run, info, models_dir)
+
+
 def read_adapters(prefix: str) -> Dict[str, np.ndarray]:
     """The `lora/...` tensors of a LoRA checkpoint, float32."""
     import tensorflow as tf
@@ -293,12 +316,8 @@ def training_base(cfg, source_dir: str, resume: Optional[str]):
             raise RapgenError(f"--lora_rank {cfg.lora_rank} cannot continue {resume}, a full checkpoint: start a LoRA run "
                               f"from it with --model {run_dir} --restore_from fresh and a new --run_name")
         info = read_info(run_dir)
-        if str(info["base_model"]) in MODEL_SIZES or str(info["base_model"]) in MODEL_ALIASES:
-            from .checkpoints import resolve_model_dir
-
-            # A new Colab session resuming from Drive: a released base is fetched, as a new run's is.
-            resolve_model_dir(str(info["base_model"]), cfg.models_dir, download=True, quiet=cfg.quiet)
-        return find_base(run_dir, info, cfg.models_dir), info, read_adapters(resume)
+        # A new Colab session resuming from Drive: a released base is fetched, as a new run's is.
+        return ensure_base(run_dir, cfg.models_dir, quiet=cfg.quiet), info, read_adapters(resume)
     refuse_lora_source(source_dir)
     base_prefix = check_model_dir(source_dir)
     return base_prefix, base_info(cfg.model or DEFAULT_MODEL, base_prefix, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets), None

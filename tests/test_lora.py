@@ -215,3 +215,31 @@ def test_recompute_gives_the_adapters_the_same_gradients():
     assert np.abs(grads[False]["lora/h0/attn/c_attn/A"]).max() > 1e-6
     for name, value in grads[False].items():
         np.testing.assert_allclose(grads[True][name], value, atol=1e-6, err_msg=name)
+
+
+def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypatch):
+    """A LoRA run on Drive, its base (named 124M here, a tiny model on a loopback mirror) not on this machine."""
+    import tensorflow as tf
+    from http_mirror import ModelMirror
+
+    from rapgen import downloads
+    from rapgen.checkpoints import load_model
+    from rapgen.lora import ensure_base
+
+    root = runs["root"]
+    on_drive = str(root / "checkpoints" / "on_drive")
+    shutil.copytree(runs["a"], on_drive)
+    with open(os.path.join(on_drive, "lora.json")) as f:
+        info = json.load(f)
+    with open(os.path.join(on_drive, "lora.json"), "w") as f:
+        json.dump({**info, "base_model": "124M", "base_dir": str(root / "a-vanished-vm")}, f)
+    models = str(root / "fresh_models")
+    with ModelMirror({"124M": runs["base"]}) as mirror:
+        monkeypatch.setenv(downloads.ENV_BASE_URL, mirror.url)
+        with pytest.raises(RapgenError, match="needs its base model 124M"):
+            load_model(on_drive, models_dir=models)  # loading never downloads
+        assert mirror.requests == []
+        prefix = ensure_base(on_drive, models_dir=models, quiet=True)
+    assert prefix == os.path.join(models, "124M", "model.ckpt")
+    tokens = tf.constant([[50256, 16, 17, 18]])
+    np.testing.assert_array_equal(load_model(on_drive, models_dir=models)(tokens).numpy(), load_model(runs["a"])(tokens).numpy())

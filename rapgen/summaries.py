@@ -3,10 +3,12 @@
 `EventLog` writes, per step, `loss`, `avg_loss`, `learning_rate`, `tokens_per_sec` and
 `loss_scale`; at each validation `val_loss` and `best_val_loss`; and the samples written during
 training as text (`samples`). Only TensorFlow's own summary writer is used, with the metadata
-TensorBoard's scalar and text dashboards read, so writing needs no `tensorboard` package (Colab
-has it for viewing). A resumed run appends: events past the step it resumed from (written
-after the last checkpoint of a killed run), and a record the kill left half-written, are first
-cut from the old files, so every step is in the files once. log.csv stays the plain record; these are for watching.
+TensorBoard's scalar and text dashboards read (TensorBoard 2.21's EventMultiplexer lists these
+files' tags under its scalars and text plugins), so writing needs no `tensorboard` package
+(Colab has it for viewing). A resumed run appends: events past the step it resumed from
+(written after the last checkpoint of a killed run), and a record the kill left half-written,
+are first cut from the old files, so every step is in the files once. log.csv stays the plain
+record; these are for watching.
 
 >>> events = EventLog("checkpoints/run1/tensorboard", resume_step=0)        # doctest: +SKIP
 >>> events.scalars(1, loss=3.2, learning_rate=1e-4)                         # doctest: +SKIP

@@ -40,7 +40,7 @@ from typing import Callable, List, Optional, Sequence
 
 from .errors import RapgenError
 from .hparams import EOT_ID
-from .logits import choose_tokens_per_row
+from .logits import choose_tokens
 from .rules import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -122,7 +122,7 @@ def _generation_function(model):
             slots = tf.range(S)
             slot = tf.reshape(tf.logical_and(slots >= pos, slots < pos + T), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
             cache = tf.where(slot, present, cache)  # [L, 2, B, H, S, D]
-            new = choose_tokens_per_row(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]), row_ids)  # [B]
+            new = choose_tokens(logits, temperature, top_k, top_p, tf.stack([seed[0], seed[1] + i]), row_ids)  # [B]
             new = tf.where(done, EOT_ID, new)  # finished rows only pad
             done = tf.logical_or(done, tf.logical_and(stop_at_end, tf.equal(new, EOT_ID)))
             # The step count goes through the reporter, so the call is part of the loop's data

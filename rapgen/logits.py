@@ -1,8 +1,8 @@
 """Logit filters for sampling: top-k, top-p (nucleus) and temperature, as pure TensorFlow functions.
 
 Each takes float32 logits [B, V] and returns the same shape (or int32 ids [B] for
-`choose_tokens` and `choose_tokens_per_row`, the generation loop's: one random stream per
-row); they run inside the compiled generation loop and are tested with fake logits.
+`choose_tokens`, which gives each row its own random stream); they run inside the compiled
+generation loop and are tested with fake logits.
 
 >>> choose_tokens(logits, temperature=1.0, top_k=40, top_p=0.0, seed=tf.constant([1, 0]))   # doctest: +SKIP
 <tf.Tensor: shape=(2,), dtype=int32, numpy=array([318, 11], dtype=int32)>
@@ -48,32 +48,22 @@ def top_p_logits(logits, p):
     return tf.cond(tf.logical_and(p > 0.0, p < 1.0), keep_nucleus, lambda: logits)
 
 
-def choose_tokens(logits, temperature, top_k, top_p, seed):
-    """One token per row from float32 logits [B, V]; temperature 0 is greedy. Returns int32 [B]."""
-    import tensorflow as tf
+def choose_tokens(logits, temperature, top_k, top_p, seed, row_ids=None):
+    """One token per row from float32 logits [B, V]; temperature 0 is greedy. Returns int32 [B].
 
-    temperature = tf.convert_to_tensor(temperature, tf.float32)
-
-    def draw():
-        filtered = top_p_logits(top_k_logits(logits / temperature, top_k), top_p)
-        return tf.random.stateless_categorical(filtered, 1, seed=seed, dtype=tf.int32)[:, 0]
-
-    return tf.cond(temperature > 0.0, draw, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
-
-
-def choose_tokens_per_row(logits, temperature, top_k, top_p, seed, row_ids):
-    """As `choose_tokens`, but row b's draw depends only on (seed, row_ids[b]) and its own logits.
-
-    `tf.random.stateless_categorical` draws row b from noise at offset b of one stream, so
-    a row's token depends on where it sits in the batch. Here row b reads uniform number
-    row_ids[b] of the stream `seed` gives (a longer draw of a stateless stream starts with
-    the shorter one) and inverts its own cumulative distribution: one number per row, so
-    a prompt gives the same song alone or in any batch, at the cost of a cumulative sum
-    over the vocabulary. seed: int32 [2]; row_ids: int32 [B]. Returns int32 [B].
+    Row b's draw depends only on (seed, row_ids[b]) and its own logits, not on where it sits
+    in the batch (`tf.random.stateless_categorical` would draw row b from noise at offset b of
+    one stream): row b reads uniform number row_ids[b] of the stream `seed` gives (a longer
+    draw of a stateless stream starts with the shorter one) and inverts its own cumulative
+    distribution. One number per row, so a prompt gives the same song alone or in any batch,
+    at the cost of a cumulative sum over the vocabulary. seed: int32 [2]; row_ids: int32 [B],
+    default 0 .. B-1 (independent rows).
     """
     import tensorflow as tf
 
     temperature = tf.convert_to_tensor(temperature, tf.float32)
+    if row_ids is None:
+        row_ids = tf.range(tf.shape(logits)[0])  # [B]
     row_ids = tf.convert_to_tensor(row_ids, tf.int32)
 
     def draw():

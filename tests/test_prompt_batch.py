@@ -65,6 +65,18 @@ def test_sampled_rows_follow_their_own_random_stream(sharp):
     assert generate(sharp, PROMPTS, batch_size=2, **dict(settings, seed=12)) != rows
 
 
+def test_a_row_draws_the_same_token_wherever_it_sits():
+    from rapgen.logits import choose_tokens
+
+    logits = tf.constant(np.random.default_rng(1).normal(0.0, 1.0, (6, 500)).astype(np.float32))
+    seed = tf.constant([4, 2], tf.int32)
+    batch = choose_tokens(logits, 1.0, 0, 0.0, seed).numpy()  # rows 0..5 read numbers 0..5 of the stream
+    for b in range(6):
+        alone = choose_tokens(logits[b:b + 1], 1.0, 0, 0.0, seed, row_ids=[b]).numpy()
+        assert alone[0] == batch[b]
+    assert len(set(batch.tolist())) > 3  # different numbers of the stream: different draws
+
+
 def test_mixed_batches_compile_once(tiny_model_dir):
     from rapgen.checkpoints import load_model
 

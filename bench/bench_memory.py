@@ -198,7 +198,8 @@ def checkpoint_sizes(spec: dict) -> dict:
     """Bytes on disk of the checkpoint a LoRA run (rank 16, Adam) saves and of a full Adam run's, same model."""
     import tensorflow as tf
 
-    from rapgen.checkpoints import DATA_SUFFIX, check_model_dir, read_weights, write_checkpoint
+    from rapgen.checkpoints import check_model_dir, read_weights
+    from rapgen.checkpointfiles import DATA_SUFFIX, write_checkpoint
     from rapgen.hparams import HParams
     from rapgen.lora import attach
     from rapgen.model import GPT2

@@ -161,7 +161,7 @@ def checksum(path: str) -> str:
 
 def base_info(base_model: str, base_prefix: str, rank: int, alpha: Optional[float], targets) -> dict:
     """What lora.json records for a new LoRA run on the checkpoint `base_prefix` of `base_model`."""
-    from .checkpoints import DATA_SUFFIX
+    from .checkpointfiles import DATA_SUFFIX
     from .trainconfig import lora_target_names
 
     return {
@@ -180,7 +180,7 @@ def find_base(run_dir: str, info: dict, models_dir: str = "models") -> str:
 
     Looked for under models_dir (a released name), at the folder recorded, and at the name as a path.
     """
-    from .checkpoints import DATA_SUFFIX
+    from .checkpointfiles import DATA_SUFFIX
 
     given = str(info["base_model"])
     candidates = []
@@ -215,7 +215,8 @@ def ensure_base(run: str, models_dir: str = "models", quiet: bool = False) -> st
     >>> ensure_base("/content/drive/MyDrive/rapgen/checkpoints/run1")   # doctest: +SKIP
     'models/355M/model.ckpt'
     """
-    from .checkpoints import DATA_SUFFIX, resolve_model_dir
+    from .checkpoints import resolve_model_dir
+    from .checkpointfiles import DATA_SUFFIX
 
     run = str(run)
     if not is_lora_run(run):
@@ -267,8 +268,8 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
     """
     import sys
 
-    from .checkpoints import (choice_note, choose_checkpoint, copy_model_files, list_checkpoints, verify_checkpoint,
-                              write_checkpoint, write_checkpoint_index)
+    from .checkpoints import choice_note, choose_checkpoint, copy_model_files
+    from .checkpointfiles import list_checkpoints, verify_checkpoint, write_checkpoint, write_checkpoint_index
     from .rules import check_checkpoint, check_output_folder
 
     run, out = str(run), check_output_folder(out, "OUT")

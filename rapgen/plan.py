@@ -1,15 +1,14 @@
-"""How much memory fine-tuning needs, and which settings fit a GPU.
+"""How much memory fine-tuning needs: the estimate, and `rapgen plan`.
 
 `estimate_memory` adds up, in bytes, what one training step holds at its peak, term by term,
-from the way `rapgen.model` and `rapgen.training.Trainer` hold tensors; `choose_settings`
-picks the fastest configuration that fits a memory budget; `plan` is `rapgen plan`.
+from the way `rapgen.model` and `rapgen.trainstep.Trainer` hold tensors; `plan` is `rapgen
+plan`, which prints it and, with --memory_gb, the settings that fit (`rapgen.memoryfit`
+chooses them).
 
 >>> from rapgen.hparams import HParams
 >>> est = estimate_memory(HParams.for_model("774M"), sequence_length=1024, optimizer="adafactor", recompute=True)
 >>> round(est["total"] / GIB, 1)
 8.7
->>> choose_settings(HParams.for_model("774M"), 15 * GIB, model_name="774M")["reason"]
-'774M on 15.0 GiB: adafactor + recompute, est. peak 8.7 GiB'
 
     rapgen plan --model 774M --memory_gb 15
 
@@ -91,7 +90,7 @@ def parameter_counts(hparams: HParams, only_train_transformer_layers: bool = Fal
 
 def optimizer_slot_bytes(hparams: HParams, optimizer: str, only_train_transformer_layers: bool = False) -> int:
     """Bytes of optimizer state, float32, as rapgen.optim allocates it."""
-    optimizer = _check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     total = 0
     for name, shape in variable_shapes(hparams).items():
         if only_train_transformer_layers and not name.startswith("model/h"):
@@ -109,7 +108,7 @@ def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targe
     """Bytes of optimizer state for LoRA adapters (A [in, r], B [r, out] per projection), float32."""
     from .lora import adapter_shapes
 
-    optimizer = _check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     total = 0
     for n_in, n_out in adapter_shapes(hparams, lora_rank, lora_targets).values():
         for rows, cols in ((n_in, lora_rank), (lora_rank, n_out)):
@@ -137,7 +136,7 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     float32 ("parameters" then counts the base, "trained_parameters" the adapters).
     """
     hp = hparams
-    optimizer = _check_optimizer(optimizer)
+    optimizer = check_optimizer(optimizer)
     one_of("compute dtype", compute_dtype, tuple(DTYPE_BYTES))
     T = hp.n_ctx if sequence_length is None else sequence_length
     for name, value in (("batch_size", batch_size), ("sequence_length", T), ("accumulate_gradients", accumulate_gradients)):
@@ -223,105 +222,6 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     }
 
 
-# The order to try: fastest first. Recompute costs about a third more compute; Adafactor
-# about the same speed as Adam but a different optimizer; freezing the embeddings changes
-# what is learned, so it comes last.
-CANDIDATES = (
-    dict(optimizer="adam", recompute=False, only_train_transformer_layers=False),
-    dict(optimizer="adam", recompute=True, only_train_transformer_layers=False),
-    dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=False),
-    dict(optimizer="adafactor", recompute=True, only_train_transformer_layers=True),
-)
-# LoRA (rapgen.lora) after all of those: it trains far fewer numbers, so it learns less than
-# full fine-tuning; its memory is mostly the frozen base and the activations.
-LORA_CANDIDATES = (
-    dict(optimizer="adam", recompute=False, only_train_transformer_layers=False),
-    dict(optimizer="adam", recompute=True, only_train_transformer_layers=False),
-)
-
-
-def describe(settings: dict) -> str:
-    """'adafactor + recompute + frozen embeddings'; 'LoRA rank 16 + adam' for a LoRA run."""
-    parts = [f"LoRA rank {settings['lora_rank']}"] if settings.get("lora_rank") else []
-    parts.append(settings["optimizer"])
-    if settings.get("recompute"):
-        parts.append("recompute")
-    if settings.get("only_train_transformer_layers"):
-        parts.append("frozen embeddings")
-    return " + ".join(parts)
-
-
-def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 1, sequence_length: Optional[int] = None,
-                    mixed_precision_dtype: str = "float32", accumulate_gradients: int = 1, margin: float = 0.1,
-                    model_name: Optional[str] = None, optimizer: Optional[str] = None, recompute: Optional[bool] = None,
-                    only_train_transformer_layers: Optional[bool] = None, lora_rank=0,
-                    lora_targets="c_attn,c_proj,c_fc", auto_rank: int = 16) -> dict:
-    """The fastest of CANDIDATES whose estimated peak fits (1 - margin) x memory_bytes.
-
-    optimizer, recompute, only_train_transformer_layers: None lets the chooser decide; a
-    value pins that setting (the user's override) and the others are chosen around it.
-    lora_rank: 0 full fine-tuning only, R LoRA of rank R only, "auto" full fine-tuning where
-    it fits, else LoRA of rank auto_rank.
-
-    Returns {"optimizer", "recompute", "only_train_transformer_layers", "lora_rank", "fits",
-    "estimate", "reason", "max_sequence_length"}. When nothing fits, fits is False, the settings are the
-    smallest candidate's, and max_sequence_length is the longest window that candidate fits
-    (None when not even 2 tokens do); reason says so in one line.
-    """
-    positive_number("the memory budget", memory_bytes, unit="bytes")
-    hp = hparams
-    T = hp.n_ctx if sequence_length is None else sequence_length
-    budget = memory_bytes * (1 - margin)
-    name = model_name or f"n_layer {hp.n_layer}, n_embd {hp.n_embd}"
-    where = f"{name} on {memory_bytes / GIB:.1f} GiB"
-    common = dict(batch_size=batch_size, compute_dtype=mixed_precision_dtype, accumulate_gradients=accumulate_gradients,
-                  lora_targets=lora_targets)
-    pins = {k: v for k, v in (("optimizer", None if optimizer is None else _check_optimizer(optimizer)),
-                              ("recompute", recompute), ("only_train_transformer_layers", only_train_transformer_layers))
-            if v is not None}
-    full = [{**s, "lora_rank": 0} for s in CANDIDATES]
-    if lora_rank == "auto":
-        ordered = full + [{**s, "lora_rank": auto_rank} for s in LORA_CANDIDATES]
-    elif lora_rank:
-        ordered = [{**s, "lora_rank": int(lora_rank)} for s in LORA_CANDIDATES]
-    else:
-        ordered = full
-    candidates = []
-    for settings in ordered:
-        settings = {**settings, **pins}
-        if settings not in candidates:
-            candidates.append(settings)
-
-    for settings in candidates:
-        est = estimate_memory(hp, sequence_length=T, **settings, **common)
-        if est["total"] <= budget:
-            return {**settings, "fits": True, "estimate": est, "max_sequence_length": T,
-                    "reason": f"{where}: {describe(settings)}, est. peak {est['total'] / GIB:.1f} GiB"}
-
-    # Nothing fits at this length: the longest window the smallest configuration fits.
-    smallest = candidates[-1]
-    est = estimate_memory(hp, sequence_length=T, **smallest, **common)
-    longest = None
-    lo, hi = 2, T  # the estimate grows with the length: bisect
-    if estimate_memory(hp, sequence_length=lo, **smallest, **common)["total"] <= budget:
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if estimate_memory(hp, sequence_length=mid, **smallest, **common)["total"] <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        longest = lo
-    if longest:
-        hint = f"--sequence_length {longest} would fit" + (" (or a smaller --batch_size)" if batch_size > 1 else "")
-    else:
-        # What does not depend on the window: weights, gradients, slots, the update's copy.
-        floor = estimate_memory(hp, sequence_length=2, **smallest, **common)["total"]
-        hint = f"no sequence_length fits: weights, gradients and the update alone need est. {floor / GIB:.1f} GiB"
-    return {**smallest, "fits": False, "estimate": est, "max_sequence_length": longest,
-            "reason": f"{where}: nothing fits at {T} tokens x batch {batch_size}: even {describe(smallest)} needs "
-                      f"est. {est['total'] / GIB:.1f} GiB, over {budget / GIB:.1f} GiB ({margin:.0%} kept free); {hint}"}
-
-
 # -- rapgen plan ----------------------------------------------------------------------
 
 
@@ -341,7 +241,8 @@ def _flag(value, name) -> bool:
     return true_false(f"--{name}", value)
 
 
-def _check_optimizer(optimizer) -> str:
+def check_optimizer(optimizer) -> str:
+    """The optimizer's name, checked (one of OPTIMIZERS, any case)."""
     return known_name("--optimizer", optimizer, OPTIMIZERS)
 
 
@@ -381,6 +282,8 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
 
     >>> plan(model="774M", memory_gb=15)   # doctest: +SKIP
     """
+    from .memoryfit import choose_settings, describe
+
     hp, name = _hparams_for(model, models_dir)
     dtype = compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
     recompute = _flag(recompute, "recompute")
@@ -399,7 +302,7 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
     T = sequence_length or hp.n_ctx
     # The table shows one configuration: auto's LoRA rank when asked for LoRA "auto".
     shown_rank = DEFAULT_AUTO_RANK if lora_rank == "auto" else lora_rank
-    settings = dict(optimizer=_check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen,
+    settings = dict(optimizer=check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen,
                     lora_rank=shown_rank)
     est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,
                           accumulate_gradients=accumulate_gradients, lora_targets=lora_targets, **settings)

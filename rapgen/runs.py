@@ -33,7 +33,7 @@ def run_checkpoints(folder: str):
 
     `model-best` is not one of them: it is never pruned, nor named by the `checkpoint` index.
     """
-    from .checkpoints import list_checkpoints
+    from .checkpointfiles import list_checkpoints
 
     return [p for p in list_checkpoints(folder) if re.fullmatch(r"model-\d+", os.path.basename(p))] if os.path.isdir(folder) else []
 
@@ -44,7 +44,8 @@ def restore_source(cfg: TrainConfig, run_dir: str):
     With a Drive mirror, the newer of the local run and the mirror wins (by step): a mirror
     that trained further (on another machine) is copied in first, and said so.
     """
-    from .checkpoints import latest_checkpoint, step_of, verify_checkpoint
+    from .checkpoints import latest_checkpoint
+    from .checkpointfiles import step_of, verify_checkpoint
     from .sync import mirror
 
     local = latest_checkpoint(run_dir) if os.path.isdir(run_dir) else None
@@ -101,7 +102,8 @@ def model_source(cfg: TrainConfig, run_dir: str, resume: Optional[str]):
     A resumed run whose --model names another shape is refused; a fresh run with --overwrite
     removes the old run folder here, after every check.
     """
-    from .checkpoints import check_model_dir, resolve_model_dir, verify_checkpoint
+    from .checkpoints import check_model_dir, resolve_model_dir
+    from .checkpointfiles import verify_checkpoint
 
     if resume is not None:
         source_dir = os.path.dirname(resume)
@@ -182,7 +184,8 @@ def save_best(trainer, run_dir: str, best: BestSoFar) -> str:
     state would triple its size. The new files are complete before the old best's go (as for
     every checkpoint, `write_checkpoint`); the Drive mirror takes it at the next `save`.
     """
-    from .checkpoints import BEST, write_checkpoint
+    from .checkpoints import BEST
+    from .checkpointfiles import write_checkpoint
 
     if getattr(trainer, "lora_info", None):
         # As in `save`: a LoRA checkpoint is never in the folder without the lora.json naming its base.
@@ -199,7 +202,7 @@ def save(trainer, run_dir: str, cfg: TrainConfig, best: Optional[BestSoFar] = No
     """Write `model-<step>` of a `rapgen.trainstep.Trainer` (with `best`, the early-stopping state),
     keep the newest max_checkpoints (never `model-best`), record counter and train.json, mirror
     to drive_dir; returns the new checkpoint's prefix."""
-    from .checkpoints import write_checkpoint, write_checkpoint_index
+    from .checkpointfiles import write_checkpoint, write_checkpoint_index
     from .sync import MirrorIsNewer, mirror
 
     prefix = os.path.join(run_dir, f"model-{trainer.step}")

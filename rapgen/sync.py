@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from .checkpoints import list_checkpoints, step_of
+from .checkpointfiles import list_checkpoints, step_of
 from .errors import RapgenError
 from .fileio import atomic_copy
 

@@ -164,7 +164,8 @@ def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtyp
     """
     from .devices import device_memory_gib
     from .lora import DEFAULT_AUTO_RANK, read_info, recorded_rank
-    from .plan import GIB, choose_settings
+    from .memoryfit import choose_settings
+    from .plan import GIB
 
     recorded = recorded_rank(resume)
     if recorded is not None:

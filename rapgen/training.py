@@ -148,7 +148,8 @@ def _run(cfg: TrainConfig) -> dict:
     import tensorflow as tf
     from tqdm.auto import tqdm
 
-    from .checkpoints import check_model_dir, copy_model_files, damaged_checkpoint_error, read_weights
+    from .checkpoints import check_model_dir, copy_model_files, read_weights
+    from .checkpointfiles import damaged_checkpoint_error
     from .dataset import load_dataset, song_artists, training_batch, validation_windows
     from .encoder import load_encoder
     from .lora import attach, refuse_lora_source, training_base

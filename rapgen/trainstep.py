@@ -139,7 +139,7 @@ class Trainer:
         """Optimizer slots and step from a checkpoint, where present (the weights are loaded already)."""
         import tensorflow as tf
 
-        from .checkpoints import step_of
+        from .checkpointfiles import step_of
 
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()

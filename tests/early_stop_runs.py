@@ -52,7 +52,8 @@ def _train(tmp_path_factory, vocab_dir):
     import contextlib
     import io
 
-    from rapgen.checkpoints import init, write_checkpoint_index
+    from rapgen.checkpoints import init
+    from rapgen.checkpointfiles import write_checkpoint_index
     from rapgen.training import train
 
     root = tmp_path_factory.mktemp("early_stop")

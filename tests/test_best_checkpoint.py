@@ -12,7 +12,8 @@ import pytest
 
 from conftest import run_cli
 from early_stop_runs import MAX_STEPS, early_stop_runs  # noqa: F401  (the shared fixture)
-from rapgen.checkpoints import latest_checkpoint, load_model, read_checkpoint
+from rapgen.checkpoints import latest_checkpoint, load_model
+from rapgen.checkpointfiles import read_checkpoint
 
 
 def _log(run_dir):

@@ -15,15 +15,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import snapshot
-from rapgen.checkpoints import (
-    init,
-    latest_checkpoint,
-    list_checkpoints,
-    load_model,
-    read_checkpoint,
-    resolve_model_dir,
-    save_model,
-)
+from rapgen.checkpoints import init, latest_checkpoint, load_model, resolve_model_dir, save_model
+from rapgen.checkpointfiles import list_checkpoints, read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import GPT2

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from conftest import THREE_SONGS as LYRICS, run_cli, snapshot
-from rapgen.checkpoints import checkpoint_problem, init, latest_checkpoint, load_model
+from rapgen.checkpoints import init, latest_checkpoint, load_model
+from rapgen.checkpointfiles import checkpoint_problem
 from rapgen.errors import RapgenError
 from rapgen.training import train
 

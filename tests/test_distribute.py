@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from rapgen.checkpoints import latest_checkpoint, read_checkpoint
+from rapgen.checkpoints import latest_checkpoint
+from rapgen.checkpointfiles import read_checkpoint
 
 CHILD = r"""
 import json, os, sys

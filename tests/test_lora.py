@@ -61,7 +61,8 @@ def runs(tmp_path_factory, vocab_dir):
 
 
 def test_auto_picks_lora_where_full_fine_tuning_does_not_fit_and_the_folder_holds_only_adapters(runs):
-    from rapgen.checkpoints import check_model_dir, read_checkpoint
+    from rapgen.checkpoints import check_model_dir
+    from rapgen.checkpointfiles import read_checkpoint
 
     with open(os.path.join(runs["a"], "train.json")) as f:
         assert json.load(f)["lora_rank"] == 16

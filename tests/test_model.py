@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.checkpoints import latest_checkpoint, load_model, read_checkpoint
+from rapgen.checkpoints import latest_checkpoint, load_model
+from rapgen.checkpointfiles import read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import GPT2

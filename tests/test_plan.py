@@ -17,7 +17,8 @@ from conftest import run_cli
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.model import variable_shapes
-from rapgen.plan import GIB, RUNTIME_BYTES, choose_settings, estimate_memory, parameter_counts
+from rapgen.memoryfit import choose_settings
+from rapgen.plan import GIB, RUNTIME_BYTES, estimate_memory, parameter_counts
 
 SIZES = {"124M": 124_439_808, "355M": 354_823_168, "774M": 774_030_080, "1558M": 1_557_611_200}
 

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import THREE_SONGS as LYRICS, run_cli
-from rapgen.checkpoints import init, latest_checkpoint, load_model, read_checkpoint
+from rapgen.checkpoints import init, latest_checkpoint, load_model
+from rapgen.checkpointfiles import read_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.hparams import HParams
 from rapgen.trainconfig import TrainConfig

@@ -172,6 +172,18 @@ def find_run(checkpoint_dir: str, run_name: str = "") -> str:
     return folder
 
 
+def fetch_base(run_dir: str, models_dir: str = "models") -> None:
+    """A LoRA run holds only its adapters: download its released base model (e.g. 355M) when this
+    machine lacks it, as a fresh Colab session with the run on Drive does. Nothing for a full run.
+
+    >>> fetch_base("/content/drive/MyDrive/rapgen/checkpoints/run1")    # doctest: +SKIP
+    """
+    from .lora import ensure_base, is_lora_run
+
+    if is_lora_run(run_dir):
+        print(f"{run_dir} is a LoRA run: its base model is {ensure_base(run_dir, models_dir)}")
+
+
 def run_artists(run_dir: str, quiet: bool = False) -> List[str]:
     """The artists of the dataset a run was trained on (from its train.json), most songs first.
 

@@ -102,7 +102,8 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
         # Reduced precision stores the weights in that type too: generation is bound by
         # reading every weight once per token, so half the bytes is the point.
         precision = options.precision
-        gpt = load_model(model_dir, checkpoint=prefix, compute_dtype=precision, variable_dtype=precision)
+        gpt = load_model(model_dir, options.models_dir, checkpoint=prefix, compute_dtype=precision,
+                         variable_dtype=precision)  # models_dir: where a LoRA run's base is looked for
         _LOADED[key] = (gpt, load_encoder(model_dir))
     return _LOADED[key]
 

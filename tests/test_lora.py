@@ -244,3 +244,10 @@ def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypa
     assert prefix == os.path.join(models, "124M", "model.ckpt")
     tokens = tf.constant([[50256, 16, 17, 18]])
     np.testing.assert_array_equal(load_model(on_drive, models_dir=models)(tokens).numpy(), load_model(runs["a"])(tokens).numpy())
+    # `sample` (notebook 03) looks for the base under the models_dir it is given, as load_model
+    # does; notebook 03's fetch_base finds it there and fetches nothing.
+    from rapgen import notebook, sample
+
+    notebook.fetch_base(on_drive, models_dir=models)
+    songs = sample(model=on_drive, models_dir=models, artist="MC Fjord", length=3, seed=1, quiet=True)
+    assert len(songs) == 1 and songs[0].startswith("<<MC Fjord")

@@ -167,6 +167,12 @@ def test_merge_load_gives_the_logits_of_the_unmerged_run(runs, cli_env):
         assert 'model_checkpoint_path: "model.ckpt"' in f.read()  # relative, as OpenAI's release
     assert latest_checkpoint(out) == os.path.join(out, "model.ckpt")
     assert np.abs(load_model(out)(tokens).numpy() - reference).max() <= 1e-4
+    # gpt-2-simple and nshepperd/gpt-2 restore it in their TF1 graph, every variable by its name.
+    from test_checkpoints import tf1_restore
+
+    restored = tf1_restore(out, hp)
+    for name, value in read_weights(check_model_dir(out), hp).items():
+        np.testing.assert_array_equal(restored[name], value)
 
     before = snapshot(out)  # a second merge into it is refused and changes nothing
     with pytest.raises(RapgenError, match="already holds a model"):

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import time
 from typing import Optional
 
 from .errors import RapgenError
@@ -66,10 +67,14 @@ def restore_source(cfg: TrainConfig, run_dir: str):
             verify_checkpoint(local, flag="--restore_from", also_in=[remote_dir] if remote_dir else [])
         return local
     if cfg.restore_from == "fresh":
-        if local and not cfg.overwrite:
+        # The mirror counts as the run too: a fresh start beside it would never be mirrored (a
+        # newer mirror is never overwritten), and the next `latest` would resume the old run.
+        remote = run_checkpoints(remote_dir) if remote_dir else []
+        held = [where for where, found in ((run_dir, local), (f"the mirror {remote_dir}", remote)) if found]
+        if held and not cfg.overwrite:
             raise RapgenError(
-                f"{run_dir} already holds checkpoints: use --restore_from latest to continue it, "
-                f"another --run_name, or --overwrite True to start it again"
+                f"{' and '.join(held)} already {'hold' if len(held) > 1 else 'holds'} checkpoints: use "
+                f"--restore_from latest to continue it, another --run_name, or --overwrite True to start it again"
             )
         return None
     path = str(cfg.restore_from)
@@ -116,9 +121,17 @@ def model_source(cfg: TrainConfig, run_dir: str, resume: Optional[str]):
                 f"run, or start a new --run_name"
             )
         return source_dir, hparams
-    if cfg.restore_from == "fresh" and cfg.overwrite and os.path.isdir(run_dir):
-        say(cfg, f"--overwrite: removing the old run {run_dir}")
-        shutil.rmtree(run_dir)
+    if cfg.restore_from == "fresh" and cfg.overwrite:
+        if os.path.isdir(run_dir):
+            say(cfg, f"--overwrite: removing the old run {run_dir}")
+            shutil.rmtree(run_dir)
+        remote_dir = os.path.join(cfg.drive_dir, cfg.run_name) if cfg.drive_dir else None
+        if remote_dir and run_checkpoints(remote_dir):
+            # Drive may hold the only copy of the old run (this machine may be new): it is
+            # renamed, never deleted, and the new run mirrors into a clean folder.
+            aside = f"{remote_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.rename(remote_dir, aside)
+            say(cfg, f"--overwrite: the old mirror {remote_dir} is kept as {aside} (delete it to free Drive space)")
     # A released size missing from models_dir, or half downloaded, is downloaded (and said).
     source_dir = resolve_model_dir(cfg.model or DEFAULT_MODEL, cfg.models_dir, download=True, quiet=cfg.quiet)
     hparams = HParams.load(source_dir)

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import THREE_SONGS as LYRICS
 from rapgen.checkpoints import init, latest_checkpoint
+from rapgen.errors import RapgenError
 from rapgen.training import train
 
 DATA = ".data-00000-of-00001"
@@ -95,6 +96,29 @@ def test_a_save_never_prunes_a_newer_mirror(opts, tmp_path, capsys):
     assert "warning: the mirror" in text and "holds model-6, newer than model-4" in text
     assert sorted(os.listdir(os.path.join(drive, "run1"))) == mirror_files  # model-6 and its log are there
     assert steps_in(os.path.join(drive, "run1")) == [6]
+
+
+def test_a_fresh_start_counts_the_mirror_and_overwrite_keeps_the_old_one_aside(opts, tmp_path, capsys):
+    drive = str(tmp_path / "drive")
+    train(checkpoint_dir=str(tmp_path / "old_vm"), steps=4, drive_dir=drive, quiet=True, **opts)
+    # A new machine, nothing local: starting fresh beside the mirror's run is refused first.
+    new_vm = str(tmp_path / "new_vm")
+    mirrored = sorted(os.listdir(os.path.join(drive, "run1")))
+    with pytest.raises(RapgenError, match=r"^the mirror .*run1 already holds checkpoints: use --restore_from latest"):
+        train(checkpoint_dir=new_vm, steps=2, drive_dir=drive, restore_from="fresh", quiet=True, **opts)
+    assert sorted(os.listdir(os.path.join(drive, "run1"))) == mirrored and not os.path.exists(new_vm)
+    # With --overwrite the new run mirrors into a clean folder (no "mirror is newer" warning),
+    # and the old run stays on Drive under another name.
+    capsys.readouterr()
+    result = train(checkpoint_dir=new_vm, steps=2, drive_dir=drive, restore_from="fresh", overwrite=True, **opts)
+    text = said(capsys)
+    assert result["step"] == 2 and "newer than" not in text
+    assert steps_in(os.path.join(drive, "run1")) == [2]
+    kept = [n for n in os.listdir(drive) if n.startswith("run1.replaced-")]
+    assert len(kept) == 1 and f"kept as {os.path.join(drive, kept[0])}" in text
+    assert sorted(os.listdir(os.path.join(drive, kept[0]))) == mirrored
+    # The next `latest` continues the new run, not the old one.
+    assert train(checkpoint_dir=new_vm, steps=3, drive_dir=drive, quiet=True, **opts)["step"] == 3
 
 
 def _start_time(pid):

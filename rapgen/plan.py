@@ -314,6 +314,14 @@ def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, s
                                  accumulate_gradients=accumulate_gradients, margin=margin, model_name=name,
                                  lora_rank=lora_rank, lora_targets=lora_targets, auto_rank=DEFAULT_AUTO_RANK)
         print(choice["reason"])
+        if not choice["fits"] and lora_rank == 0:
+            # `rapgen train`'s default (--lora_rank auto) goes on to LoRA here: say whether it fits.
+            lora = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T,
+                                   mixed_precision_dtype=dtype, accumulate_gradients=accumulate_gradients,
+                                   margin=margin, model_name=name, lora_rank=DEFAULT_AUTO_RANK, lora_targets=lora_targets)
+            if lora["fits"]:
+                print(f"with LoRA (what `rapgen train` picks by default here): {lora['reason'].partition(': ')[2]}")
+                choice = lora
         if choice["fits"]:
             flags = f"--optimizer {choice['optimizer']}" + (" --recompute True" if choice["recompute"] else "") + (
                 " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "") + (

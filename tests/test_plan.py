@@ -345,3 +345,13 @@ def test_plan_prints_the_lora_settings(capsys):
     assert "1557.6M parameters (19.7M trained)" in out and "LoRA rank 16 + adam" in out
     assert "weights (frozen base + adapters)" in out
     assert "1558M on 15.0 GiB: LoRA rank 16 + adam" in out and "--lora_rank 16" in out.splitlines()[-1]
+
+
+def test_plan_without_lora_names_the_lora_that_train_would_pick(capsys):
+    from rapgen.plan import plan
+
+    plan(model="1558M", memory_gb=15)  # full fine-tuning only in the table, as by default
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3].startswith("1558M on 15.0 GiB: nothing fits")
+    assert lines[-2].startswith("with LoRA (what `rapgen train` picks by default here): LoRA rank 16 + adam")
+    assert lines[-1].endswith("--lora_rank 16")

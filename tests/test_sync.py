@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from rapgen import fileio, sync
+from rapgen.checkpointfiles import list_checkpoints
 from rapgen.errors import RapgenError
 
 BIG = sync.SMALL + 4096  # compared by size and time, like checkpoint data files
@@ -190,6 +191,35 @@ def test_a_failed_copy_leaves_no_partial_file_and_the_old_checkpoint_named(run, 
     monkeypatch.setattr(fileio.shutil, "copyfile", real_copyfile)
     sync.mirror(str(run), str(dst))
     assert tree(dst) == tree(run) and dot_files(dst) == []
+
+
+def test_a_checkpoint_rewritten_in_place_never_leaves_a_new_index_beside_old_data(run, tmp_path, monkeypatch):
+    # model-best is rewritten in place at every new lowest validation loss, at the same size.
+    put(run, "model-best.index", "index of best A")
+    put(run, "model-best.data-00000-of-00001", b"a" * BIG)
+    dst = tmp_path / "mirror"
+    sync.mirror(str(run), str(dst))
+    put(run, "model-best.index", "index of best B")
+    put(run, "model-best.data-00000-of-00001", b"b" * BIG)
+    real, copied = sync.atomic_copy, []
+
+    def disconnects_after_one_file(src, dst_path):
+        if copied:
+            raise OSError(5, "Input/output error")  # Colab's Drive goes away mid-mirror
+        copied.append(os.path.basename(dst_path))
+        real(src, dst_path)
+
+    monkeypatch.setattr(sync, "atomic_copy", disconnects_after_one_file)
+    with pytest.raises(OSError):
+        sync.mirror(str(run), str(dst))
+    # The new data came first and the old index is gone: an incomplete model-best, which no
+    # listing takes for a checkpoint, instead of index B over data A that passes for whole.
+    assert copied == ["model-best.data-00000-of-00001"]
+    assert "model-best.index" not in tree(dst)
+    assert os.path.join(str(dst), "model-best") not in list_checkpoints(str(dst))
+    monkeypatch.undo()
+    sync.mirror(str(run), str(dst))
+    assert tree(dst) == tree(run)
 
 
 def test_a_missing_source_changes_nothing(run, tmp_path):

@@ -229,16 +229,28 @@ def ensure_base(run: str, models_dir: str = "models", quiet: bool = False) -> st
     return find_base(run, info, models_dir)
 
 
-def read_adapters(prefix: str) -> Dict[str, np.ndarray]:
-    """The `lora/...` tensors of a LoRA checkpoint, float32."""
+def read_adapters(prefix: str, flag: str = "--checkpoint") -> Dict[str, np.ndarray]:
+    """The `lora/...` tensors of a LoRA checkpoint, float32; a damaged one is the one-line error
+    that names an older complete checkpoint to use with `flag`, as for a full checkpoint."""
     import tensorflow as tf
 
+    from .checkpointfiles import DATA_SUFFIX, damaged_checkpoint_error, verify_checkpoint
+
+    verify_checkpoint(prefix, flag)
     reader = tf.train.load_checkpoint(prefix)
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith(PREFIX) and n.endswith(("/A", "/B"))]
     if not names:
         raise RapgenError(f"checkpoint {prefix} holds no LoRA adapters, yet its folder has a lora.json: "
                           f"it is damaged; copy the run again from its Drive mirror")
-    return {n: reader.get_tensor(n).astype(np.float32) for n in names}
+    adapters = {}
+    for name in names:
+        try:
+            adapters[name] = reader.get_tensor(name).astype(np.float32)
+        except (tf.errors.OpError, IndexError):
+            # Right size, wrong bytes: each tensor's checksum is checked as it is read.
+            problem = f"{prefix + DATA_SUFFIX} does not hold what its index records ({name} fails its checksum)"
+            raise damaged_checkpoint_error(prefix, problem, flag) from None
+    return adapters
 
 
 def lora_run_weights(run_dir: str, prefix: str, hparams: HParams, models_dir: str = "models") -> Dict[str, np.ndarray]:
@@ -318,7 +330,8 @@ def training_base(cfg, source_dir: str, resume: Optional[str]):
                               f"from it with --model {run_dir} --restore_from fresh and a new --run_name")
         info = read_info(run_dir)
         # A new Colab session resuming from Drive: a released base is fetched, as a new run's is.
-        return ensure_base(run_dir, cfg.models_dir, quiet=cfg.quiet), info, read_adapters(resume)
+        adapters = read_adapters(resume, flag="--restore_from")  # before a base is fetched for it
+        return ensure_base(run_dir, cfg.models_dir, quiet=cfg.quiet), info, adapters
     refuse_lora_source(source_dir)
     base_prefix = check_model_dir(source_dir)
     return base_prefix, base_info(cfg.model or DEFAULT_MODEL, base_prefix, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets), None

@@ -257,3 +257,23 @@ def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypa
     notebook.fetch_base(on_drive, models_dir=models)
     songs = sample(model=on_drive, models_dir=models, artist="MC Fjord", length=3, seed=1, quiet=True)
     assert len(songs) == 1 and songs[0].startswith("<<MC Fjord")
+
+
+def test_a_damaged_lora_checkpoint_is_one_line_for_sample_and_resume(runs, cli_env):
+    """Adapters whose bytes changed at the same size (a partial Drive copy): the checksum error is
+    one line naming the file, for sampling and for resuming, and nothing is written."""
+    from rapgen import train
+
+    damaged = str(runs["root"] / "checkpoints" / "damaged")
+    shutil.copytree(runs["b"], damaged)
+    data = os.path.join(damaged, "model-30.data-00000-of-00001")
+    with open(data, "rb") as f:
+        raw = f.read()
+    with open(data, "wb") as f:
+        f.write(bytes(b ^ 0xFF for b in raw))
+    before = snapshot(damaged)
+    result = run_cli(["sample", "--model", damaged, "--length", "4", "--seed", "1"], cli_env)
+    assert_one_line_error(result, "model-30 is damaged", "fails its checksum")
+    with pytest.raises(RapgenError, match=r"model-30 is damaged.*fails its checksum"):
+        train(checkpoint_dir=str(runs["root"] / "checkpoints"), run_name="damaged", **dict(SETTINGS, steps=31))
+    assert snapshot(damaged) == before

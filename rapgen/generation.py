@@ -11,7 +11,8 @@ Several prompts in one batch: `context` may be a list of prompts (`[EOT] <<Yung 
 its own positions (its first real token at 0) and hides the filler slots from attention,
 and each row draws from its own random stream (picked by the row's number among the
 copies of its prompt). So a row writes what its prompt writes alone, with the same
-seed, in any batch; greedy exactly, sampled too on the same device and precision.
+seed, in any batch: the same up to float rounding (a padded row's logits differ from the
+row alone by about 1e-5, which on rare steps picks another token).
 
 Context: the model never sees a position at or beyond n_ctx. By default a prompt plus
 `length` over n_ctx is an error that says the largest length that fits. With
@@ -23,8 +24,10 @@ tokens (default n_ctx // 4) before the next slide. What the model remembers afte
 slide: the header and the last n_ctx - stride - (header) tokens, nothing in between: a
 chorus or a rhyme scheme from earlier verses is gone unless it was recent, and a row's
 positions restart after its header, so it cannot tell how far into the song it is.
-`length=None` means "up to the end of the context", which the end of the song usually
-cuts short.
+Each row slides when its own context is full, as it would alone, so rows of different
+prompts slide at different steps. `length=None` means "up to the end of the context" (each
+row's own: a shorter prompt writes more), which the end of the song usually cuts short; a
+sliding window needs a `length`.
 
 >>> generate(model, [50256] + enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
 [[532, 13328, ...]]
@@ -202,12 +205,13 @@ def generate(
         check_sampling_args(0, length, n_ctx, temperature, top_k, top_p, batch_size, window)
     check_sampling_args(longest, length, n_ctx, temperature, top_k, top_p, batch_size, window)
     stride = check_stride(stride, n_ctx) if window == "slide" else None
-    if length is None:
-        length = n_ctx - longest
     if seed is None:
         seed = random.randrange(2**31)
     rows = [list(p) for p in prompts for _ in range(batch_size)]
     n_prompt = [len(p) for p in prompts for _ in range(batch_size)]
+    # What each row may write: `length`, or (length=None) up to the end of its own context,
+    # as its prompt alone would.
+    budget = [length if length is not None else n_ctx - n for n in n_prompt]
     # Row r's random stream: how many earlier rows hold the same prompt, so copies of a
     # prompt differ, and a prompt's rows are the same in any batch.
     seen: dict = {}
@@ -217,34 +221,42 @@ def generate(
         seen[tuple(row)] += 1
     fn = _generation_function(model)
     written = [[] for _ in rows]
-    done = np.zeros(len(rows), bool)
-    # Each pass writes until the context is full (or `length`), then slides (window="slide").
+    finished = [False] * len(rows)
+    # A pass feeds the rows still writing until the fullest one's context is full (or the
+    # budgets are spent). Then a full row slides (window="slide") or, without a window, is
+    # finished: each row slides or stops exactly where it would alone. Every row fed has
+    # written as many tokens as the others, so one stream offset serves them all.
     while True:
-        width = max(len(r) for r in rows)
-        chunk = min(length - len(written[0]), n_ctx - width)
-        pad = np.array([width - len(r) for r in rows], np.int32)  # [B]
-        padded = np.array([[0] * int(p) + r for p, r in zip(pad, rows)], np.int32)  # [B, width]; filler id 0, never seen
-        offset = len(written[0])
+        fed = [b for b in range(len(rows)) if not finished[b]]
+        if not fed:
+            break
+        width = max(len(rows[b]) for b in fed)
+        chunk = min(max(budget[b] - len(written[b]) for b in fed), n_ctx - width)
+        pad = np.array([width - len(rows[b]) for b in fed], np.int32)  # [F]
+        padded = np.array([[0] * int(p) + rows[b] for p, b in zip(pad, fed)], np.int32)  # [F, width]; filler id 0, never seen
+        offset = len(written[fed[0]])
         model.generation.reporter.callback = None if on_step is None else (lambda n: on_step(offset + n))
         try:
-            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(row_ids), tf.constant(done),
+            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(row_ids[fed]), tf.constant(np.zeros(len(fed), bool)),
                      tf.constant(chunk, tf.int32), tf.constant(temperature, tf.float32),
                      tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
-                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(stop_at_end))).numpy()  # [B, n]
+                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(stop_at_end))).numpy()  # [F, n]
         finally:
             model.generation.reporter.callback = None
-        for b, row in enumerate(new.tolist()):
+        for b, row in zip(fed, new.tolist()):
+            row = row[: budget[b] - len(written[b])]  # a smaller budget than the pass's is cut here
             written[b] += row
             rows[b] += row
-        if stop_at_end:
-            done |= (new == EOT_ID).any(axis=1)
-        if len(written[0]) >= length or done.all() or new.shape[1] < chunk:
-            break
-        # Slide: each row keeps its header and its latest tokens, n_ctx - stride in all.
-        keep = n_ctx - stride
-        for b, row in enumerate(rows):
-            head = header_length(row, n_prompt[b], header_ids, keep // 2)
-            rows[b] = row[:head] + row[len(row) - (keep - head):]
+            if len(written[b]) >= budget[b] or (stop_at_end and EOT_ID in row) or new.shape[1] < chunk:
+                finished[b] = True
+            elif len(rows[b]) >= n_ctx:
+                if window != "slide":
+                    finished[b] = True
+                    continue
+                # Slide: the row keeps its header and its latest tokens, n_ctx - stride in all.
+                keep = n_ctx - stride
+                head = header_length(rows[b], n_prompt[b], header_ids, keep // 2)
+                rows[b] = rows[b][:head] + rows[b][len(rows[b]) - (keep - head):]
     out = []
     for row in written:
         if stop_at_end and EOT_ID in row:
@@ -278,6 +290,8 @@ def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsampl
         non_negative_int("--seed", seed)
     one_of("--precision", precision, PRECISIONS)
     one_of("--window", window, WINDOWS)
+    if window == "slide" and length is None:
+        raise RapgenError("--window slide writes past the context as far as --length: give --length N (e.g. --length 3000)")
     if stride is not None:
         positive_int("--stride", stride)
         if window != "slide":

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Union
 
 from .dataset import song_layout
 from .errors import RapgenError
-from .generation import check_sampling_options, check_stride, generate  # noqa: F401  (generate: re-exported)
+from .generation import check_sampling_args, check_sampling_options, check_stride, generate  # noqa: F401  (generate: re-exported)
 from .hparams import EOT_ID
 from .lyrics import prompt_for
 
@@ -93,7 +93,9 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
 
     model_dir = resolve_model_dir(options.model, options.models_dir)
     prefix = choose_checkpoint(model_dir, options.checkpoint)
-    key = (os.path.abspath(model_dir), os.path.abspath(prefix), options.precision, _files_key(model_dir, prefix))
+    # models_dir: where a LoRA run's base is looked for, so another one may give other weights.
+    key = (os.path.abspath(model_dir), os.path.abspath(prefix), os.path.abspath(options.models_dir), options.precision,
+           _files_key(model_dir, prefix))
     if key not in _LOADED:
         note = choice_note(model_dir, options.checkpoint, prefix)
         if note and not quiet:
@@ -108,16 +110,21 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
     return _LOADED[key]
 
 
-def artist_names(artist) -> Optional[List[str]]:
+def artist_names(artist, known: Sequence[str] = ()) -> Optional[List[str]]:
     """`--artist` as a list of names: a comma list ("Yung Lean,Eminem"), a list or tuple (fire
-    passes `--artist Eminem,Nas` as a tuple), or one name; None stays None.
+    passes `--artist Eminem,Nas` as a tuple), or one name; None stays None. A text that is one
+    of the `known` artists (a run's, as notebook 03 passes) stays whole, commas and all.
 
     >>> artist_names("Yung Lean, Eminem,MF DOOM")
     ['Yung Lean', 'Eminem', 'MF DOOM']
+    >>> artist_names("Tyler, The Creator", known=["Tyler, The Creator"])
+    ['Tyler, The Creator']
     """
     if artist is None:
         return None
-    # A name with a comma in it ("Tyler, The Creator") needs the list form: ["Tyler, The Creator"].
+    if isinstance(artist, str) and artist.strip().casefold() in {k.casefold() for k in known}:
+        return [artist.strip()]
+    # Otherwise a name with a comma in it needs the list form: --artist '["Tyler, The Creator"]'.
     names = [str(a) for a in artist] if isinstance(artist, (list, tuple)) else str(artist).split(",")
     names = [name.strip() for name in names]
     if not names or not all(names):
@@ -210,10 +217,15 @@ def sample(
 
         bestof.check(best_of, rank)
     gpt, enc = _cached_model(options, quiet)
-    judge = None if best_of is None else bestof.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
-    wanted, nsamples = nsamples, nsamples * (best_of or 1)
     # Laid out as training data is, so each prompt reads as a song's start.
     contexts = [song_layout([[] if p is None else enc.encode(p)], open_end=True).tolist() for p in prompts]
+    # What needs the model's context, checked before --best_of builds its judge (an index it may write).
+    check_sampling_args(max(len(c) for c in contexts), length, gpt.hparams.n_ctx, temperature, top_k, top_p,
+                        batch_size, window)
+    if window == "slide":
+        check_stride(stride, gpt.hparams.n_ctx)
+    judge = None if best_of is None else bestof.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
+    wanted, nsamples = nsamples, nsamples * (best_of or 1)
     header_ids = newline_ids(enc) if window == "slide" else None
     songs: List[List[str]] = [[] for _ in prompts]  # per prompt, in order
     rng = random.Random(seed)

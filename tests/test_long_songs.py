@@ -104,19 +104,32 @@ def test_a_long_song_slides_and_positions_stay_below_n_ctx(model):
     assert len(set(rows[0][60:])) > 5  # still choosing by context after many slides
 
 
-def test_rows_of_a_batch_keep_their_own_header_lines(model):
+def test_rows_of_a_batch_slide_on_their_own_schedule_and_keep_their_header_lines(model):
     prompts = [[5, 40, 41, NEWLINE, 90], [6, 50, 51, 52, 53, 54, NEWLINE]]  # header lines of 4 and 7 tokens
     header_ids = frozenset([NEWLINE])
+    options = dict(length=100, temperature=0.0, stop_at_end=False, window="slide", header_ids=header_ids)  # stride 8
     calls = count_loop_calls(model)
-    rows = generate(model, prompts, length=100, temperature=0.0, stop_at_end=False, window="slide",
-                    header_ids=header_ids)  # stride n_ctx // 4 = 8
-    for context, pad, _ in calls[1:]:
-        assert pad == [0, 0]  # after a slide every row is the same width: no filler
-        assert context[0][:4] == prompts[0][:4] and context[1][:7] == prompts[1]
-    first_chunk = N_CTX - max(len(p) for p in prompts)  # the batch slides together
+    rows = generate(model, prompts, **options)
+    for context, pad, _ in calls:
+        for tokens, filler in zip(context, pad):
+            real = tokens[filler:]
+            assert real[:4] == prompts[0][:4] or real[:7] == prompts[1]  # every row fed keeps its header
     for row, prompt in zip(rows, prompts):
-        assert row == sliding_reference(model, prompt, 100, first_chunk, 8, header_ids)
+        # A row slides when its own context is full, as it does alone: first after N_CTX - len(prompt).
+        assert row == sliding_reference(model, prompt, 100, N_CTX - len(prompt), 8, header_ids)
+        assert row == generate(model, prompt, **options)[0]
     assert max(model.largest) < N_CTX
+
+
+def test_without_a_length_each_row_writes_to_the_end_of_its_own_context(model):
+    prompts = [[5, 40], [6, 50, 51, 52, 53, 54, 55, 56, 57]]
+    rows = generate(model, prompts, temperature=0.0, stop_at_end=False)
+    assert [len(r) for r in rows] == [N_CTX - 2, N_CTX - 9]  # a shorter prompt writes more, as alone
+    for row, prompt in zip(rows, prompts):
+        assert row == generate(model, prompt, temperature=0.0, stop_at_end=False)[0]
+    assert max(model.largest) < N_CTX
+    with pytest.raises(RapgenError, match="--window slide writes past the context as far as --length"):
+        generate(model, prompts, window="slide")
 
 
 def test_header_length_ends_at_the_first_newline_after_the_start():

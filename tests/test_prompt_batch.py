@@ -92,6 +92,9 @@ def test_artist_names_take_a_comma_list_or_a_list():
     assert artist_names(("Eminem", "Nas")) == ["Eminem", "Nas"]  # fire's reading of --artist Eminem,Nas
     assert artist_names(["Tyler, The Creator"]) == ["Tyler, The Creator"]
     assert artist_names(None) is None
+    # A run's own artist with a comma in the name stays whole (notebook 03 passes the run's artists).
+    assert artist_names("tyler, the creator", known=["Tyler, The Creator"]) == ["tyler, the creator"]
+    assert artist_names("Tyler, Nas", known=["Tyler, The Creator"]) == ["Tyler", "Nas"]
     from rapgen.errors import RapgenError
 
     with pytest.raises(RapgenError, match="empty name"):
@@ -150,3 +153,17 @@ def test_training_samples_write_every_artist_in_one_batch(tiny_model_dir, vocab_
     text = (tmp_path / "samples" / "step-7.txt").read_text()
     songs = text.split("=" * 40)
     assert len(songs) == 3 and all(s.strip().startswith(("<<Lil Tofu", "<<Yung Lean")) for s in songs)
+
+
+def test_a_bad_stride_is_refused_before_best_of_builds_its_index(tiny_model_dir, tmp_path):
+    from conftest import THREE_SONGS, snapshot
+    from rapgen.errors import RapgenError
+
+    lyrics = tmp_path / "data" / "lyrics.txt"
+    lyrics.parent.mkdir()
+    lyrics.write_text(THREE_SONGS, encoding="utf-8")
+    before = snapshot(str(lyrics.parent))
+    with pytest.raises(RapgenError, match="--stride 100 would drop more than half"):
+        sample(model=tiny_model_dir, artist="Lil Tofu", length=300, window="slide", stride=100, best_of=2,
+               rank="original", dataset=str(lyrics), quiet=True)
+    assert snapshot(str(lyrics.parent)) == before  # no index, no token cache written beside the lyrics

@@ -176,9 +176,19 @@ def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtyp
             raise RapgenError(f"{os.path.dirname(resume)} was trained with {what}: continue it with --lora_rank "
                               f"{recorded} (or auto), or start a new --run_name for --lora_rank {cfg.lora_rank}")
         if recorded:
-            # The adapters' scale and targets are part of the state: a resumed run keeps them.
+            # The adapters' scale and targets are part of the state: a resumed run keeps them, and
+            # one asked for other values (not the defaults) is refused as another rank is.
             info = read_info(os.path.dirname(resume))
-            cfg.lora_alpha, cfg.lora_targets = float(info["alpha"]), ",".join(info["targets"])
+            alpha, targets = float(info["alpha"]), tuple(info["targets"])
+            default_targets = lora_target_names(TrainConfig.lora_targets)
+            asked_targets = lora_target_names(cfg.lora_targets)
+            if cfg.lora_alpha is not None and float(cfg.lora_alpha) != alpha:
+                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_alpha {alpha:g}: continue it "
+                                  f"without --lora_alpha, or start a new --run_name for --lora_alpha {cfg.lora_alpha:g}")
+            if asked_targets not in (targets, default_targets):
+                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_targets {','.join(targets)}: "
+                                  f"continue it without --lora_targets, or start a new --run_name for these targets")
+            cfg.lora_alpha, cfg.lora_targets = alpha, ",".join(targets)
     auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
     if not auto and cfg.lora_rank != "auto":
         return

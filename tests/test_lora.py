@@ -277,3 +277,19 @@ def test_a_damaged_lora_checkpoint_is_one_line_for_sample_and_resume(runs, cli_e
     with pytest.raises(RapgenError, match=r"model-30 is damaged.*fails its checksum"):
         train(checkpoint_dir=str(runs["root"] / "checkpoints"), run_name="damaged", **dict(SETTINGS, steps=31))
     assert snapshot(damaged) == before
+
+
+def test_a_resumed_lora_run_refuses_another_alpha_or_targets(runs):
+    """alpha and the targets are part of a LoRA run's state, as its rank is: another value is one
+    line, not a silent switch back to the recorded one."""
+    from rapgen import train
+
+    copy = str(runs["root"] / "checkpoints" / "other_alpha")
+    shutil.copytree(runs["b"], copy)
+    before = snapshot(copy)
+    options = dict(SETTINGS, steps=31, checkpoint_dir=str(runs["root"] / "checkpoints"), run_name="other_alpha")
+    with pytest.raises(RapgenError, match="trained with --lora_alpha 16: continue it without --lora_alpha"):
+        train(lora_alpha=32.0, **options)
+    with pytest.raises(RapgenError, match="trained with --lora_targets c_attn,c_proj,c_fc: continue it without"):
+        train(lora_targets="c_attn", **options)
+    assert snapshot(copy) == before

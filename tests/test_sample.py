@@ -132,6 +132,11 @@ def test_top_k_then_top_p_uses_the_top_k_distribution():
         nucleus, _ = numpy_nucleus(logits[b][top], p)
         want = set(top[sorted(nucleus)].tolist())
         assert set(np.flatnonzero(out[b] > -1e9).tolist()) == want
+    # The draw cuts the k most likely, sorted, by p too: every token drawn is in that nucleus.
+    tokens = draw(logits, 1.0, k, p, range(30))
+    for b in range(12):
+        top = np.argsort(-logits[b])[:k]
+        assert set(tokens[:, b].tolist()) <= set(top[sorted(numpy_nucleus(logits[b][top], p)[0])].tolist())
 
 
 def test_huge_top_k_keeps_everything_instead_of_failing():

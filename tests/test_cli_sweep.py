@@ -266,13 +266,15 @@ VALUE_ROWS = [
     # several artists and songs past the context (issue 12, part 3 and 4)
     ("sample-artist-empty-name", ["sample", "--model", "model", "--artist", "Eminem,,Nas"], ["--artist", "empty name"]),
     ("sample-window-wide", ["sample", "--model", "model", "--window", "wide"], ["--window", "none, slide", "'wide'"]),
-    ("sample-stride-0", ["sample", "--model", "model", "--window", "slide", "--stride", "0"], ["--stride", "0"]),
+    ("sample-stride-0", ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "0"],
+     ["--stride", "0"]),
+    ("sample-slide-no-length", ["sample", "--model", "model", "--window", "slide"], ["--window slide", "--length N"]),
     ("sample-stride-no-window", ["sample", "--model", "model", "--stride", "8"], ["--stride 8", "--window slide"]),
     ("sample-stride-over-half", ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "40"],
      ["--stride 40", "--stride 32 or less"]),
     ("sample-length-big-window", ["sample", "--model", "model", "--length", "64"], ["--length 63 or less", "--window slide"]),
     ("interactive-window", ["interactive", "--model", "model", "--window", "sliding"], ["--window", "'sliding'"]),
-    ("interactive-stride-over-half", ["interactive", "--model", "model", "--window", "slide", "--stride", "33"],
+    ("interactive-stride-over-half", ["interactive", "--model", "model", "--length", "100", "--window", "slide", "--stride", "33"],
      ["--stride 33", "--stride 32 or less"]),
     # interactive (refused before the model loads and before the first prompt)
     ("interactive-length-0", ["interactive", "--model", "model", "--length", "0"], ["--length", "0"]),

@@ -255,9 +255,9 @@ def _run(cfg: TrainConfig) -> dict:
                     save_best(trainer, run_dir, best)
                 elif cfg.early_stop and best.bad >= cfg.early_stop:
                     stopped = "early_stop"
-            figures = {}  # samples come before the log row, which records their figures
+            samples, figures = None, {}  # samples come before the log row, which records their figures
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
-                figures = sample_during_training(trainer, encoder, artists, cfg, run_dir, data.train)
+                samples, figures = sample_during_training(trainer, encoder, artists, cfg, run_dir, data.train)
             log.write(step=trainer.step, loss=f"{loss:.5f}", avg_loss=f"{avg[0] / avg[1]:.5f}",
                       val_loss="" if row_val is None else f"{row_val:.5f}", learning_rate=f"{lr:.3g}",
                       tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}", best="1" if new_best else "",
@@ -266,8 +266,8 @@ def _run(cfg: TrainConfig) -> dict:
                 events.scalars(trainer.step, loss=loss, avg_loss=avg[0] / avg[1], learning_rate=lr, tokens_per_sec=speed,
                                loss_scale=float(trainer.loss_scale.numpy()), val_loss=row_val,
                                best_val_loss=None if row_val is None else best.val_loss)
-                if cfg.sample_every and trainer.step % cfg.sample_every == 0:
-                    events.text(trainer.step, "samples", _samples_text(run_dir, trainer.step))
+                if samples is not None:
+                    events.text(trainer.step, "samples", samples)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg[0] / avg[1]:.3f}", val="-" if val_loss is None else f"{val_loss:.3f}", tok_s=f"{speed:.0f}")
             if cfg.print_every and trainer.step % cfg.print_every == 0:
@@ -302,13 +302,3 @@ def _result(run_dir, step, loss, val_loss, best, stopped) -> dict:
     return {"run_dir": run_dir, "step": step, "loss": loss, "val_loss": val_loss,
             "best_val_loss": None if best.step < 0 else best.val_loss, "best_step": None if best.step < 0 else best.step,
             "stopped": stopped}
-
-
-def _samples_text(run_dir: str, step: int) -> str:
-    """The samples of `step` as `sample_during_training` saved them (for TensorBoard's text dashboard)."""
-    path = os.path.join(run_dir, "samples", f"step-{step}.txt")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError:
-        return ""

@@ -5,7 +5,7 @@ the songs (every artist's in one batch), and returns their rhyme density and lon
 span copied from the training tokens for the log row (a copied span that grows as the
 loss falls is memorising). The prompts and sampling seeds are a pure function of (seed, step).
 
->>> figures = sample_during_training(trainer, encoder, ["Yung Lean"], cfg, "checkpoints/run1", tokens)  # doctest: +SKIP
+>>> text, figures = sample_during_training(trainer, encoder, ["Yung Lean"], cfg, "checkpoints/run1", tokens)  # doctest: +SKIP
 >>> sorted(figures)  # doctest: +SKIP
 ['sample_copied_tokens', 'sample_rhyme_density']
 """
@@ -34,7 +34,7 @@ def sample_figures(texts, tokens, encoder):
 
 
 def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
-    """Write, print and save samples; returns their figures for log.csv (with the training tokens)."""
+    """Write, print and save samples; returns (the text saved, their figures for log.csv, given the training tokens)."""
     from .dataset import song_layout
     from .sampling import SamplingOptions, generate
 
@@ -54,9 +54,10 @@ def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None)
         texts = [p + encoder.decode([t for t in row if t != EOT_ID]) for p, row in zip(prompts, rows)]
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     divider = "\n" + "=" * 40 + "\n"
-    atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), divider.join(texts) + "\n")
+    saved = divider.join(texts) + "\n"
+    atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), saved)
     figures = sample_figures(texts, tokens, encoder) if tokens is not None else {}
     said = f" (rhyme density {figures['sample_rhyme_density']}, longest copied span " \
            f"{figures['sample_copied_tokens']} tokens)" if figures else ""
     say(cfg, f"======== samples at step {trainer.step}{said} ========\n" + divider.join(texts))
-    return figures
+    return saved, figures

@@ -42,7 +42,7 @@ def vocab_dir() -> str:
 
 def lyrics_of_size(mb: float, seed: int = 0) -> str:
     """Songs made of the sample lyrics' lines, reshuffled, until the text reaches `mb` MB."""
-    from rapgen.lyrics import Song, format_song, parse_songs
+    from rapgen.data.lyrics import Song, format_song, parse_songs
 
     songs = parse_songs(open(os.path.join(ROOT, "data", "sample_lyrics.txt"), encoding="utf-8").read())
     lines = [line for s in songs for line in s.lyrics.splitlines() if line and not line.startswith("[")]
@@ -97,8 +97,8 @@ def zipf_tokens(n: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_index(folder: str, mb: float) -> None:
-    from rapgen.encoder import load_encoder
-    from rapgen.originality import _write, build_index, copied, _read, _digest
+    from rapgen.model.encoder import load_encoder
+    from rapgen.judge.originality import _write, build_index, copied, _read, _digest
 
     enc = load_encoder(vocab_dir())
     tokens = zipf_tokens(int(mb * 1e6 / 2))

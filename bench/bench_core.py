@@ -147,7 +147,7 @@ def time_rapgen_encode(vocab_dir: str, text: str):
     """(ids, seconds with an empty word cache, seconds warm) of rapgen's encoder on text."""
     import json
 
-    from rapgen.encoder import Encoder
+    from rapgen.model.encoder import Encoder
 
     with open(os.path.join(vocab_dir, "encoder.json"), encoding="utf-8") as f:
         vocab = json.load(f)
@@ -190,9 +190,9 @@ def bench_encode(vocab_dir: str, mb: float) -> None:
 def bench_sample(vocab_dir: str, length: int, batches, warm_runs: int) -> None:
     import tensorflow as tf
 
-    from rapgen.checkpoints import init, load_model
-    from rapgen.encoder import load_encoder
-    from rapgen.sampling import generate
+    from rapgen.model.folders import init, load_model
+    from rapgen.model.encoder import load_encoder
+    from rapgen.write.songs import generate
 
     gpus = tf.config.list_physical_devices("GPU")
     print(f"TensorFlow devices: {', '.join(d.device_type + ':' + d.name.split(':')[-1] for d in tf.config.list_physical_devices())}"

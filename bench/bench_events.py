@@ -1,4 +1,4 @@
-"""Benchmark of TensorBoard event writing: what `rapgen.summaries.EventLog` adds to each training step.
+"""Benchmark of TensorBoard event writing: what `rapgen.finetune.events.EventLog` adds to each training step.
 
     python bench/bench_events.py                 # 2000 steps of the five per-step scalars
     python bench/bench_events.py --steps 500
@@ -25,7 +25,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from rapgen.summaries import EventLog, _metadata
+    from rapgen.finetune.events import EventLog, _metadata
 
     values = dict(loss=3.2, avg_loss=3.3, learning_rate=1e-4, tokens_per_sec=5000.0, loss_scale=1.0)
     with tempfile.TemporaryDirectory() as folder:

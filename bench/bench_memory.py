@@ -1,7 +1,7 @@
-"""Peak memory of one training step, measured, against `rapgen.plan.estimate_memory`.
+"""Peak memory of one training step, measured, against `rapgen.finetune.memory.estimate_memory`.
 
 Each configuration (model shape, optimizer, recompute, sequence length; batch 1, float32)
-runs in its own child process, which sets the model up the way `rapgen.training` does
+runs in its own child process, which sets the model up the way `rapgen.finetune.loop` does
 (weights read from a `rapgen init` checkpoint, `GPT2`, the numpy copy dropped,
 `Trainer`) and runs two training steps:
 
@@ -25,7 +25,7 @@ checkpoint values and its variables briefly coexist, a CPU-only cost).
     python bench/bench_memory.py --configs 355M:adam+lora16:1024 --checkpoint_sizes 355M
 
 A configuration is SIZE:OPTIMIZER[+recompute][+loraR]:SEQUENCE_LENGTH; `+lora16` trains LoRA
-adapters of rank 16 on the frozen base, as `rapgen train --lora_rank 16` (rapgen.lora).
+adapters of rank 16 on the frozen base, as `rapgen train --lora_rank 16` (rapgen.model.lora).
 `--checkpoint_sizes SIZE` writes, for a model of that shape, the checkpoint a LoRA run saves
 (rank 16 adapters, their Adam slots, the step) and the one full fine-tuning with Adam saves
 (weights and slots), and prints their sizes on disk. Models are created with
@@ -108,14 +108,14 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, read_weights
-    from rapgen.dataset import load_dataset, training_batch
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.data.dataset import load_dataset, training_batch
     from rapgen.devices import compute_dtype
-    from rapgen.encoder import load_encoder
-    from rapgen.hparams import HParams
-    from rapgen.model import GPT2
-    from rapgen.trainconfig import TrainConfig
-    from rapgen.trainstep import Trainer
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.hparams import HParams
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.finetune.config import TrainConfig
+    from rapgen.finetune.step import Trainer
 
     model_dir, length = spec["model_dir"], spec["sequence_length"]
     cfg = TrainConfig(dataset=spec["dataset"], model=model_dir, steps=2, batch_size=BATCH, sequence_length=length,
@@ -128,14 +128,14 @@ def child(spec: dict) -> dict:
     tf.constant(0.0) + 1.0  # start the runtime (thread pools, device) before the baseline
     baseline = memory_status()["VmRSS"]
 
-    # As rapgen.training._run builds a fresh run.
+    # As rapgen.finetune.loop._run builds a fresh run.
     weights = read_weights(check_model_dir(model_dir), hparams)
     dtype = compute_dtype(cfg.mixed_precision)
     lora_rank = spec.get("lora_rank", 0)
     model = GPT2(hparams, compute_dtype=dtype, weights=weights, variable_dtype=dtype if lora_rank else "float32")
     del weights
     if lora_rank:
-        from rapgen.lora import attach
+        from rapgen.model.lora import attach
 
         train_names = list(attach(model, lora_rank))
     else:
@@ -198,13 +198,13 @@ def checkpoint_sizes(spec: dict) -> dict:
     """Bytes on disk of the checkpoint a LoRA run (rank 16, Adam) saves and of a full Adam run's, same model."""
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, read_weights
-    from rapgen.checkpointfiles import DATA_SUFFIX, write_checkpoint
-    from rapgen.hparams import HParams
-    from rapgen.lora import attach
-    from rapgen.model import GPT2
-    from rapgen.trainconfig import TrainConfig
-    from rapgen.trainstep import Trainer
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.model.checkpoint import DATA_SUFFIX, write_checkpoint
+    from rapgen.model.hparams import HParams
+    from rapgen.model.lora import attach
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.finetune.config import TrainConfig
+    from rapgen.finetune.step import Trainer
 
     model_dir, out = spec["model_dir"], spec["out"]
     hparams = HParams.load(model_dir)
@@ -241,7 +241,7 @@ def run_child(args: list, env: dict, must_succeed: bool = True) -> dict:
 
 
 def gb(n: float) -> str:
-    """GiB, as rapgen.plan counts."""
+    """GiB, as rapgen.finetune.memory counts."""
     return f"{n / 2**30:.2f}"
 
 
@@ -261,8 +261,8 @@ def main() -> None:
     if run_as_child(args, child, SIZES):
         return
 
-    from rapgen.hparams import HParams
-    from rapgen.plan import estimate_memory
+    from rapgen.model.hparams import HParams
+    from rapgen.finetune.memory import estimate_memory
 
     configs = [parse_config(c) for c in args.configs.split(",") if c]
     if args.checkpoint_sizes and args.checkpoint_sizes not in SIZES:
@@ -273,7 +273,7 @@ def main() -> None:
     vocab = vocab_dir()
     print(f"machine: {machine()}")
     print(f"batch {BATCH}, float32; measured = peak RSS of the second training step minus the RSS after importing "
-          f"TensorFlow (before the model); estimate = rapgen.plan total minus its runtime term", flush=True)
+          f"TensorFlow (before the model); estimate = rapgen.finetune.memory total minus its runtime term", flush=True)
 
     rows = []
     tmp = tempfile.mkdtemp(prefix="rapgen-bench-memory-", dir=args.tmp)

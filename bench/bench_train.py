@@ -10,7 +10,7 @@ without AVX-512 BF16 or AMX, bfloat16 on one with them); the header says which i
 Each configuration runs in its own child process, so its peak resident memory
 (`resource.getrusage(...).ru_maxrss`, the whole process: TensorFlow, model, optimizer state,
 activations) is not mixed with another's. Inside the child the loop is driven through
-`rapgen.trainstep.Trainer`, the object `rapgen.training.train()` uses, set up the way `train()` sets
+`rapgen.finetune.step.Trainer`, the object `rapgen.finetune.loop.train()` uses, set up the way `train()` sets
 it up; set-up and the first step (which traces and compiles the step function) are timed
 separately, then a warm-up step, then the timed steps.
 
@@ -95,14 +95,14 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, read_weights
-    from rapgen.dataset import load_dataset, training_batch
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.data.dataset import load_dataset, training_batch
     from rapgen.devices import compute_dtype
-    from rapgen.encoder import load_encoder
-    from rapgen.hparams import HParams
-    from rapgen.model import GPT2
-    from rapgen.trainconfig import TrainConfig
-    from rapgen.trainstep import Trainer
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.hparams import HParams
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.finetune.config import TrainConfig
+    from rapgen.finetune.step import Trainer
 
     model_dir, dataset = spec["model_dir"], spec["dataset"]
     cfg = TrainConfig(dataset=dataset, model=model_dir, steps=spec["warmup"] + spec["steps"] + 1, batch_size=BATCH,
@@ -110,7 +110,7 @@ def child(spec: dict) -> dict:
                       quiet=True, mixed_precision=spec.get("mixed_precision", "auto"), xla=spec.get("xla", False),
                       **VARIANTS[spec["variant"]])
     cfg.check()
-    # As rapgen.training._run sets up a fresh run.
+    # As rapgen.finetune.loop._run sets up a fresh run.
     hparams = HParams.load(model_dir)
     encoder = load_encoder(model_dir)
     data = load_dataset(cfg.dataset, encoder, cfg.val_fraction, None, cfg.encoding, quiet=True)
@@ -197,7 +197,7 @@ def run_as_child(args, measure, sizes) -> bool:
         print("RESULT " + json.dumps(measure(json.loads(args.child))), flush=True)
         return True
     if args.init:
-        from rapgen.checkpoints import init
+        from rapgen.model.folders import init
 
         spec = json.loads(args.init)
         init(spec["model_dir"], seed=0, vocab_dir=spec["vocab_dir"], **sizes[spec["size"]])

@@ -2,7 +2,7 @@
 `jit_compile=True` (`rapgen train --xla True`), tiny and 124M shapes, and their ratio, in one run.
 
 Each configuration runs in its own child process through bench_train.py's child (the same
-`rapgen.trainstep.Trainer` set-up as `rapgen train`), batch 1 x 1024 tokens, Adam, in the
+`rapgen.finetune.step.Trainer` set-up as `rapgen train`), batch 1 x 1024 tokens, Adam, in the
 precision `--mixed_precision` gives (default auto, as `rapgen train`). The first step (tracing
 and, with XLA, compiling) is reported apart from the timed steps. Plain and XLA runs alternate
 (`--repeats` rounds), and each is also rated by its fastest step: on a shared machine another

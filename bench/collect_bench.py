@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from genius_fake import FakeGenius  # noqa: E402  (the test fixture doubles as the benchmark's server)
-from rapgen.collection import collect_genius  # noqa: E402
+from rapgen.data.collect import collect_genius  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"
 

@@ -1,5 +1,5 @@
 """Check rapgen's training and sampling speed on this machine's GPU (or CPU): a thin wrapper
-around `rapgen.gpucheck.gpu_check`, which notebook 02 also runs from its GPU_CHECK checkbox.
+around `rapgen.finetune.gpu_check.gpu_check`, which notebook 02 also runs from its GPU_CHECK checkbox.
 
     python bench/gpu_check.py                       # the 124M shape; about three minutes on a T4
     python bench/gpu_check.py --n_layer 2 --n_embd 64 --n_head 2 --n_ctx 128 --train_steps 3
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from rapgen.errors import RapgenError
-from rapgen.gpucheck import gpu_check
+from rapgen.finetune.gpu_check import gpu_check
 
 
 def main(argv=None) -> int:

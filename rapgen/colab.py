@@ -38,7 +38,7 @@ import subprocess
 import sys
 from typing import List, Mapping, Optional, Sequence
 
-from .errors import RapgenError
+from rapgen.errors import RapgenError
 
 # What google.colab.userdata raises (the set differs between Colab releases).
 _USERDATA_ERRORS = ("SecretNotFoundError", "NotebookAccessError", "TimeoutException")

@@ -22,9 +22,9 @@ import os
 import subprocess
 from typing import FrozenSet, Optional
 
-from .colab import tpu_runtime
-from .errors import RapgenError
-from .rules import one_of
+from rapgen.colab import tpu_runtime
+from rapgen.errors import RapgenError
+from rapgen.checks import one_of
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")

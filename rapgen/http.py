@@ -1,5 +1,5 @@
-"""One retry policy for HTTP, shared by model downloads (`rapgen.downloads`) and the Genius
-client (`rapgen.collection.genius`): which answers are worth another try, how long to wait
+"""One retry policy for HTTP, shared by model downloads (`rapgen.model.download`) and the Genius
+client (`rapgen.data.collect.genius`): which answers are worth another try, how long to wait
 (exponential backoff, optional jitter, a server's `Retry-After`), the "retrying …" line, and a
 few words for a request that got no answer at all. Also the rate limiter the Genius threads share.
 

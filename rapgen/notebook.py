@@ -22,14 +22,14 @@ import sys
 import unicodedata
 from typing import Dict, List, Optional
 
-from .errors import RapgenError
+from rapgen.errors import RapgenError
 
 SMOKE_ENV = "RAPGEN_SMOKE"
 DRIVE_MOUNT = "/content/drive"
 
 
 def _on_colab() -> bool:
-    from .colab import on_colab
+    from rapgen.colab import on_colab
 
     return on_colab()
 
@@ -41,9 +41,9 @@ def smoke() -> bool:
 
 def setup_report() -> None:
     """Print the rapgen and TensorFlow versions and the GPU (or TPU), or a warning that there is none."""
-    from . import __version__
-    from .cli import _quiet_tensorflow_import
-    from .colab import tpu_runtime
+    from rapgen import __version__
+    from rapgen.cli.commands import _quiet_tensorflow_import
+    from rapgen.colab import tpu_runtime
 
     # TensorFlow's start-up chatter would bury the report; the kernel's environment is the
     # user's, so only descriptor 2 is muted, during the import.
@@ -99,8 +99,8 @@ def drive_folder(path: str = DRIVE_MOUNT + "/MyDrive/rapgen", local: str = "driv
 
 def genius_token() -> bool:
     """Say whether a Genius API token is at hand (never what it is); True if it is."""
-    from .colab import get_secret
-    from .collection.genius import TOKEN_ENV
+    from rapgen.colab import get_secret
+    from rapgen.data.collect.genius import TOKEN_ENV
 
     if (get_secret(TOKEN_ENV) or "").strip():
         print(f"Genius token: found ({TOKEN_ENV})")
@@ -114,7 +114,7 @@ def genius_token() -> bool:
 def genius_urls() -> Dict[str, str]:
     """`api_url` and `web_url` for `rapgen.collect("genius", ...)`: Genius itself, or in smoke mode
     the loopback imitation named by `RAPGEN_SMOKE_GENIUS_API` and `RAPGEN_SMOKE_GENIUS_WEB`."""
-    from .collection.genius import API_URL, WEB_URL
+    from rapgen.data.collect.genius import API_URL, WEB_URL
 
     if not smoke():
         return {"api_url": API_URL, "web_url": WEB_URL}
@@ -127,8 +127,8 @@ def genius_urls() -> Dict[str, str]:
 
 def preview(path: str, songs: int = 1, max_chars: int = 1500) -> None:
     """Print the first songs of a lyrics file as the model will read them."""
-    from .dataset import read_text
-    from .lyrics import SEPARATOR, split_songs
+    from rapgen.data.dataset import read_text
+    from rapgen.data.lyrics import SEPARATOR, split_songs
 
     pieces = split_songs(read_text(path))
     print(f"{path}: {len(pieces)} songs; the first {min(songs, len(pieces))}:\n")
@@ -140,7 +140,7 @@ def preview(path: str, songs: int = 1, max_chars: int = 1500) -> None:
 
 
 def _has_checkpoint(folder: str) -> bool:
-    from .checkpoints import latest_checkpoint
+    from rapgen.model.folders import latest_checkpoint
 
     return os.path.isdir(folder) and latest_checkpoint(folder) is not None
 
@@ -149,7 +149,7 @@ def find_run(checkpoint_dir: str, run_name: str = "") -> str:
     """The run folder `checkpoint_dir/run_name`, or with no name the most recently saved run.
 
     >>> find_run("/content/drive/MyDrive/rapgen/checkpoints")    # doctest: +SKIP
-    '/content/drive/MyDrive/rapgen/checkpoints/run1'
+    '/content/drive/MyDrive/rapgen/model/folders/run1'
     """
     run_name = str(run_name or "").strip()
     if run_name:
@@ -157,7 +157,7 @@ def find_run(checkpoint_dir: str, run_name: str = "") -> str:
         if not _has_checkpoint(folder):
             raise RapgenError(f"{folder} holds no checkpoint: check RUN_NAME, or leave it empty for the newest run")
         return folder
-    from .checkpoints import latest_checkpoint
+    from rapgen.model.folders import latest_checkpoint
 
     runs = []
     if os.path.isdir(checkpoint_dir):
@@ -176,9 +176,9 @@ def fetch_base(run_dir: str, models_dir: str = "models") -> None:
     """A LoRA run holds only its adapters: download its released base model (e.g. 355M) when this
     machine lacks it, as a fresh Colab session with the run on Drive does. Nothing for a full run.
 
-    >>> fetch_base("/content/drive/MyDrive/rapgen/checkpoints/run1")    # doctest: +SKIP
+    >>> fetch_base("/content/drive/MyDrive/rapgen/model/folders/run1")    # doctest: +SKIP
     """
-    from .lora import ensure_base, is_lora_run
+    from rapgen.model.lora import ensure_base, is_lora_run
 
     if is_lora_run(run_dir):
         print(f"{run_dir} is a LoRA run: its base model is {ensure_base(run_dir, models_dir)}")
@@ -189,7 +189,7 @@ def run_artists(run_dir: str, quiet: bool = False) -> List[str]:
 
     Prints the per-artist table unless quiet; an empty list when the dataset is not at hand.
     """
-    from .dataset import dataset_info
+    from rapgen.data.dataset import dataset_info
 
     try:
         with open(os.path.join(run_dir, "train.json"), encoding="utf-8") as f:
@@ -231,11 +231,11 @@ def pick_artist(artist: str, artists: List[str]) -> str:
 
 def tensorboard(logdir: str = "checkpoints") -> None:
     """Notebook 02's TensorBoard cell: on Colab, `%load_ext tensorboard` and `%tensorboard --logdir
-    LOGDIR` (every run under it); elsewhere one line saying how to open it (rapgen.summaries).
+    LOGDIR` (every run under it); elsewhere one line saying how to open it (rapgen.finetune.events).
 
     >>> tensorboard("checkpoints")                          # doctest: +SKIP
     """
-    from .summaries import show_tensorboard
+    from rapgen.finetune.events import show_tensorboard
 
     show_tensorboard(logdir)
 
@@ -312,7 +312,7 @@ def plot_log(run_dir: str, save_to: Optional[str] = None):
     if save_to:
         import io
 
-        from .fileio import atomic_write_bytes
+        from rapgen.fileio import atomic_write_bytes
 
         buf = io.BytesIO()
         fig.savefig(buf, format=os.path.splitext(save_to)[1].lstrip(".").lower() or "png", dpi=100)

@@ -65,7 +65,7 @@ def vocab_dir():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, vocab_dir):
     """A 2-layer, 64-wide, 128-context GPT-2 with random weights and the real vocabulary."""
-    from rapgen.checkpoints import init
+    from rapgen.model.folders import init
 
     folder = tmp_path_factory.mktemp("tiny") / "model"
     init(str(folder), n_layer=2, n_embd=64, n_head=2, n_ctx=128, seed=0, vocab_dir=vocab_dir)

@@ -52,9 +52,9 @@ def _train(tmp_path_factory, vocab_dir):
     import contextlib
     import io
 
-    from rapgen.checkpoints import init
-    from rapgen.checkpointfiles import write_checkpoint_index
-    from rapgen.training import train
+    from rapgen.model.folders import init
+    from rapgen.model.checkpoint import write_checkpoint_index
+    from rapgen.finetune.loop import train
 
     root = tmp_path_factory.mktemp("early_stop")
     model = str(root / "model")

@@ -72,11 +72,11 @@ def test_analyze_mistakes_are_one_line_errors(lab, tmp_path):
 
 
 def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_model_dir, tmp_path):
-    from rapgen.analysis import Judge, read_songs
-    from rapgen.bestof import rank_order
-    from rapgen.encoder import load_encoder
-    from rapgen.originality import load_index
-    from rapgen.sampling import sample
+    from rapgen.judge.analysis import Judge, read_songs
+    from rapgen.write.keep_best import rank_order
+    from rapgen.model.encoder import load_encoder
+    from rapgen.judge.originality import load_index
+    from rapgen.write.songs import sample
 
     dataset = tmp_path / "rap.txt"
     shutil.copy(SAMPLE_LYRICS, dataset)
@@ -92,8 +92,8 @@ def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_mode
     # Ranked by the model's own likelihood: the chosen song has the lowest mean loss of the four.
     import numpy as np
 
-    from rapgen.checkpoints import load_model
-    from rapgen.scoring import token_losses
+    from rapgen.model.folders import load_model
+    from rapgen.judge.perplexity import token_losses
 
     gpt = load_model(tiny_model_dir)
     losses = [token_losses(gpt, np.asarray([50256] + enc.encode(t), np.uint16)).mean() for t in candidates]
@@ -102,7 +102,7 @@ def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_mode
 
 
 def test_rank_order_follows_each_rule():
-    from rapgen.bestof import rank_order
+    from rapgen.write.keep_best import rank_order
 
     scores = [
         {"rhyme_density": 0.5, "copied_tokens": 0, "ngram8_share": 0.0, "mean_loss": 3.0},
@@ -122,7 +122,7 @@ def test_rank_order_follows_each_rule():
 
 def test_best_of_mistakes_are_caught_before_any_work(tiny_model_dir):
     from rapgen.errors import RapgenError
-    from rapgen.sampling import sample
+    from rapgen.write.songs import sample
 
     with pytest.raises(RapgenError, match="--best_of must be a positive"):
         sample(model=tiny_model_dir, artist="A", best_of=0, quiet=True)
@@ -136,11 +136,11 @@ def test_training_samples_are_judged_in_the_log(tiny_model_dir, tmp_path, capsys
     """log.csv records the rhyme density and longest copied span of the samples of that step."""
     import csv
 
-    from rapgen.analysis import Judge, read_songs
-    from rapgen.dataset import load_tokens
-    from rapgen.encoder import load_encoder
-    from rapgen.originality import build_index
-    from rapgen.training import train
+    from rapgen.judge.analysis import Judge, read_songs
+    from rapgen.data.dataset import load_tokens
+    from rapgen.model.encoder import load_encoder
+    from rapgen.judge.originality import build_index
+    from rapgen.finetune.loop import train
 
     dataset = tmp_path / "rap.txt"
     shutil.copy(SAMPLE_LYRICS, dataset)

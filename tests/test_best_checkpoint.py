@@ -12,8 +12,8 @@ import pytest
 
 from conftest import run_cli
 from early_stop_runs import MAX_STEPS, early_stop_runs  # noqa: F401  (the shared fixture)
-from rapgen.checkpoints import latest_checkpoint, load_model
-from rapgen.checkpointfiles import read_checkpoint
+from rapgen.model.folders import latest_checkpoint, load_model
+from rapgen.model.checkpoint import read_checkpoint
 
 
 def _log(run_dir):
@@ -100,7 +100,7 @@ def test_resume_after_a_kill_keeps_best_and_patience(early_stop_runs):
 
 
 def test_sampling_scoring_and_load_model_take_model_best_by_default(early_stop_runs, cli_env):
-    from rapgen.scoring import score
+    from rapgen.judge.perplexity import score
 
     a = early_stop_runs["a"]
     run = a["run_dir"]

@@ -15,11 +15,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import snapshot
-from rapgen.checkpoints import init, latest_checkpoint, load_model, resolve_model_dir, save_model
-from rapgen.checkpointfiles import list_checkpoints, read_checkpoint
+from rapgen.model.folders import init, latest_checkpoint, load_model, resolve_model_dir, save_model
+from rapgen.model.checkpoint import list_checkpoints, read_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.model import GPT2
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2
 
 DATA = ".data-00000-of-00001"
 HP = HParams(n_vocab=50257, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
@@ -340,7 +340,7 @@ def test_checkpoint_of_another_network_is_a_rapgen_error(model_copy):
 
 def test_resolve_model_dir_downloads_a_missing_named_model_only_when_asked(tiny_model_dir, tmp_path, monkeypatch, capsys):
     from http_mirror import ModelMirror
-    from rapgen import downloads
+    import rapgen.model.download as downloads
 
     models = tmp_path / "models"
     with ModelMirror({"124M": tiny_model_dir}) as mirror:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import assert_one_line_error, run_cli, snapshot
-from rapgen.checkpoints import init
+from rapgen.model.folders import init
 
 LYRICS = (
     "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist and the tofu on ice\n<|endoftext|>\n"
@@ -72,8 +72,8 @@ def test_help_exits_zero(runs):
 
 
 def test_init_writes_a_model_then_refuses_to_overwrite(runs):
-    from rapgen.checkpoints import load_model
-    from rapgen.hparams import HParams
+    from rapgen.model.folders import load_model
+    from rapgen.model.hparams import HParams
 
     results, ctx = runs
     r = results["init_new"]
@@ -113,7 +113,7 @@ def test_interactive_answers_then_exits_on_eof(runs):
 
 
 def test_score_prints_json(runs):
-    from rapgen.scoring import score
+    from rapgen.judge.perplexity import score
 
     results, ctx = runs
     r = results["score"]
@@ -139,7 +139,7 @@ def test_train_signature_is_train_config():
     import dataclasses
     import inspect
 
-    from rapgen.training import TrainConfig, train
+    from rapgen.finetune.loop import TrainConfig, train
 
     params = inspect.signature(train).parameters
     fields = dataclasses.fields(TrainConfig)
@@ -154,7 +154,7 @@ def test_train_signature_is_train_config():
 
 
 def _help_page(argv, capsys):
-    from rapgen.cli import main
+    from rapgen.cli.commands import main
 
     assert main(argv) == 0
     out, err = capsys.readouterr()
@@ -165,7 +165,7 @@ def _help_page(argv, capsys):
 def test_every_command_help_lists_every_flag_with_its_default(capsys):
     import inspect
 
-    from rapgen.cli import COMMANDS, _load
+    from rapgen.cli.commands import COMMANDS, _load
 
     pages = 0
     for name in COMMANDS:
@@ -186,7 +186,7 @@ def test_every_command_help_lists_every_flag_with_its_default(capsys):
 def test_train_help_lists_each_option_with_its_default_and_doc(capsys):
     import dataclasses
 
-    from rapgen.training import TrainConfig
+    from rapgen.finetune.loop import TrainConfig
 
     page = _help_page(["train", "--help"], capsys)
     for field in dataclasses.fields(TrainConfig):
@@ -196,7 +196,7 @@ def test_train_help_lists_each_option_with_its_default_and_doc(capsys):
 
 
 def test_repeated_where_flags_reach_collect_csv_as_conditions(tmp_path, monkeypatch, capsys):
-    from rapgen.cli import main
+    from rapgen.cli.commands import main
 
     dump = tmp_path / "dump.csv"
     dump.write_text("artist,title,lyrics,tag,language\n"

@@ -8,7 +8,7 @@ nothing on stdout, and the working folder exactly as it was (nothing created, no
 
 The rows that the command line itself must catch (PARSE_ROWS) run in one fresh subprocess that
 also proves TensorFlow was never imported: no work can have started. The value rows run
-in-process through `rapgen.cli.main` (TensorFlow is imported once for all of them). A few rows
+in-process through `rapgen.cli.commands.main` (TensorFlow is imported once for all of them). A few rows
 run the installed `rapgen` entry point as a user does.
 """
 
@@ -23,8 +23,8 @@ import sys
 
 import pytest
 
-from rapgen.checkpoints import init
-from rapgen.cli import main
+from rapgen.model.folders import init
+from rapgen.cli.commands import main
 
 LYRICS = (
     "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist and the tofu on ice\n<|endoftext|>\n"
@@ -413,7 +413,7 @@ def _check(row_id, code, out, err, needles):
 
 _BATCH = """
 import contextlib, io, json, os, sys
-from rapgen.cli import main
+from rapgen.cli.commands import main
 results = {}
 for row_id, argv in json.loads(sys.argv[1]):
     out, err = io.StringIO(), io.StringIO()
@@ -448,7 +448,7 @@ def test_command_line_mistake(parse_results, row_id, argv, needles):
     _check(row_id, code, out, err, needles)
 
 
-# -- value rows: in-process through rapgen.cli.main -------------------------------------
+# -- value rows: in-process through rapgen.cli.commands.main -------------------------------------
 
 @pytest.mark.parametrize("row_id, argv, needles", VALUE_ROWS, ids=[r[0] for r in VALUE_ROWS])
 def test_value_mistake(work, vocab_dir, monkeypatch, row_id, argv, needles):
@@ -477,7 +477,7 @@ def test_init_without_a_vocabulary_points_to_one_that_works_offline(work, monkey
 
 
 def test_the_sweep_covers_every_command():
-    from rapgen.cli import COMMANDS
+    from rapgen.cli.commands import COMMANDS
 
     typed = {argv[0].replace("-", "_") for _, argv, _ in PARSE_ROWS + VALUE_ROWS}
     sources = {argv[1] for _, argv, _ in PARSE_ROWS + VALUE_ROWS if argv[0] == "collect" and len(argv) > 1}

@@ -9,14 +9,14 @@ import types
 import pytest
 
 from genius_fake import FakeSong, invented_lyrics, song_page
-from rapgen import colab
-from rapgen.collection import collect, parse_where
-from rapgen.collection.arguments import parse_names as _names
-from rapgen.collection.clean import (Cleaner, TokenCounter, clean_name, clean_text, is_instrumental, safe_filename,
+import rapgen.colab as colab
+from rapgen.data.collect import collect, parse_where
+from rapgen.data.collect.arguments import parse_names as _names
+from rapgen.data.collect.clean import (Cleaner, TokenCounter, clean_name, clean_text, is_instrumental, safe_filename,
                                   write_dataset)
 from rapgen.errors import RapgenError
-from rapgen.collection.genius import extract_lyrics, looks_blocked, strip_remnants
-from rapgen.lyrics import Song, parse_songs
+from rapgen.data.collect.genius import extract_lyrics, looks_blocked, strip_remnants
+from rapgen.data.lyrics import Song, parse_songs
 
 PAGE = """<html><head><title>Lil Tofu – Soy Drip Lyrics | Genius</title></head><body>
 <div data-lyrics-container="true" class="Lyrics__Container-sc-1">
@@ -31,7 +31,7 @@ def test_the_cleaner_imports_no_source_and_no_source_imports_another():
     genius_side = {"genius", "fetch", "from_genius"}
     sources = genius_side | {"from_csv", "from_folder"}
     for module in ("clean", "arguments", "from_csv", "from_folder", "from_genius"):
-        path = importlib.import_module(f"rapgen.collection.{module}").__file__
+        path = importlib.import_module(f"rapgen.data.collect.{module}").__file__
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read())
         siblings = set()
@@ -39,7 +39,7 @@ def test_the_cleaner_imports_no_source_and_no_source_imports_another():
             if isinstance(node, ast.ImportFrom) and node.level == 1:
                 siblings.update([node.module] if node.module else [a.name for a in node.names])
         allowed = genius_side - {"from_genius"} if module == "from_genius" else set()
-        assert siblings & sources <= allowed, f"rapgen.collection.{module} imports {sorted(siblings & sources)}"
+        assert siblings & sources <= allowed, f"rapgen.data.collect.{module} imports {sorted(siblings & sources)}"
 
 
 def test_extract_lyrics_from_a_song_page():

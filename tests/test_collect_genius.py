@@ -16,13 +16,13 @@ import time
 import pytest
 
 from genius_fake import FakeGenius, FakeSong, invented_lyrics
-from rapgen.collection import collect_genius
+from rapgen.data.collect import collect_genius
 from rapgen.errors import RapgenError
-from rapgen.collection.fetch import SongCache
-from rapgen.collection.fetch import BLOCKS_IN_A_ROW
-from rapgen.collection.genius import GeniusClient
+from rapgen.data.collect.fetch import SongCache
+from rapgen.data.collect.fetch import BLOCKS_IN_A_ROW
+from rapgen.data.collect.genius import GeniusClient
 from rapgen.http import RateLimiter, retry_after_seconds
-from rapgen.lyrics import parse_songs
+from rapgen.data.lyrics import parse_songs
 
 TOKEN = "rg-FAKE-TOKEN-q7Zx93kLw0pT"  # recognisable, so a leak is easy to find
 

@@ -9,9 +9,9 @@ import tracemalloc
 
 import pytest
 
-from rapgen.collection import collect_csv, collect_folder
+from rapgen.data.collect import collect_csv, collect_folder
 from rapgen.errors import RapgenError
-from rapgen.lyrics import parse_songs
+from rapgen.data.lyrics import parse_songs
 
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id", "language"]
 ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost", "Tofu, The Creator"]

@@ -8,10 +8,10 @@ import shutil
 import pytest
 
 from conftest import THREE_SONGS as LYRICS, run_cli, snapshot
-from rapgen.checkpoints import init, latest_checkpoint, load_model
-from rapgen.checkpointfiles import checkpoint_problem
+from rapgen.model.folders import init, latest_checkpoint, load_model
+from rapgen.model.checkpoint import checkpoint_problem
 from rapgen.errors import RapgenError
-from rapgen.training import train
+from rapgen.finetune.loop import train
 
 DATA = ".data-00000-of-00001"
 FAST = dict(sample_every=0, val_every=0, print_every=0, quiet=True, warmup_steps=0, val_fraction=0.0,

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from rapgen.checkpoints import latest_checkpoint
-from rapgen.checkpointfiles import read_checkpoint
+from rapgen.model.folders import latest_checkpoint
+from rapgen.model.checkpoint import read_checkpoint
 
 CHILD = r"""
 import json, os, sys
@@ -24,7 +24,7 @@ if spec["devices"] > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["devices"])
 from rapgen.errors import RapgenError
-from rapgen.training import train
+from rapgen.finetune.loop import train
 try:
     result = train(**spec["options"])
 except RapgenError as e:

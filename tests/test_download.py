@@ -10,9 +10,9 @@ import pytest
 
 from http_mirror import ModelMirror
 from loopback import HangingServer, refused_port
-from rapgen import downloads as dl
+import rapgen.model.download as dl
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
+from rapgen.model.hparams import HParams
 
 WEIGHTS = dl.WEIGHTS
 
@@ -20,7 +20,7 @@ WEIGHTS = dl.WEIGHTS
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, vocab_dir):
     """The served model: `rapgen init` output, laid out like OpenAI's release minus `.meta`."""
-    from rapgen.checkpoints import init
+    from rapgen.model.folders import init
 
     model_dir = str(tmp_path_factory.mktemp("served") / "tiny")
     init(model_dir, n_layer=2, n_embd=32, n_head=2, n_ctx=64, seed=0, vocab_dir=vocab_dir)
@@ -309,7 +309,7 @@ def test_cli_404_is_one_line_and_exit_status_2(mirror, tmp_path, cli_env):
 
 def test_cli_downloads_and_prints_the_directory(tiny, mirror, tmp_path, capfd):
     # in-process (the subprocess above covers the real entry point): fire maps NAME positionally
-    from rapgen.cli import main
+    from rapgen.cli.commands import main
 
     assert main(["download", "345M", "--models_dir", str(tmp_path), "--base_url", mirror.url, "--quiet"]) == 0
     out, err = capfd.readouterr()
@@ -390,7 +390,7 @@ def test_cli_offline_is_short_and_the_next_train_downloads(tiny, tmp_path, cli_e
 
 @pytest.mark.parametrize("left", ["empty", "killed"])
 def test_train_finishes_a_download_that_an_older_run_left(tiny, mirror, tmp_path, monkeypatch, left):
-    from rapgen.training import train
+    from rapgen.finetune.loop import train
 
     model_dir = tmp_path / "models" / "355M"
     if left == "empty":
@@ -415,7 +415,7 @@ def test_train_finishes_a_download_that_an_older_run_left(tiny, mirror, tmp_path
 
 
 def test_sample_on_an_unfinished_download_says_how_to_finish_it(tmp_path):
-    from rapgen.checkpoints import resolve_model_dir
+    from rapgen.model.folders import resolve_model_dir
 
     (tmp_path / "124M").mkdir()
     (tmp_path / "124M" / (WEIGHTS + ".part")).write_bytes(b"\0" * 64)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rapgen.encoder import load_encoder
+from rapgen.model.encoder import load_encoder
 from rapgen.errors import RapgenError
 
 EOT = "<|endoftext|>"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from rapgen import fileio
-from rapgen.checkpoints import latest_checkpoint
+import rapgen.fileio as fileio
+from rapgen.model.folders import latest_checkpoint
 
 DATA = ".data-00000-of-00001"
 
@@ -109,7 +109,7 @@ def test_only_temp_files_of_dead_writers_are_removed(tmp_path, live_child, dead_
 CHILD = """
 import sys
 import numpy as np
-from rapgen.checkpointfiles import write_checkpoint
+from rapgen.model.checkpoint import write_checkpoint
 folder = sys.argv[1]
 big = np.ones((4, 1 << 20), np.float32)  # 16 MB, so a save takes long enough to be caught in
 step = 0

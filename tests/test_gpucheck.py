@@ -8,8 +8,8 @@ import pytest
 
 from conftest import ROOT
 from rapgen.errors import RapgenError
-from rapgen.gpucheck import GPU_PEAKS, dense_peak, gpu_check, train_flops
-from rapgen.hparams import HParams
+from rapgen.finetune.gpu_check import GPU_PEAKS, dense_peak, gpu_check, train_flops
+from rapgen.model.hparams import HParams
 
 TINY = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=32, train_steps=2, sample_tokens=4)
 

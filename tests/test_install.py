@@ -3,7 +3,7 @@
 `make test` (and so CI) builds that wheel, installs it non-editable and runs pytest from a
 temporary folder with `RAPGEN_TEST_INSTALLED=1`. These tests then prove that the suite really
 exercised the installed package, and that the install holds every module of the source tree:
-a subpackage missing from the wheel (as `rapgen/collection/` once was) fails here, not on Colab.
+a subpackage missing from the wheel (as `rapgen/data/collect/` once was) fails here, not on Colab.
 Run outside `make test` (a developer's PYTHONPATH loop) the first two say so and skip.
 """
 
@@ -50,7 +50,7 @@ def clean_env():
 
 def test_source_tree_lists_the_packages_modules():
     names = source_modules()
-    assert "rapgen" in names and "rapgen.collection" in names and "rapgen.model" in names
+    assert "rapgen" in names and "rapgen.data.collect" in names and "rapgen.model.gpt2" in names
     assert len(names) >= 20
 
 

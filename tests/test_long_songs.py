@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from rapgen.errors import RapgenError
-from rapgen.generation import generate, header_length
-from rapgen.hparams import HParams
-from rapgen.model import GPT2, initial_weights
+from rapgen.write.generation import generate, header_length
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2, initial_weights
 
 N_CTX = 32
 NEWLINE = 198  # a token id standing for "holds a newline" in these tests
@@ -57,7 +57,7 @@ def model(shared_model):
 
 def count_loop_calls(model):
     """Wrap the compiled loop: records (width of the context fed, its pads, new tokens asked)."""
-    from rapgen.generation import _generation_function
+    from rapgen.write.generation import _generation_function
 
     loop = _generation_function(model)
     calls = []
@@ -151,7 +151,7 @@ def test_without_slide_a_long_length_says_what_fits_and_names_the_window(model):
 
 
 def test_sample_writes_past_the_context_with_its_header(tiny_model_dir):
-    from rapgen.sampling import sample
+    from rapgen.write.songs import sample
 
     text = sample(model=tiny_model_dir, artist="Lil Tofu", length=200, seed=2, stop_at_end=False, quiet=True,
                   window="slide", stride=64)[0]

@@ -1,4 +1,4 @@
-"""LoRA fine-tuning (rapgen.lora): adapters on a frozen tiny GPT-2, their run folder, merge and exact resume.
+"""LoRA fine-tuning (rapgen.model.lora): adapters on a frozen tiny GPT-2, their run folder, merge and exact resume.
 
 One module-scoped set of runs serves every test: run "a" trains 30 steps in one go with
 lora_rank "auto" and a memory budget that full fine-tuning does not fit (so auto picks
@@ -16,8 +16,8 @@ import pytest
 
 from conftest import ROOT, assert_one_line_error, run_cli, snapshot
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.plan import GIB, estimate_memory
+from rapgen.model.hparams import HParams
+from rapgen.finetune.memory import GIB, estimate_memory
 
 DATASET = str(ROOT / "data" / "sample_lyrics.txt")
 SHAPE = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=64)
@@ -34,7 +34,7 @@ def losses(run_dir):
 
 
 def auto_budget_gib():
-    """A budget (GiB) LoRA rank 16 fits and full fine-tuning does not, by rapgen.plan's estimate (10% kept free)."""
+    """A budget (GiB) LoRA rank 16 fits and full fine-tuning does not, by rapgen.finetune.memory's estimate (10% kept free)."""
     hp = HParams(**SHAPE)
     common = dict(batch_size=BATCH, sequence_length=LENGTH, optimizer="adam", recompute=False, compute_dtype="bfloat16")
     full = estimate_memory(hp, **common)["total"]
@@ -46,7 +46,7 @@ def auto_budget_gib():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, vocab_dir):
     from rapgen import train
-    from rapgen.checkpoints import init
+    from rapgen.model.folders import init
 
     root = tmp_path_factory.mktemp("lora")
     base = str(root / "models" / "tiny")
@@ -61,8 +61,8 @@ def runs(tmp_path_factory, vocab_dir):
 
 
 def test_auto_picks_lora_where_full_fine_tuning_does_not_fit_and_the_folder_holds_only_adapters(runs):
-    from rapgen.checkpoints import check_model_dir
-    from rapgen.checkpointfiles import read_checkpoint
+    from rapgen.model.folders import check_model_dir
+    from rapgen.model.checkpoint import read_checkpoint
 
     with open(os.path.join(runs["a"], "train.json")) as f:
         assert json.load(f)["lora_rank"] == 16
@@ -88,9 +88,9 @@ def test_the_loss_falls_on_the_sample_lyrics(runs, vocab_dir):
     A random base bounds the fall: its token embeddings (std 0.02), frozen, tie every logit
     to small values, so what adapters on the projections can gain is about 0.1 nats.
     """
-    from rapgen.checkpoints import load_model
-    from rapgen.dataset import load_dataset, validation_windows
-    from rapgen.encoder import load_encoder
+    from rapgen.model.folders import load_model
+    from rapgen.data.dataset import load_dataset, validation_windows
+    from rapgen.model.encoder import load_encoder
 
     data = load_dataset(DATASET, load_encoder(vocab_dir), 0.0, None, "utf-8", True)
     windows = validation_windows(data.train, LENGTH, 16)  # [16, T+1]
@@ -112,9 +112,9 @@ def test_rank_at_least_the_width_reproduces_a_full_update(runs):
     """The adapters, solved by SVD, equal any update ΔW of every projection: the logits match W + ΔW."""
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, read_weights
-    from rapgen.lora import PREFIX, adapter_shapes, attach
-    from rapgen.model import GPT2
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.model.lora import PREFIX, adapter_shapes, attach
+    from rapgen.model.gpt2 import GPT2
 
     hp = HParams(**SHAPE)
     base = read_weights(check_model_dir(runs["base"]), hp)
@@ -140,9 +140,9 @@ def test_merge_load_gives_the_logits_of_the_unmerged_run(runs, cli_env):
     """load_model (merged once at load) and `rapgen merge` → load both equal the base + adapters forward pass."""
     import tensorflow as tf
 
-    from rapgen.checkpoints import check_model_dir, latest_checkpoint, load_model, read_weights
-    from rapgen.lora import attach, merge, read_adapters
-    from rapgen.model import GPT2
+    from rapgen.model.folders import check_model_dir, latest_checkpoint, load_model, read_weights
+    from rapgen.model.lora import attach, merge, read_adapters
+    from rapgen.model.gpt2 import GPT2
 
     hp = HParams(**SHAPE)
     prefix = check_model_dir(runs["a"])
@@ -181,7 +181,7 @@ def test_merge_load_gives_the_logits_of_the_unmerged_run(runs, cli_env):
 
 
 def test_a_lora_run_with_the_wrong_base_is_refused_with_one_line(runs, cli_env, vocab_dir):
-    from rapgen.checkpoints import init, load_model
+    from rapgen.model.folders import init, load_model
 
     root = runs["root"]
     other = str(root / "models" / "other")
@@ -205,8 +205,8 @@ def test_recompute_gives_the_adapters_the_same_gradients():
     """Gradient checkpointing (tf.recompute_grad per block) reaches the adapters' variables too."""
     import tensorflow as tf
 
-    from rapgen.lora import attach
-    from rapgen.model import GPT2
+    from rapgen.model.lora import attach
+    from rapgen.model.gpt2 import GPT2
 
     hp = HParams(**SHAPE)
     model = GPT2(hp, seed=0)
@@ -229,9 +229,9 @@ def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypa
     import tensorflow as tf
     from http_mirror import ModelMirror
 
-    from rapgen import downloads
-    from rapgen.checkpoints import load_model
-    from rapgen.lora import ensure_base
+    import rapgen.model.download as downloads
+    from rapgen.model.folders import load_model
+    from rapgen.model.lora import ensure_base
 
     root = runs["root"]
     on_drive = str(root / "checkpoints" / "on_drive")
@@ -252,7 +252,8 @@ def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypa
     np.testing.assert_array_equal(load_model(on_drive, models_dir=models)(tokens).numpy(), load_model(runs["a"])(tokens).numpy())
     # `sample` (notebook 03) looks for the base under the models_dir it is given, as load_model
     # does; notebook 03's fetch_base finds it there and fetches nothing.
-    from rapgen import notebook, sample
+    import rapgen.notebook as notebook
+    from rapgen import sample
 
     notebook.fetch_base(on_drive, models_dir=models)
     songs = sample(model=on_drive, models_dir=models, artist="MC Fjord", length=3, seed=1, quiet=True)

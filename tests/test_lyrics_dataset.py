@@ -1,4 +1,4 @@
-"""The lyrics format (`rapgen.lyrics`) and training data (`rapgen.dataset`).
+"""The lyrics format (`rapgen.data.lyrics`) and training data (`rapgen.data.dataset`).
 
 Token ids are checked against the real GPT-2 encoder, each song encoded on its own; all
 lyrics here are invented for these tests.
@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_cli
-from rapgen import dataset as ds
+import rapgen.data.dataset as ds
 from rapgen.errors import RapgenError
-from rapgen.lyrics import SEPARATOR, Song, format_song, format_songs, parse_header, parse_songs, prompt_for, split_songs
+from rapgen.data.lyrics import SEPARATOR, Song, format_song, format_songs, parse_header, parse_songs, prompt_for, split_songs
 
 EOT = 50256
 
@@ -57,7 +57,7 @@ def one_line(error):
 
 @pytest.fixture(scope="module")
 def enc(vocab_dir):
-    from rapgen.encoder import load_encoder
+    from rapgen.model.encoder import load_encoder
 
     return load_encoder(vocab_dir)
 

@@ -21,14 +21,14 @@ import tensorflow as tf
 
 from conftest import ROOT
 from test_checkpoints import tf1_restore
-from rapgen.checkpoints import init, latest_checkpoint, load_model
-from rapgen.checkpointfiles import read_checkpoint
+from rapgen.model.folders import init, latest_checkpoint, load_model
+from rapgen.model.checkpoint import read_checkpoint
 from rapgen.devices import compute_dtype
-from rapgen.hparams import HParams
-from rapgen.runs import BestSoFar
-from rapgen.trainconfig import TrainConfig
-from rapgen.training import train
-from rapgen.trainstep import Trainer
+from rapgen.model.hparams import HParams
+from rapgen.finetune.run import BestSoFar
+from rapgen.finetune.config import TrainConfig
+from rapgen.finetune.loop import train
+from rapgen.finetune.step import Trainer
 
 T4, A100 = (7, 5), (8, 0)  # compute capabilities
 SAMPLE_LYRICS = str(ROOT / "data" / "sample_lyrics.txt")
@@ -190,7 +190,7 @@ def test_train_eval_and_score_functions_are_traced_without_autograph(model_dir, 
     (about 2,400 DeprecationWarnings for a training run): rapgen's functions are plain graph code."""
     from tensorflow.python.autograph.impl import api
 
-    from rapgen.scoring import token_losses
+    from rapgen.judge.perplexity import token_losses
 
     converted = []
     original = api.converted_call

@@ -4,7 +4,7 @@ against the same NumPy reference.
 
 The NumPy GPT-2 below is written from OpenAI's description of the network (pre-norm blocks,
 tanh GELU, layer-norm epsilon 1e-5, logits tied to `wte`) and reads nothing but a dict of
-checkpoint tensors; it shares no code with `rapgen.model`.
+checkpoint tensors; it shares no code with `rapgen.model.gpt2`.
 """
 
 import math
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.checkpoints import latest_checkpoint, load_model
-from rapgen.checkpointfiles import read_checkpoint
+from rapgen.model.folders import latest_checkpoint, load_model
+from rapgen.model.checkpoint import read_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.model import GPT2
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2
 
 TOL = 1e-4
 EOT_ID = 50256
@@ -343,8 +343,8 @@ SCORE_SONGS = [
 
 
 def test_score_matches_numpy_reference_over_windows(tiny, tiny_model_dir, tmp_path):
-    from rapgen.encoder import load_encoder
-    from rapgen.scoring import score
+    from rapgen.model.encoder import load_encoder
+    from rapgen.judge.perplexity import score
 
     model, weights = tiny
     n_ctx, n_head = model.hparams.n_ctx, model.hparams.n_head
@@ -378,7 +378,7 @@ def test_score_matches_numpy_reference_over_windows(tiny, tiny_model_dir, tmp_pa
 
 
 def test_score_rejects_non_utf8_and_missing_files(tiny_model_dir, tmp_path):
-    from rapgen.scoring import score
+    from rapgen.judge.perplexity import score
 
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("<<MC Åke - Höst>>\nså kallt\n".encode("latin-1"))

@@ -38,7 +38,7 @@ def texts(nb):
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, vocab_dir):
-    from rapgen.checkpoints import init
+    from rapgen.model.folders import init
 
     work = tmp_path_factory.mktemp("nb04")
     drive = work / "drive"

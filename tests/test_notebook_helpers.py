@@ -9,7 +9,7 @@ import types
 import pytest
 
 from conftest import ROOT
-from rapgen import notebook
+import rapgen.notebook as notebook
 from rapgen.errors import RapgenError
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"

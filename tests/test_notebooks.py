@@ -169,7 +169,7 @@ class SampleGenius:
     """The Genius API (`/search`, `/artists/:id/songs`) and song pages, serving the sample lyrics."""
 
     def __init__(self, lyrics_path):
-        from rapgen.lyrics import parse_songs
+        from rapgen.data.lyrics import parse_songs
 
         songs = parse_songs(pathlib.Path(lyrics_path).read_text(encoding="utf-8"))
         self.artists = {}  # name -> id
@@ -385,7 +385,7 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, vocab_dir):
-    from rapgen.checkpoints import init
+    from rapgen.model.folders import init
 
     served = tmp_path_factory.mktemp("served") / "tiny"
     init(str(served), n_layer=2, n_embd=32, n_head=2, n_ctx=64, seed=0, vocab_dir=vocab_dir)
@@ -408,7 +408,7 @@ def all_output(outputs):
 
 
 def test_01_collects_from_genius_into_drive(lab, collected):
-    from rapgen.lyrics import parse_songs
+    from rapgen.data.lyrics import parse_songs
 
     dataset = lab.drive / "lyrics.txt"
     songs = parse_songs(dataset.read_text(encoding="utf-8"))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from rapgen.errors import RapgenError
-from rapgen.optim import make_optimizer
+from rapgen.finetune.optim import make_optimizer
 
 SHAPES = {"model/h0/attn/c_attn/w": (1, 6, 18), "model/h0/attn/c_attn/b": (18,), "model/wte": (11, 6)}
 

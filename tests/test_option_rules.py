@@ -1,8 +1,8 @@
-"""The value rules of rapgen.rules: one phrasing per rule, the same from Python and from the checks that use them."""
+"""The value rules of rapgen.checks: one phrasing per rule, the same from Python and from the checks that use them."""
 
 import pytest
 
-from rapgen import rules
+import rapgen.checks as rules
 from rapgen.errors import RapgenError
 
 
@@ -52,9 +52,9 @@ def test_rules_return_what_they_accept():
 
 
 def test_training_sampling_and_collection_use_the_same_phrasing():
-    from rapgen.collection.arguments import parse_count
-    from rapgen.generation import check_sampling_options
-    from rapgen.trainconfig import TrainConfig
+    from rapgen.data.collect.arguments import parse_count
+    from rapgen.write.generation import check_sampling_options
+    from rapgen.finetune.config import TrainConfig
 
     wanted = "--batch_size must be a positive integer, got 0"
     with pytest.raises(RapgenError) as from_sampling:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from rapgen.hparams import EOT_ID
-from rapgen.originality import N, build_index, copied, index_path, load_index, max_tfidf_similarity, ngram_hashes, ngram_keys
+from rapgen.model.hparams import EOT_ID
+from rapgen.judge.originality import N, build_index, copied, index_path, load_index, max_tfidf_similarity, ngram_hashes, ngram_keys
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 PLANTED = "Chickpeas stacked and the sky stay sunny"  # a line of Lil Tofu's "Oat Milk Money"
@@ -16,7 +16,7 @@ PLANTED = "Chickpeas stacked and the sky stay sunny"  # a line of Lil Tofu's "Oa
 
 @pytest.fixture(scope="module")
 def encoder(vocab_dir):
-    from rapgen.encoder import load_encoder
+    from rapgen.model.encoder import load_encoder
 
     return load_encoder(vocab_dir)
 
@@ -30,7 +30,7 @@ def dataset(tmp_path):
 
 def twelve_word_line():
     """A 12-word line of the sample lyrics, with its song."""
-    from rapgen.lyrics import parse_songs
+    from rapgen.data.lyrics import parse_songs
 
     for song in parse_songs(SAMPLE_LYRICS.read_text(encoding="utf-8")):
         for line in song.lyrics.splitlines():

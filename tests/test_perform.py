@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from rapgen.beat import drum_loop, grid_times
-from rapgen.performance import LEAD, TAIL, perform, wav_bytes
+from rapgen.stage.drums import drum_loop, grid_times
+from rapgen.stage.perform import LEAD, TAIL, perform, wav_bytes
 
 SR = 22050
 VERSE = ("<<Lil Tofu - Test Verse>>\n[Verse 1]\n"

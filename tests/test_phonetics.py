@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from rapgen.errors import RapgenError
-from rapgen.phonetics import INSTALL_ESPEAK, parse_espeak_word, resolve_source, transcribe
+from rapgen.judge.phonetics import INSTALL_ESPEAK, parse_espeak_word, resolve_source, transcribe
 
 # The words test_rhyme's hand-worked verses use: both sources must agree on them.
 WORDS = "dog crazy look lazy big cat red hat runs table stable funny bunny yellow fellow motion ocean".split()
@@ -68,7 +68,7 @@ def test_without_espeak_auto_falls_back_and_espeak_says_how_to_install(monkeypat
 
 
 def test_a_big_text_cut_into_pieces_reads_the_same(monkeypatch):
-    import rapgen.phonetics as phonetics
+    import rapgen.judge.phonetics as phonetics
 
     lines = [f"verse {i}, the crazy dog and the lazy cat number {i}" for i in range(60)]
     whole = transcribe(lines, "espeak")

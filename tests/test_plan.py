@@ -15,10 +15,10 @@ import pytest
 
 from conftest import run_cli
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.model import variable_shapes
-from rapgen.memoryfit import choose_settings
-from rapgen.plan import GIB, RUNTIME_BYTES, estimate_memory, parameter_counts
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import variable_shapes
+from rapgen.finetune.fitting import choose_settings
+from rapgen.finetune.memory import GIB, RUNTIME_BYTES, estimate_memory, parameter_counts
 
 SIZES = {"124M": 124_439_808, "355M": 354_823_168, "774M": 774_030_080, "1558M": 1_557_611_200}
 
@@ -188,9 +188,9 @@ def test_choose_settings_says_nothing_fits():
 STEP = r"""
 import json, sys
 import numpy as np, tensorflow as tf
-from rapgen.hparams import HParams
-from rapgen.model import GPT2
-from rapgen.training import TrainConfig, Trainer
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2
+from rapgen.finetune.loop import TrainConfig, Trainer
 
 def rss():
     for line in open("/proc/self/status"):
@@ -240,7 +240,7 @@ def plan_runs(tmp_path_factory):
     # One process runs every case, so TensorFlow is imported once.
     script = (
         "import sys, io, contextlib, json\n"
-        "from rapgen.cli import main\n"
+        "from rapgen.cli.commands import main\n"
         "out = {}\n"
         "for name, args in json.loads(sys.argv[1]).items():\n"
         "    o, e = io.StringIO(), io.StringIO()\n"
@@ -302,7 +302,7 @@ def test_plan_bad_model_name_is_one_line(plan_runs):
     assert len(lines) == 1 and lines[0].startswith("rapgen: error: unknown model name '999M'")
 
 
-# -- LoRA (rapgen.lora): the frozen base, adapters trained --------------------------------
+# -- LoRA (rapgen.model.lora): the frozen base, adapters trained --------------------------------
 
 LORA_355M = 24 * 16 * ((1024 + 3072) + (1024 + 1024) + (1024 + 4096) + (4096 + 1024))  # r (in + out) per projection
 
@@ -338,7 +338,7 @@ def test_1558M_at_1024_tokens_fits_a_T4_only_with_lora():
 
 
 def test_plan_prints_the_lora_settings(capsys):
-    from rapgen.plan import plan
+    from rapgen.finetune.memory import plan
 
     plan(model="1558M", lora_rank=16, memory_gb=15)
     out = capsys.readouterr().out
@@ -348,7 +348,7 @@ def test_plan_prints_the_lora_settings(capsys):
 
 
 def test_plan_without_lora_names_the_lora_that_train_would_pick(capsys):
-    from rapgen.plan import plan
+    from rapgen.finetune.memory import plan
 
     plan(model="1558M", memory_gb=15)  # full fine-tuning only in the table, as by default
     lines = capsys.readouterr().out.splitlines()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.hparams import HParams
-from rapgen.model import GPT2, initial_weights
-from rapgen.sampling import artist_names, generate, sample
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2, initial_weights
+from rapgen.write.songs import artist_names, generate, sample
 
 EOT_ID = 50256
 
@@ -66,7 +66,7 @@ def test_sampled_rows_follow_their_own_random_stream(sharp):
 
 
 def test_a_row_draws_the_same_token_wherever_it_sits():
-    from rapgen.logits import choose_tokens
+    from rapgen.write.logits import choose_tokens
 
     logits = tf.constant(np.random.default_rng(1).normal(0.0, 1.0, (6, 500)).astype(np.float32))
     seed = tf.constant([4, 2], tf.int32)
@@ -78,7 +78,7 @@ def test_a_row_draws_the_same_token_wherever_it_sits():
 
 
 def test_mixed_batches_compile_once(tiny_model_dir):
-    from rapgen.checkpoints import load_model
+    from rapgen.model.folders import load_model
 
     model = load_model(tiny_model_dir)  # a fresh model: a fresh compiled loop
     generate(model, [[EOT_ID, 1], [EOT_ID, 2, 3, 4]], length=3, seed=1)
@@ -126,10 +126,10 @@ def test_command_line_takes_several_artists(tiny_model_dir, cli_env, tmp_path):
 
 
 def test_training_samples_write_every_artist_in_one_batch(tiny_model_dir, vocab_dir, tmp_path):
-    from rapgen.checkpoints import load_model
-    from rapgen.encoder import load_encoder
-    from rapgen.trainconfig import TrainConfig
-    from rapgen.trainsamples import sample_during_training
+    from rapgen.model.folders import load_model
+    from rapgen.model.encoder import load_encoder
+    from rapgen.finetune.config import TrainConfig
+    from rapgen.finetune.samples import sample_during_training
 
     class Trainer:  # what sample_during_training reads of a trainer
         model = load_model(tiny_model_dir)
@@ -138,7 +138,7 @@ def test_training_samples_write_every_artist_in_one_batch(tiny_model_dir, vocab_
     calls = []
     fn = Trainer.model.generation  # None: the loop is built on the first call
 
-    from rapgen import generation
+    import rapgen.write.generation as generation
 
     loop = generation._generation_function(Trainer.model)
 

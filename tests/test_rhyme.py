@@ -7,7 +7,7 @@ holds for both.
 
 import pytest
 
-from rapgen.rhyme import lyric_lines, rhyme_report, word_scores
+from rapgen.judge.rhyme import lyric_lines, rhyme_report, word_scores
 
 SOURCES = ["espeak", "cmudict"]
 
@@ -76,7 +76,7 @@ def test_preprocessing_drops_headers_brackets_and_repeats():
 
 
 def test_the_window_reaches_fifteen_words_back():
-    from rapgen.phonetics import Word
+    from rapgen.judge.phonetics import Word
 
     def w(text, vowels):
         return Word(text, text, tuple(vowels), len(vowels), (0,), tuple(vowels))

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from conftest import THREE_SONGS as LYRICS
-from rapgen.checkpoints import init, latest_checkpoint
+from rapgen.model.folders import init, latest_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.training import train
+from rapgen.finetune.loop import train
 
 DATA = ".data-00000-of-00001"
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.checkpoints import load_model
+from rapgen.model.folders import load_model
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.model import GPT2
-from rapgen.generation import _generation_function
-from rapgen.logits import choose_tokens, top_k_logits, top_p_logits
-from rapgen.sampling import build_prompt, generate, sample
+from rapgen.model.hparams import HParams
+from rapgen.model.gpt2 import GPT2
+from rapgen.write.generation import _generation_function
+from rapgen.write.logits import choose_tokens, top_k_logits, top_p_logits
+from rapgen.write.songs import build_prompt, generate, sample
 
 EOT_ID = 50256
 V_FAKE = 2000
@@ -461,7 +461,7 @@ def test_sample_and_interactive_take_every_sampling_option_with_its_default():
     import dataclasses
     import inspect
 
-    from rapgen.sampling import SamplingOptions, interactive
+    from rapgen.write.songs import SamplingOptions, interactive
 
     fields = {f.name: f.default for f in dataclasses.fields(SamplingOptions)}
     assert {"length", "nsamples", "batch_size", "top_k", "top_p", "temperature", "seed", "stop_at_end",
@@ -477,7 +477,7 @@ def test_sample_and_interactive_take_every_sampling_option_with_its_default():
 
 
 def test_a_model_rewritten_on_disk_is_what_the_next_sample_uses(tiny_model_dir, tmp_path, vocab_dir):
-    from rapgen.checkpoints import latest_checkpoint, save_model
+    from rapgen.model.folders import latest_checkpoint, save_model
 
     model_dir = str(tmp_path / "model")
     shutil.copytree(tiny_model_dir, model_dir)
@@ -492,7 +492,7 @@ def test_a_model_rewritten_on_disk_is_what_the_next_sample_uses(tiny_model_dir, 
     assert prefix == latest_checkpoint(model_dir) == loaded_before.checkpoint
     after = sample(**settings)
     assert after != before
-    from rapgen.sampling import SamplingOptions, _cached_model
+    from rapgen.write.songs import SamplingOptions, _cached_model
 
     cached, _ = _cached_model(SamplingOptions(model=model_dir))
     assert np.array_equal(cached(probe).numpy(), fresh(probe).numpy())

@@ -1,12 +1,13 @@
-"""`rapgen.sync.mirror`: a run folder copied to a Drive-like folder, and back."""
+"""`rapgen.finetune.mirror.mirror`: a run folder copied to a Drive-like folder, and back."""
 
 import os
 import shutil
 
 import pytest
 
-from rapgen import fileio, sync
-from rapgen.checkpointfiles import list_checkpoints
+import rapgen.fileio as fileio
+import rapgen.finetune.mirror as sync
+from rapgen.model.checkpoint import list_checkpoints
 from rapgen.errors import RapgenError
 
 BIG = sync.SMALL + 4096  # compared by size and time, like checkpoint data files

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from early_stop_runs import SETTINGS, early_stop_runs  # noqa: F401  (the shared fixture)
-from rapgen.summaries import read_events, show_tensorboard
+from rapgen.finetune.events import read_events, show_tensorboard
 
 TAGS = {"loss", "avg_loss", "val_loss", "best_val_loss", "learning_rate", "tokens_per_sec", "loss_scale", "samples"}
 

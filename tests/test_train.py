@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import THREE_SONGS as LYRICS, run_cli
-from rapgen.checkpoints import init, latest_checkpoint, load_model
-from rapgen.checkpointfiles import read_checkpoint
+from rapgen.model.folders import init, latest_checkpoint, load_model
+from rapgen.model.checkpoint import read_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.hparams import HParams
-from rapgen.trainconfig import TrainConfig
-from rapgen.training import train
-from rapgen.trainstep import Trainer
+from rapgen.model.hparams import HParams
+from rapgen.finetune.config import TrainConfig
+from rapgen.finetune.loop import train
+from rapgen.finetune.step import Trainer
 
 
 # Pinned: "auto" would compute in bfloat16 on a CPU with AVX-512 BF16 or AMX, and distribute over GPUs.
@@ -300,7 +300,7 @@ def test_a_full_disk_during_save_keeps_the_previous_checkpoint(model_dir, lyrics
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({size // 2}, {size // 2}))\n"
-        "from rapgen.cli import main\n"
+        "from rapgen.cli.commands import main\n"
         f"sys.exit(main({_train_cmd(model_dir, lyrics, str(tmp_path), 10)!r}))\n"
     )
     second = subprocess.run([sys.executable, "-c", script], env=cli_env, capture_output=True, text=True, timeout=300)
@@ -314,11 +314,11 @@ def test_a_full_disk_during_save_keeps_the_previous_checkpoint(model_dir, lyrics
 
 def test_the_parts_of_training_never_import_the_loop(cli_env):
     """Data flows one way: the config, the step, run folders and training samples are read and
-    tested without `rapgen.training` (the loop), and without TensorFlow until they need it."""
+    tested without `rapgen.finetune.loop` (the loop), and without TensorFlow until they need it."""
     script = (
         "import sys\n"
-        "import rapgen.trainconfig, rapgen.trainstep, rapgen.runs, rapgen.trainsamples\n"
-        "print(sorted(m for m in ('rapgen.training', 'tensorflow') if m in sys.modules))\n"
+        "import rapgen.finetune.config, rapgen.finetune.step, rapgen.finetune.run, rapgen.finetune.samples\n"
+        "print(sorted(m for m in ('rapgen.finetune.loop', 'tensorflow') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], env=cli_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

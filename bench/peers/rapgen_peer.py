@@ -6,9 +6,9 @@ Tasks (one per process, each prints one RESULT line):
            keras-hub, compute the reference logits every peer is checked against, and write
            the training text and its token ids. Skips whatever already exists.
   peaks    float32 and bfloat16 2048 x 2048 matmul GFLOP/s in TensorFlow.
-  train    bench/bench_train.py's child (rapgen.trainstep.Trainer set up as `rapgen train` does),
+  train    bench/bench_train.py's child (rapgen.finetune.step.Trainer set up as `rapgen train` does),
            with one more variant registered here: mixed precision bfloat16.
-  sample   rapgen.sampling.generate at a batch size, `stop_at_end=False`, top-k 40, as bench_core.py.
+  sample   rapgen.write.songs.generate at a batch size, `stop_at_end=False`, top-k 40, as bench_core.py.
   encode   bench_core.py's synthetic lyrics through rapgen's encoder (empty word cache, then warm);
            the ids' SHA-256 is compared with tiktoken's by compare.py.
 """
@@ -30,10 +30,10 @@ def prepare(spec: dict) -> dict:
     import numpy as np
 
     import bench_train
-    from rapgen.checkpoints import check_model_dir, init, load_model, read_weights, save_model
-    from rapgen.encoder import load_encoder
-    from rapgen.hparams import HParams
-    from rapgen.model import GPT2, initial_weights
+    from rapgen.model.folders import check_model_dir, init, load_model, read_weights, save_model
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.hparams import HParams
+    from rapgen.model.gpt2 import GPT2, initial_weights
 
     vocab = spec["vocab_dir"]
     made = []
@@ -117,9 +117,9 @@ def train(spec: dict) -> dict:
 
 
 def sample(spec: dict) -> dict:
-    from rapgen.checkpoints import load_model
-    from rapgen.encoder import load_encoder
-    from rapgen.sampling import generate
+    from rapgen.model.folders import load_model
+    from rapgen.model.encoder import load_encoder
+    from rapgen.write.songs import generate
 
     folder = common.model_dir(spec["size"])
     with Timer() as load:

@@ -1,0 +1,1 @@
+"""Lyrics and training data: the lyrics format, datasets and token caches, and collecting lyrics."""

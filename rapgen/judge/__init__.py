@@ -1,0 +1,1 @@
+"""Judging songs: phonetics, rhyme, originality, the analysis table, perplexity, ranking."""

@@ -83,7 +83,7 @@ def bench_analysis(folder: str, mb: float) -> None:
     size = os.path.getsize(path) / 1e6
     # Wall time depends on what else the machine runs; CPU time (espeak-ng's included) less so.
     for source in ("espeak", "cmudict"):
-        wall, cpu, results = cpu_timed(lambda: rapgen.analyze(path, phonetics=source, quiet=True))
+        wall, cpu, results = cpu_timed(lambda source=source: rapgen.analyze(path, phonetics=source, quiet=True))
         print(f"analyze {size:.2f} MB ({len(results)} songs), {source}: {wall:.1f} s wall, {cpu:.1f} s CPU")
     wall, cpu, results = cpu_timed(lambda: rapgen.analyze(path, dataset=dataset, phonetics="cmudict", quiet=True))
     print(f"analyze {size:.2f} MB with --dataset (index of the sample lyrics), cmudict: {wall:.1f} s wall, {cpu:.1f} s CPU")
@@ -121,7 +121,7 @@ def bench_index(folder: str, mb: float) -> None:
     seconds, _ = timed(lambda: _write(where, index, digest))
     disk = sum(os.path.getsize(os.path.join(where, f)) for f in os.listdir(where)) / 1e6
     print(f"  written in {seconds:.1f} s: {disk:.0f} MB on disk ({disk / (tokens.nbytes / 1e6):.1f}x the tokens)")
-    del index
+    index = None  # freed before the index is read back
     opened = _read(where, digest)
     rng = np.random.default_rng(1)
     start = int(rng.integers(0, len(tokens) - 400))

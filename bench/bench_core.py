@@ -190,9 +190,10 @@ def bench_encode(vocab_dir: str, mb: float) -> None:
 def bench_sample(vocab_dir: str, length: int, batches, warm_runs: int) -> None:
     import tensorflow as tf
 
-    from rapgen.model.folders import init, load_model
+    from rapgen.model.folders import init
+    from rapgen.model.loading import load_model
     from rapgen.model.encoder import load_encoder
-    from rapgen.write.songs import generate
+    from rapgen.write.generation import generate
 
     gpus = tf.config.list_physical_devices("GPU")
     print(f"TensorFlow devices: {', '.join(d.device_type + ':' + d.name.split(':')[-1] for d in tf.config.list_physical_devices())}"

@@ -81,7 +81,7 @@ def parse_config(text: str) -> dict:
                 "lora_rank": ranks[0] if ranks else 0}
     except ValueError:
         raise SystemExit(f"bench: bad configuration {text!r}: SIZE:OPTIMIZER[+recompute][+loraR]:LENGTH, "
-                         f"SIZE one of {', '.join(SIZES)}")
+                         f"SIZE one of {', '.join(SIZES)}") from None
 
 
 def memory_status() -> dict:
@@ -324,7 +324,7 @@ def main() -> None:
     print(f"TensorFlow {rows[0][1]['tf'] if rows else '?'}; GiB = 2^30 bytes")
     print("| model | optimizer | recompute | LoRA rank | tokens | estimate (GiB) | measured (GiB) | estimate / measured | whole-process step peak (GiB) | s/step |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for c, r, est, measured, estimated in rows:
+    for c, r, _, measured, estimated in rows:
         print(f"| {c['size']} | {c['optimizer']} | {'yes' if c['recompute'] else 'no'} | {c['lora_rank'] or '-'} | {c['sequence_length']} | "
               f"{gb(estimated)} | {gb(measured)} | {estimated / measured:.2f} | {gb(r['step_peak'])} | {r['step_s']:.1f} |")
 

@@ -1,6 +1,6 @@
 """Benchmark `rapgen collect genius`: songs per second against the loopback fake of Genius.
 
-The fake (tests/genius_fake.py) runs in its own process, so it does not share the collector's
+The fake (tests/support/genius_fake.py) runs in its own process, so it does not share the collector's
 interpreter lock. Every request to it (search, listing pages, song pages) waits a fixed latency
 before it is answered, as a distant server would, and song pages are padded to a real page's size.
 The collector runs with 1, 4 and 16 workers and no rate limit (pass --rate_limit to see the polite
@@ -20,7 +20,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from genius_fake import FakeGenius  # noqa: E402  (the test fixture doubles as the benchmark's server)
+from support.genius_fake import FakeGenius  # noqa: E402  (the test fixture doubles as the benchmark's server)
 from rapgen.data.collect import collect_genius  # noqa: E402
 
 TOKEN = "bench-token-not-a-secret"

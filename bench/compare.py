@@ -9,7 +9,7 @@ Peers, each in its own virtual environment under bench/.venvs/<name>/ (made here
 with `python -m venv` and pip, reused afterwards) and driven by a small script under
 bench/peers/ that does one measurement per process and prints one `RESULT {json}` line:
 
-  rapgen        the project's .venv; bench_train.py's training child, rapgen.write.songs.generate,
+  rapgen        the project's .venv; bench_train.py's training child, rapgen.write.generation.generate,
                 the `rapgen sample` command line, rapgen's encoder on bench_core.py's text
   gpt2simple    gpt-2-simple 0.8.1 on the same TensorFlow as .venv (tf.compat.v1 graph mode)
   transformers  Hugging Face GPT2LMHeadModel on PyTorch's CPU build

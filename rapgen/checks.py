@@ -1,4 +1,4 @@
-"""Value rules: the checks every command and the Python API make on a value before any work.
+"""Value checks: the rules every command and the Python API apply to a value before any work.
 
 Each rule has one phrasing, "<flag> must be <what it takes>, got <value>", so a value refused
 by `rapgen train` reads like one refused by `rapgen.sample(...)` or by the plan. `name` is
@@ -18,9 +18,10 @@ rapgen.errors.RapgenError: --top_p must be between 0 and 1, got 2
 
 from __future__ import annotations
 
+import difflib
 import numbers
 import os
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from rapgen.errors import RapgenError
 
@@ -229,3 +230,18 @@ def true_false_auto(name: str, value):
     if value == "auto" or isinstance(value, bool):
         return value
     raise RapgenError(f"{name} must be True, False or auto; got {value!r}")
+
+
+# -- did you mean: the nearest known name to a mistyped one ---------------------------------
+
+def closest(word: str, choices: Iterable[str]) -> Optional[str]:
+    """The choice most like `word` (difflib), or None when none is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_name(what: str, word: str, choices: Sequence[str]) -> RapgenError:
+    """`unknown command 'smaple': did you mean sample? (choose download, init, …)`."""
+    near = closest(word, choices)
+    hint = f": did you mean {near}?" if near else ""
+    return RapgenError(f"unknown {what} {word!r}{hint} (choose {', '.join(choices)})")

@@ -18,8 +18,10 @@ tf.distribute strategy for `--distribute auto`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 from typing import FrozenSet, Optional
 
 from rapgen.colab import tpu_runtime
@@ -28,6 +30,40 @@ from rapgen.checks import one_of
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")
+
+
+def quiet_tensorflow_import(set_environment: bool = True) -> None:
+    """Import TensorFlow with its C++ start-up chatter muted (set RAPGEN_DEBUG=1 to see it).
+
+    A CPU-only machine with the GPU build prints CUDA notices straight to file descriptor 2,
+    where the log-level variable does not reach; they would bury rapgen's own one-line errors.
+    The command line also sets TensorFlow's environment variables (its process runs rapgen
+    only); `set_environment=False` leaves the environment alone and only points descriptor 2
+    at /dev/null during the import, for a process that is the user's (a notebook's kernel).
+
+    >>> quiet_tensorflow_import(set_environment=False)   # doctest: +SKIP
+    """
+    if "tensorflow" in sys.modules or os.environ.get("RAPGEN_DEBUG"):
+        return
+    if set_environment:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if set_environment and importlib.util.find_spec("tf_keras") is None:
+        # TensorFlow imports Keras 3's optimizers eagerly (about a second) unless told to use
+        # the legacy tf_keras, which then is not there to load. rapgen uses no Keras, and
+        # this process runs only rapgen, so the cold start of a command skips it.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device probing prints too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> FrozenSet[str]:

@@ -120,7 +120,7 @@ def _mkstemp_beside(path: str) -> str:
 
 
 @contextlib.contextmanager
-def _replacing(path: str) -> Iterator[str]:
+def replacing(path: str) -> Iterator[str]:
     """The path of a temp file beside `path`: renamed over `path` if the block ends without an
     error, else removed (every atomic write here goes through this one place)."""
     tmp = _mkstemp_beside(path)
@@ -133,7 +133,7 @@ def _replacing(path: str) -> Iterator[str]:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    with _replacing(path) as tmp, open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -151,7 +151,7 @@ def atomic_open(path: str, encoding: str = "utf-8") -> Iterator[IO[str]]:
     >>> with atomic_open("data/rap.txt") as f:                          # doctest: +SKIP
     ...     f.write("<<Lil Tofu - Soy Drip>>\\n")
     """
-    with _replacing(path) as tmp, open(tmp, "w", encoding=encoding, newline="\n") as f:
+    with replacing(path) as tmp, open(tmp, "w", encoding=encoding, newline="\n") as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
@@ -159,7 +159,7 @@ def atomic_open(path: str, encoding: str = "utf-8") -> Iterator[IO[str]]:
 
 def atomic_copy(src: str, dst: str) -> None:
     """Copy a file so that `dst` is either absent/old or complete."""
-    with _replacing(dst) as tmp:
+    with replacing(dst) as tmp:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -1,6 +1,6 @@
 """Helpers for the Colab notebooks: set-up report, Drive folder, smoke mode, loss plot, run lookup.
 
-Notebook cells hold no functions of their own (DESIGN.md): anything that decides or loops
+Notebook cells hold no functions of their own (docs/architecture.md): anything that decides or loops
 lives here, where it is tested, and a cell is a single call with a sentence above it.
 Everything here degrades gracefully off Colab: `drive_folder` makes a local folder in place
 of Google Drive, so the notebooks run the same on a laptop and in CI.
@@ -14,15 +14,15 @@ in `RAPGEN_MODEL_URL`, a few training steps, a few sampled tokens.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import json
 import os
 import sys
 import unicodedata
 from typing import Dict, List, Optional
 
 from rapgen.errors import RapgenError
+from rapgen.finetune.run import read_log
+from rapgen.model.folders import recorded_settings
 
 SMOKE_ENV = "RAPGEN_SMOKE"
 DRIVE_MOUNT = "/content/drive"
@@ -42,12 +42,12 @@ def smoke() -> bool:
 def setup_report() -> None:
     """Print the rapgen and TensorFlow versions and the GPU (or TPU), or a warning that there is none."""
     from rapgen import __version__
-    from rapgen.cli.commands import _quiet_tensorflow_import
+    from rapgen.devices import quiet_tensorflow_import
     from rapgen.colab import tpu_runtime
 
     # TensorFlow's start-up chatter would bury the report; the kernel's environment is the
     # user's, so only descriptor 2 is muted, during the import.
-    _quiet_tensorflow_import(set_environment=False)
+    quiet_tensorflow_import(set_environment=False)
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -178,7 +178,7 @@ def fetch_base(run_dir: str, models_dir: str = "models") -> None:
 
     >>> fetch_base("/content/drive/MyDrive/rapgen/model/folders/run1")    # doctest: +SKIP
     """
-    from rapgen.model.lora import ensure_base, is_lora_run
+    from rapgen.model.lora_run import ensure_base, is_lora_run
 
     if is_lora_run(run_dir):
         print(f"{run_dir} is a LoRA run: its base model is {ensure_base(run_dir, models_dir)}")
@@ -191,11 +191,7 @@ def run_artists(run_dir: str, quiet: bool = False) -> List[str]:
     """
     from rapgen.data.dataset import dataset_info
 
-    try:
-        with open(os.path.join(run_dir, "train.json"), encoding="utf-8") as f:
-            dataset = json.load(f).get("dataset") or ""
-    except (OSError, ValueError):
-        dataset = ""
+    dataset = recorded_settings(run_dir).get("dataset") or ""
     if not dataset or not os.path.exists(dataset):
         if not quiet:
             print(f"the dataset of {run_dir} is not at hand ({dataset or 'no train.json'}): type any artist's name")
@@ -238,33 +234,6 @@ def tensorboard(logdir: str = "checkpoints") -> None:
     from rapgen.finetune.events import show_tensorboard
 
     show_tensorboard(logdir)
-
-
-def read_log(run_dir: str) -> Dict[str, list]:
-    """log.csv of a run as columns: step, loss, avg_loss, val_step/val_loss where measured, and
-    best_step: the steps whose validation loss was a new lowest (model-best written)."""
-    path = os.path.join(run_dir, "log.csv")
-    if not os.path.exists(path):
-        raise RapgenError(f"{path} does not exist: train first (rapgen.train writes it)")
-    cols: Dict[str, list] = {"step": [], "loss": [], "avg_loss": [], "val_step": [], "val_loss": [], "best_step": []}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if None in row.values():
-                continue  # a line cut short (read while being written)
-            try:
-                step = int(row["step"])
-                loss = float(row["loss"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            cols["step"].append(step)
-            cols["loss"].append(loss)
-            cols["avg_loss"].append(float(row["avg_loss"]) if row.get("avg_loss") else loss)
-            if row.get("val_loss"):
-                cols["val_step"].append(step)
-                cols["val_loss"].append(float(row["val_loss"]))
-                if row.get("best") == "1":
-                    cols["best_step"].append(step)
-    return cols
 
 
 def _pyplot():

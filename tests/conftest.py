@@ -1,4 +1,5 @@
-"""Shared fixtures: the real GPT-2 vocabulary and tiny models made by `rapgen init`.
+"""Shared fixtures and hooks: the real GPT-2 vocabulary and tiny models made by `rapgen init`.
+Helpers that are not fixtures live in tests/support/.
 
 The vocabulary is found through $RAPGEN_GPT2_DIR or `../shared/gpt2` beside the project;
 tests that need it are skipped, with that reason, on a machine that has neither.
@@ -9,27 +10,14 @@ package) can never turn a run green.
 """
 
 import os
-import pathlib
-import sys
+import shutil
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from support.helpers import gpt2_vocab_dir
 
-# Three short songs in the lyrics format, invented for these tests.
-THREE_SONGS = """<<Lil Tofu - Bean Curd Bounce>>
-[Hook]
-soy on my wrist and the tempeh on ice
-<|endoftext|>
-<<MC Fjord - Kall Natt>>
-[Verse 1: MC Fjord]
-cold harbour lights and the ferry runs late
-<|endoftext|>
-<<Kid Pixel - Extra Life>>
-[Verse 1: Kid Pixel]
-press start on the beat and I never respawn slow
-<|endoftext|>
-"""
+# The tiny training runs shared by finetune/test_best_checkpoint.py and finetune/test_tensorboard.py.
+pytest_plugins = ["support.early_stop_runs"]
 
 
 def in_ci() -> bool:
@@ -46,13 +34,6 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, where every test must run: {reason}"
 
 
-def gpt2_vocab_dir():
-    for folder in (os.environ.get("RAPGEN_GPT2_DIR"), ROOT.parent / "shared" / "gpt2"):
-        if folder and (pathlib.Path(folder) / "encoder.json").exists() and (pathlib.Path(folder) / "vocab.bpe").exists():
-            return str(folder)
-    return None
-
-
 @pytest.fixture(scope="session")
 def vocab_dir():
     folder = gpt2_vocab_dir()
@@ -63,13 +44,30 @@ def vocab_dir():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, vocab_dir):
-    """A 2-layer, 64-wide, 128-context GPT-2 with random weights and the real vocabulary."""
+def tiny_model(tmp_path_factory, vocab_dir):
+    """Tiny GPT-2 model directories, `rapgen init`'s: random weights of one shape and seed, the real
+    vocabulary. `tiny_model(folder, n_layer=1, n_embd=16, n_head=2, n_ctx=16, seed=4)` writes one into
+    `folder` (a copy of the session's one of that shape and seed, made once) and returns its path."""
     from rapgen.model.folders import init
 
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    init(str(folder), n_layer=2, n_embd=64, n_head=2, n_ctx=128, seed=0, vocab_dir=vocab_dir)
-    return str(folder)
+    made = {}
+
+    def make(folder, n_layer: int, n_embd: int, n_head: int, n_ctx: int, seed: int) -> str:
+        key = (n_layer, n_embd, n_head, n_ctx, seed)
+        if key not in made:
+            made[key] = str(tmp_path_factory.mktemp("tiny") / "model")
+            init(made[key], n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_ctx=n_ctx, seed=seed, vocab_dir=vocab_dir)
+        shutil.copytree(made[key], folder)
+        return str(folder)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_model):
+    """A 2-layer, 64-wide, 128-context GPT-2 with random weights and the real vocabulary (shared:
+    tests only read it)."""
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "model", n_layer=2, n_embd=64, n_head=2, n_ctx=128, seed=0)
 
 
 @pytest.fixture
@@ -79,34 +77,3 @@ def cli_env(vocab_dir):
     env["RAPGEN_VOCAB_DIR"] = vocab_dir
     env.pop("RAPGEN_MODEL_URL", None)
     return env
-
-
-def assert_one_line_error(result, *needles):
-    """A CompletedProcess of the CLI that failed as a user mistake must: exit 2, one stderr line
-    `rapgen: error: …` holding every needle, no traceback anywhere."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rapgen: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def snapshot(folder):
-    """Every file of a folder and its subfolders (a run's tensorboard/), path -> bytes (to show that
-    nothing was overwritten)."""
-    out = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = f.read()
-    return dict(sorted(out.items()))
-
-
-def run_cli(args, env, cwd=None, input=None, timeout=300):
-    """`python -m rapgen ARGS` -> CompletedProcess (text)."""
-    import subprocess
-
-    return subprocess.run([sys.executable, "-m", "rapgen", *args], env=env, cwd=cwd, input=input,
-                          capture_output=True, text=True, timeout=timeout)

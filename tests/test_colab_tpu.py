@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, THREE_SONGS, assert_one_line_error
+from support.helpers import ROOT, THREE_SONGS, assert_one_line_error
 from rapgen.colab import TPU_WHEELS, setup_tpu, tpu_chips, tpu_install_commands, tpu_release_for, tpu_runtime
 from rapgen.devices import compute_dtype, describe, make_strategy, strategy_kind
 from rapgen.errors import RapgenError
@@ -187,6 +187,7 @@ def test_auto_on_a_tpu_that_tensorflow_cannot_use_says_how_to_fix_it(tmp_path):
     assert describe(make_strategy("off", environ=COLAB_TPU, root=root)) == "1 device"
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_to_train_on_the_cpu_of_a_tpu_runtime(tmp_path, tiny_model_dir, cli_env):
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text(THREE_SONGS, encoding="utf-8")

@@ -119,6 +119,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_mid_save_leaves_temps_that_the_next_cleanup_removes(tmp_path, live_child):
     run = tmp_path / "run1"
     run.mkdir()

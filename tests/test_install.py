@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from support.helpers import ROOT
 
 SOURCE = ROOT / "rapgen"  # the package's source; an environment inside the clone (.venv/) is fine
 INSTALLED = os.environ.get("RAPGEN_TEST_INSTALLED") == "1"
@@ -79,6 +79,18 @@ def test_every_module_imports_from_the_install(tmp_path):
         expected = package.joinpath(*name.split(".")[1:])
         assert path in (expected.with_suffix(".py"), expected / "__init__.py"), (name, path)
     assert (package / "__main__.py").is_file()
+
+
+@needs_install
+def test_the_install_holds_no_module_the_source_tree_lacks():
+    """A module moved or deleted in the source must not ship on in the wheel (a stale build/lib)."""
+    import rapgen
+
+    package = pathlib.Path(rapgen.__file__).resolve().parent
+    installed = sorted(".".join(["rapgen", *p.relative_to(package).with_suffix("").parts]).removesuffix(".__init__")
+                       for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    stale = sorted(set(installed) - set(source_modules()) - {"rapgen.__main__"})
+    assert stale == [], f"installed, not in the source tree: {stale}"
 
 
 def test_console_script_runs_from_anywhere(tmp_path):

@@ -13,7 +13,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT
+from support.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # the notebook runs headless in a Jupyter kernel
 
 COPIED = "Chickpeas stacked and the sky stay sunny"  # a line of the sample lyrics
 SONGS = (
@@ -37,15 +39,13 @@ def texts(nb):
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory, vocab_dir):
-    from rapgen.model.folders import init
-
+def ran(tmp_path_factory, tiny_model):
     work = tmp_path_factory.mktemp("nb04")
     drive = work / "drive"
     drive.mkdir()
     (drive / "songs.txt").write_text(SONGS, encoding="utf-8")
     shutil.copy(ROOT / "data" / "sample_lyrics.txt", drive / "lyrics.txt")
-    init(str(drive / "checkpoints" / "run1"), n_layer=1, n_embd=16, n_head=2, n_ctx=32, seed=0, vocab_dir=vocab_dir)
+    tiny_model(drive / "checkpoints" / "run1", n_layer=1, n_embd=16, n_head=2, n_ctx=32, seed=0)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPGEN_", "COLAB_", "JPY_"))}
     env.pop("MPLBACKEND", None)
     env.update({"RAPGEN_SMOKE": "1", "IPYTHONDIR": str(work / "ipython"), "TF_CPP_MIN_LOG_LEVEL": "2"})

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from conftest import ROOT
+from support.helpers import ROOT
 import rapgen.notebook as notebook
 from rapgen.errors import RapgenError
 
@@ -66,6 +66,7 @@ def test_setup_report_names_versions_and_device(capsys, monkeypatch):
         assert "no GPU: training will be slow" in out
 
 
+@pytest.mark.slow
 def test_setup_report_leaves_the_kernels_environment_alone(tmp_path):
     # Fresh interpreters, as a notebook kernel is: TensorFlow is not imported yet, so the muted
     # import really runs. TensorFlow's own import sets a few variables of its own; the kernel's

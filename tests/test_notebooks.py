@@ -1,6 +1,6 @@
 """The Colab notebooks: their shape (checked statically) and a real run of each, top to bottom.
 
-The runs use the smoke configuration (`RAPGEN_SMOKE=1`, DESIGN.md) in a temporary folder:
+The runs use the smoke configuration (`RAPGEN_SMOKE=1`, docs/architecture.md) in a temporary folder:
 a tiny model served by a loopback mirror through `RAPGEN_MODEL_URL`, so the download cell
 really downloads; a loopback imitation of the Genius API and song pages serving the project's
 sample lyrics, so the collection cell really collects; a few training steps; a few tokens.
@@ -36,8 +36,10 @@ import urllib.parse
 import nbformat
 import pytest
 
-from conftest import ROOT
-from http_mirror import ModelMirror
+from support.helpers import ROOT
+from support.http_mirror import ModelMirror
+
+pytestmark = pytest.mark.slow  # the notebooks run headless in Jupyter kernels
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["01_collect_lyrics.ipynb", "02_finetune.ipynb", "03_rap.ipynb", "04_perform.ipynb"]
@@ -384,11 +386,8 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, vocab_dir):
-    from rapgen.model.folders import init
-
-    served = tmp_path_factory.mktemp("served") / "tiny"
-    init(str(served), n_layer=2, n_embd=32, n_head=2, n_ctx=64, seed=0, vocab_dir=vocab_dir)
+def lab(tmp_path_factory, tiny_model):
+    served = tiny_model(tmp_path_factory.mktemp("served") / "tiny", n_layer=2, n_embd=32, n_head=2, n_ctx=64, seed=0)
     with ModelMirror({"124M": str(served)}) as mirror, SampleGenius(SAMPLE_LYRICS) as genius:
         yield Lab(tmp_path_factory.mktemp("lab"), mirror, genius)
 

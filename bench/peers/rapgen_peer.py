@@ -8,7 +8,7 @@ Tasks (one per process, each prints one RESULT line):
   peaks    float32 and bfloat16 2048 x 2048 matmul GFLOP/s in TensorFlow.
   train    bench/bench_train.py's child (rapgen.finetune.step.Trainer set up as `rapgen train` does),
            with one more variant registered here: mixed precision bfloat16.
-  sample   rapgen.write.songs.generate at a batch size, `stop_at_end=False`, top-k 40, as bench_core.py.
+  sample   rapgen.write.generation.generate at a batch size, `stop_at_end=False`, top-k 40, as bench_core.py.
   encode   bench_core.py's synthetic lyrics through rapgen's encoder (empty word cache, then warm);
            the ids' SHA-256 is compared with tiktoken's by compare.py.
 """
@@ -30,7 +30,8 @@ def prepare(spec: dict) -> dict:
     import numpy as np
 
     import bench_train
-    from rapgen.model.folders import check_model_dir, init, load_model, read_weights, save_model
+    from rapgen.model.folders import check_model_dir, init, read_weights, save_model
+    from rapgen.model.loading import load_model
     from rapgen.model.encoder import load_encoder
     from rapgen.model.hparams import HParams
     from rapgen.model.gpt2 import GPT2, initial_weights
@@ -96,7 +97,7 @@ def peaks(spec: dict) -> dict:
 
     out = {}
     for dtype in ("float32", "bfloat16"):
-        def make_pair(n):
+        def make_pair(n, dtype=dtype):
             a = tf.random.normal([n, n], dtype=tf.float32)
             return tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
 
@@ -117,9 +118,9 @@ def train(spec: dict) -> dict:
 
 
 def sample(spec: dict) -> dict:
-    from rapgen.model.folders import load_model
+    from rapgen.model.loading import load_model
     from rapgen.model.encoder import load_encoder
-    from rapgen.write.songs import generate
+    from rapgen.write.generation import generate
 
     folder = common.model_dir(spec["size"])
     with Timer() as load:

@@ -92,7 +92,7 @@ def peaks(spec: dict) -> dict:
 
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
-        def make_pair(n):
+        def make_pair(n, dtype=dtype):
             a = torch.randn(n, n).to(dtype)
             return a, a.t().contiguous()
 

@@ -21,26 +21,12 @@ rapgen.errors.RapgenError: unknown flag --lenght for `rapgen sample`: did you me
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from rapgen.errors import RapgenError
-from rapgen.checks import bool_word, true_false
-
-
-def closest(word: str, choices: Iterable[str]) -> Optional[str]:
-    """The choice most like `word` (difflib), or None when none is close."""
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def unknown_name(what: str, word: str, choices: Sequence[str]) -> RapgenError:
-    """`unknown command 'smaple': did you mean sample? (choose download, init, …)`."""
-    near = closest(word, choices)
-    hint = f": did you mean {near}?" if near else ""
-    return RapgenError(f"unknown {what} {word!r}{hint} (choose {', '.join(choices)})")
+from rapgen.checks import bool_word, closest, true_false
 
 
 def is_flag(token: str) -> bool:

@@ -10,11 +10,15 @@ status 2; Ctrl-C exits with 130.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import importlib.util
 import json
-import os
 import sys
+
+from rapgen.checks import unknown_name
+from rapgen.cli.binder import bind
+from rapgen.devices import quiet_tensorflow_import
+from rapgen.errors import RapgenError
 
 # command name -> (module, function). Fire also accepts `dataset-info` for `dataset_info`.
 COMMANDS = {
@@ -23,8 +27,8 @@ COMMANDS = {
     "encode": ("rapgen.data.dataset", "encode"),
     "dataset_info": ("rapgen.data.dataset", "dataset_info"),
     "train": ("rapgen.finetune.loop", "train"),
-    "plan": ("rapgen.finetune.memory", "plan"),
-    "merge": ("rapgen.model.lora", "merge"),
+    "plan": ("rapgen.finetune.fitting", "plan"),
+    "merge": ("rapgen.model.lora_run", "merge"),
     "sample": ("rapgen.write.songs", "sample"),
     "interactive": ("rapgen.write.songs", "interactive"),
     "score": ("rapgen.judge.perplexity", "score"),
@@ -51,40 +55,6 @@ USAGE = """usage: rapgen COMMAND [ARGS] [--FLAGS]   (rapgen COMMAND --help for i
   perform FILE         rap the lyrics on a beat: --bpm 90 --out verse.wav (and a PNG)"""
 
 
-def _quiet_tensorflow_import(set_environment: bool = True) -> None:
-    """Import TensorFlow with its C++ start-up chatter muted (set RAPGEN_DEBUG=1 to see it).
-
-    A CPU-only machine with the GPU build prints CUDA notices straight to file descriptor 2,
-    where the log-level variable does not reach; they would bury rapgen's own one-line errors.
-    The command line also sets TensorFlow's environment variables (its process runs rapgen
-    only); `set_environment=False` leaves the environment alone and only points descriptor 2
-    at /dev/null during the import, for a process that is the user's (a notebook's kernel).
-
-    >>> _quiet_tensorflow_import(set_environment=False)   # doctest: +SKIP
-    """
-    if "tensorflow" in sys.modules or os.environ.get("RAPGEN_DEBUG"):
-        return
-    if set_environment:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if set_environment and importlib.util.find_spec("tf_keras") is None:
-        # TensorFlow imports Keras 3's optimizers eagerly (about a second) unless told to use
-        # the legacy tf_keras, which then is not there to load. rapgen uses no Keras, and
-        # this process runs only rapgen, so the cold start of a command skips it.
-        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # device probing prints too
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _load(name: str):
     module, attr = COMMANDS[name]
     return getattr(importlib.import_module(module), attr)
@@ -96,9 +66,6 @@ WITHOUT_TENSORFLOW = ("collect", "download", "analyze", "perform")
 
 def _resolve(argv):
     """argv -> (function or group, path of names typed, the rest); unknown names raise RapgenError."""
-    from rapgen.errors import RapgenError
-    from rapgen.cli.binder import unknown_name
-
     names = [n.replace("_", "-") for n in COMMANDS]
     wanted = argv[0].replace("-", "_")
     if wanted not in COMMANDS:
@@ -117,9 +84,7 @@ def _resolve(argv):
 
 def _show_help(path) -> int:
     """fire's help page for a command (every flag with its type and default), on stdout."""
-    import contextlib
-
-    import fire
+    import fire  # only for a help page: off the path of every command that runs
 
     wanted = path[0].replace("-", "_")
     try:
@@ -146,9 +111,6 @@ def main(argv=None) -> int:
     rapgen: error: unknown flag --lenght for `rapgen sample`: did you mean --length? (…)
     2
     """
-    from rapgen.errors import RapgenError
-    from rapgen.cli.binder import bind
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -161,7 +123,7 @@ def main(argv=None) -> int:
         # Nothing is imported, read or written before the whole command line is bound.
         args, kwargs = bind(label, target, rest, repeatable=("where",))
         if path[0].replace("-", "_") not in WITHOUT_TENSORFLOW:
-            _quiet_tensorflow_import()
+            quiet_tensorflow_import()
         _print_result(target(*args, **kwargs))
     except RapgenError as e:
         print(f"rapgen: error: {e}", file=sys.stderr)

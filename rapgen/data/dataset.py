@@ -28,11 +28,13 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
+from rapgen.checks import between, check_output_file
+from rapgen.data.lyrics import SEPARATOR, missing_separators, parse_header, split_songs
 from rapgen.errors import RapgenError
 from rapgen.fileio import atomic_write_bytes
+from rapgen.model.encoder import load_encoder
+from rapgen.model.folders import find_vocab_dir, resolve_model_dir
 from rapgen.model.hparams import EOT_ID
-from rapgen.data.lyrics import SEPARATOR, missing_separators, parse_header, split_songs
-from rapgen.checks import between
 
 CACHE_SUFFIX = ".tokens.npz"
 TEXT_SUFFIXES = (".txt", ".lyrics", ".text")
@@ -177,7 +179,7 @@ def encode_files(files: List[str], encoder, encoding: str = "utf-8", cache: Opti
 
 
 def _encode_with_progress(texts: List[str], encoder, quiet: bool) -> np.ndarray:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # tqdm: off the CLI's fast path (a test keeps it so)
 
     total = sum(len(t) for t in texts)
     parts = []
@@ -332,10 +334,8 @@ class DatasetInfo:
         return "\n".join(lines)
 
 
-def _encoder_for(model: Optional[str], models_dir: str):
-    from rapgen.model.folders import find_vocab_dir, resolve_model_dir
-    from rapgen.model.encoder import load_encoder
-
+def encoder_for(model: Optional[str], models_dir: str):
+    """The GPT-2 encoder of `model` (a name or folder), else of any vocabulary found (find_vocab_dir)."""
     folder = resolve_model_dir(model, models_dir) if model else find_vocab_dir(None, models_dir)
     return load_encoder(folder)
 
@@ -347,7 +347,7 @@ def dataset_info(dataset: str, model: Optional[str] = None, models_dir: str = "m
     >>> dataset_info("data/sample_lyrics.txt").artists     # doctest: +SKIP
     {'Lil Tofu': 6, ...}
     """
-    encoder = _encoder_for(model, models_dir)
+    encoder = encoder_for(model, models_dir)
     tokens = load_tokens(dataset, encoder, encoding, quiet)
     counts = collections.Counter(song_artists(tokens, encoder))
     info = DatasetInfo(len(song_slices(tokens)), int(np.sum(tokens != EOT_ID)), dict(counts.most_common()))
@@ -362,13 +362,11 @@ def encode(in_path: str, out_path: str, model: Optional[str] = None, models_dir:
 
     `rapgen encode data/rap.txt data/rap.npz`; `rapgen train --dataset data/rap.npz` reads it.
     """
-    from rapgen.checks import check_output_file
-
     out_path = str(out_path)
     if not out_path.endswith(".npz"):
         raise RapgenError(f"the output {out_path} should end in .npz")
     check_output_file(out_path, "OUT_PATH")
-    tokens = load_tokens(in_path, _encoder_for(model, models_dir), encoding, quiet)
+    tokens = load_tokens(in_path, encoder_for(model, models_dir), encoding, quiet)
     buf = io.BytesIO()
     np.savez(buf, tokens=tokens)
     atomic_write_bytes(out_path, buf.getvalue())

@@ -1,4 +1,4 @@
-"""The lyrics text format (DESIGN.md): songs behind `<<Artist - Title>>` headers.
+"""The lyrics text format (docs/architecture.md): songs behind `<<Artist - Title>>` headers.
 
 Songs are separated by a line holding only `<|endoftext|>`. Every song rapgen writes is
 followed by that line, the last one included, so a model learns to end a song with the

@@ -1,9 +1,9 @@
-"""Training settings: `TrainConfig`, its checks, and the automatic memory choice.
+"""Training settings: `TrainConfig`, every option of `rapgen train`, and its checks.
 
-`TrainConfig` holds every option of `rapgen train` (stored as `train.json` with each
-checkpoint); `check` refuses a bad value before anything is loaded; `choose_memory_settings`
-replaces "auto" in optimizer / recompute / only_train_transformer_layers from the estimate
-of `rapgen.finetune.memory`. `say` is the one way training modules print a message (quiet-aware).
+`TrainConfig` is stored as `train.json` with each checkpoint of a run (rapgen.finetune.run);
+`check` refuses a bad value before anything is loaded, and normalises what it checks
+(`lora_targets` becomes a tuple). `say` is the one way training modules print (quiet-aware).
+No TensorFlow here: a mistake in `rapgen train`'s flags is one line, at once.
 
 >>> cfg = TrainConfig(dataset="data/sample_lyrics.txt", steps=50)
 >>> cfg.check()  # doctest: +SKIP
@@ -12,18 +12,28 @@ of `rapgen.finetune.memory`. `say` is the one way training modules print a messa
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Optional
 
+from rapgen.checks import (
+    between,
+    check_output_folder,
+    known_name,
+    non_negative_int,
+    one_of,
+    positive_int,
+    positive_number,
+    true_false,
+    true_false_auto,
+    zero_or_positive_int,
+)
+from rapgen.data.dataset import expand_paths
 from rapgen.devices import DISTRIBUTE_CHOICES, check_mixed_precision
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
-from rapgen.checks import (between, known_name, non_negative_int, one_of, positive_int, positive_number, true_false,
-                      true_false_auto, zero_or_positive_int)
 from rapgen.finetune.memory import OPTIMIZERS
+from rapgen.model.lora import LORA_TARGETS, lora_target_names
 
-DEFAULT_MODEL = "355M"
+DEFAULT_LORA_TARGETS = ",".join(LORA_TARGETS)  # as --lora_targets spells them, and `--help` shows
 
 
 @dataclasses.dataclass
@@ -59,7 +69,8 @@ class TrainConfig:
     # (rapgen.model.lora); the run folder then stores only the adapters and names its base model.
     lora_rank: object = "auto"  # auto | 0 (full fine-tuning) | R; auto: LoRA only where full fine-tuning does not fit
     lora_alpha: Optional[float] = None  # the adapters' update is scaled by alpha / rank; None: alpha = rank
-    lora_targets: object = "c_attn,c_proj,c_fc"  # the projections that get adapters (both c_proj: attention and MLP)
+    # The projections that get adapters (both c_proj: attention and MLP); a tuple once checked.
+    lora_targets: object = DEFAULT_LORA_TARGETS
     sequence_length: Optional[int] = None  # window length; defaults to n_ctx
     val_fraction: float = 0.05  # whole songs held out for validation
     val_dataset: Optional[str] = None  # or a separate validation file
@@ -107,7 +118,7 @@ class TrainConfig:
             zero_or_positive_int("--lora_rank", self.lora_rank)
         if self.lora_alpha is not None:
             positive_number("--lora_alpha", self.lora_alpha)
-        lora_target_names(self.lora_targets)
+        self.lora_targets = lora_target_names(self.lora_targets)  # train.json holds it as a list
         zero_or_positive_int("--early_stop", self.early_stop)
         if self.early_stop and not self.val_every:
             raise RapgenError("--early_stop counts validations, but --val_every 0 turns them off: give --val_every N")
@@ -118,9 +129,6 @@ class TrainConfig:
             raise RapgenError(f"--run_name must be a plain folder name, got {self.run_name!r}")
         # Paths last: a missing dataset or a file where a folder belongs is found before any
         # download or load, not after.
-        from rapgen.data.dataset import expand_paths
-        from rapgen.checks import check_output_folder
-
         for name in ("checkpoint_dir", "drive_dir", "models_dir"):
             if getattr(self, name) is not None:
                 check_output_folder(getattr(self, name), f"--{name}")
@@ -132,107 +140,10 @@ class TrainConfig:
             expand_paths(self.val_dataset)
 
 
-LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
-
-
-def lora_target_names(targets) -> tuple:
-    """`--lora_targets` as a tuple of projection names: "c_attn,c_fc" (the command line may give a tuple).
-
-    >>> lora_target_names("c_attn, c_fc")
-    ('c_attn', 'c_fc')
-    """
-    names = targets.split(",") if isinstance(targets, str) else list(targets) if isinstance(targets, (list, tuple)) else None
-    names = [str(n).strip() for n in names or [] if str(n).strip()]
-    if not names:
-        raise RapgenError(f"--lora_targets must name projections among {', '.join(LORA_TARGETS)}, got {targets!r}")
-    return tuple(dict.fromkeys(known_name("--lora_targets", n, LORA_TARGETS) for n in names))
-
-
-MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")
-
-
-def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int, run_dir: str,
-                           resume: Optional[str] = None) -> None:
-    """Replace "auto" in optimizer / recompute / only_train_transformer_layers / lora_rank, in place.
-
-    A resumed run keeps what its train.json recorded, and LoRA or not as its checkpoint was
-    trained (`resume`, the prefix it continues from; a rank other than the recorded one is
-    refused); otherwise the fastest choice whose estimated peak fits `memory_gb` (or the
-    device) is taken and said: full fine-tuning where it fits, else LoRA.
-
-    >>> choose_memory_settings(cfg, hparams, 1024, "float32", 1, "checkpoints/run1")  # doctest: +SKIP
-    """
-    from rapgen.devices import device_memory_gib
-    from rapgen.model.lora import DEFAULT_AUTO_RANK, read_info, recorded_rank
-    from rapgen.finetune.fitting import choose_settings
-    from rapgen.finetune.memory import GIB
-
-    recorded = recorded_rank(resume)
-    if recorded is not None:
-        if cfg.lora_rank == "auto":
-            cfg.lora_rank = recorded
-        elif cfg.lora_rank != recorded:
-            what = f"LoRA rank {recorded}" if recorded else "full fine-tuning (no LoRA)"
-            raise RapgenError(f"{os.path.dirname(resume)} was trained with {what}: continue it with --lora_rank "
-                              f"{recorded} (or auto), or start a new --run_name for --lora_rank {cfg.lora_rank}")
-        if recorded:
-            # The adapters' scale and targets are part of the state: a resumed run keeps them, and
-            # one asked for other values (not the defaults) is refused as another rank is.
-            info = read_info(os.path.dirname(resume))
-            alpha, targets = float(info["alpha"]), tuple(info["targets"])
-            default_targets = lora_target_names(TrainConfig.lora_targets)
-            asked_targets = lora_target_names(cfg.lora_targets)
-            if cfg.lora_alpha is not None and float(cfg.lora_alpha) != alpha:
-                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_alpha {alpha:g}: continue it "
-                                  f"without --lora_alpha, or start a new --run_name for --lora_alpha {cfg.lora_alpha:g}")
-            if asked_targets not in (targets, default_targets):
-                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_targets {','.join(targets)}: "
-                                  f"continue it without --lora_targets, or start a new --run_name for these targets")
-            cfg.lora_alpha, cfg.lora_targets = alpha, ",".join(targets)
-    auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
-    if not auto and cfg.lora_rank != "auto":
-        return
-    saved = os.path.join(run_dir, "train.json")
-    if os.path.exists(saved):
-        # A resumed run keeps what it started with: another optimizer would drop its state.
-        try:
-            with open(saved, encoding="utf-8") as f:
-                before = json.load(f)
-        except (OSError, ValueError):
-            before = {}
-        for name in list(auto):
-            if before.get(name, "auto") != "auto":
-                setattr(cfg, name, before[name])
-                auto.remove(name)
-        if not auto and cfg.lora_rank != "auto":
-            return
-    budget = cfg.memory_gb or device_memory_gib()
-    if budget is None:
-        for name, value in zip(MEMORY_FIELDS, ("adam", False, False)):
-            if name in auto:
-                setattr(cfg, name, value)
-        if cfg.lora_rank == "auto":
-            cfg.lora_rank = 0
-        say(cfg, "memory: the device's memory is unknown, so adam without recompute, no LoRA (--memory_gb GiB lets rapgen choose)")
-        return
-    pinned = {f: getattr(cfg, f) for f in MEMORY_FIELDS if f not in auto}
-    choice = choose_settings(hparams, budget * GIB, batch_size=cfg.batch_size // replicas, sequence_length=length,
-                             mixed_precision_dtype=dtype, accumulate_gradients=cfg.accumulate_gradients,
-                             model_name=str(cfg.model or DEFAULT_MODEL), lora_rank=cfg.lora_rank,
-                             lora_targets=cfg.lora_targets, auto_rank=DEFAULT_AUTO_RANK, **pinned)
-    for name in auto:
-        setattr(cfg, name, choice[name])
-    cfg.lora_rank = choice["lora_rank"]
-    say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers, --lora_rank and "
-             f"--memory_gb override it; `rapgen plan` shows the estimate)")
-    if not choice["fits"]:
-        say(cfg, "warning: this may run out of memory")
-
-
 def say(cfg, message):
     """Print `message` above the progress bar, unless the run is quiet."""
     if not cfg.quiet:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # not at the top: a mistake in `rapgen train`'s flags imports no tqdm
 
         tqdm.write(message)
 

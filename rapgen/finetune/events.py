@@ -21,7 +21,8 @@ import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
-from rapgen.fileio import _replacing
+from rapgen.colab import on_colab
+from rapgen.fileio import replacing
 
 FOLDER = "tensorboard"  # inside the run folder
 EVENT_GLOB = "events.out.tfevents.*"
@@ -32,7 +33,7 @@ _PLUGINS = {"scalars": 1, "text": 2}
 
 
 def _metadata(plugin: str):
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
     meta = tf.compat.v1.SummaryMetadata()
     meta.plugin_data.plugin_name = plugin
@@ -46,7 +47,7 @@ def _records(path: str) -> Tuple[List[bytes], bool]:
     A writer killed mid-record leaves half a record at the end: TensorFlow's reader raises
     DataLossError there, after every complete record before it.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
     records = []
     try:
@@ -61,7 +62,7 @@ def trim_events(folder: str, step: int) -> int:
     """Cut the events past `step`, and a half-written last record, out of every event file in
     `folder` (each file rewritten atomically, only when it holds either); returns how many
     events were cut."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
     cut = 0
     for path in sorted(glob.glob(os.path.join(glob.escape(folder), EVENT_GLOB))):
@@ -70,7 +71,7 @@ def trim_events(folder: str, step: int) -> int:
         if len(keep) == len(records) and not damaged:
             continue
         cut += len(records) - len(keep)
-        with _replacing(path) as tmp:
+        with replacing(path) as tmp:
             with tf.io.TFRecordWriter(tmp) as writer:
                 for record in keep:
                     writer.write(record)
@@ -87,7 +88,7 @@ class EventLog:
     """
 
     def __init__(self, folder: str, resume_step: int):
-        import tensorflow as tf
+        import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
         self.folder = folder
         if os.path.isdir(folder):
@@ -100,7 +101,7 @@ class EventLog:
     def _scalar_writer(self, tags: Tuple[str, ...]):
         """One compiled call per step for these tags: about half the time of one eager write per tag
         (bench/bench_events.py: 1.3 ms against 2.7 ms per step for five tags, loaded 2-core CPU)."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
         if tags not in self._writers:
             writer, meta = self.writer, self.scalar_meta
@@ -117,7 +118,7 @@ class EventLog:
 
     def scalars(self, step: int, **values: Optional[float]) -> None:
         """One point per named value at `step` (None: none), e.g. `scalars(10, loss=3.1, val_loss=None)`."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
         given = {tag: float(value) for tag, value in values.items() if value is not None}
         if given:
@@ -126,7 +127,7 @@ class EventLog:
 
     def text(self, step: int, tag: str, text: str) -> None:
         """Text at `step`, shown as Markdown by TensorBoard's text dashboard."""
-        import tensorflow as tf
+        import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
         with self.writer.as_default():
             tf.summary.write(tag, tf.constant(text), step=step, metadata=self.text_meta)
@@ -145,7 +146,7 @@ def read_events(folder: str) -> Dict[str, List[Tuple[int, object]]]:
     >>> read_events("checkpoints/run1/tensorboard")["loss"][:2]                # doctest: +SKIP
     [(1, 10.83), (2, 10.41)]
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the notebook and CLI import this module without TensorFlow
 
     out: Dict[str, List[Tuple[int, object]]] = {}
     for path in sorted(glob.glob(os.path.join(glob.escape(folder), EVENT_GLOB))):
@@ -163,12 +164,10 @@ def show_tensorboard(logdir: str = "checkpoints") -> None:
 
     >>> show_tensorboard("checkpoints")                                       # doctest: +SKIP
     """
-    from rapgen.colab import on_colab
-
     shell = None
     if on_colab():
         try:
-            from IPython import get_ipython
+            from IPython import get_ipython  # Colab's kernel: not a dependency of rapgen
         except ImportError:
             get_ipython = None
         shell = get_ipython() if get_ipython else None

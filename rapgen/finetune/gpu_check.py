@@ -20,8 +20,16 @@ import resource
 import time
 from typing import Optional, Sequence
 
-from rapgen.errors import RapgenError
+import numpy as np
+
 from rapgen.checks import between, positive_int
+from rapgen.devices import compute_dtype
+from rapgen.errors import RapgenError
+from rapgen.finetune.config import TrainConfig
+from rapgen.finetune.memory import estimate_memory
+from rapgen.finetune.step import Trainer
+from rapgen.model.hparams import EOT_ID, HParams
+from rapgen.write.generation import generate
 
 # Dense (no sparsity) peaks from the vendors' data sheets, FLOP/s, by compute type. Matched
 # against TensorFlow's device name, the more specific names first.
@@ -45,7 +53,7 @@ def train_flops(n_params: int, n_layer: int, n_embd: int, batch_size: int, seque
 
 def device_name() -> tuple:
     """(name, compute capability or None) of the first GPU, else the CPU's model name."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the tables and checks here run without TensorFlow
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -63,7 +71,7 @@ def device_name() -> tuple:
 
 def measured_matmul_peak(dtype: str, n: int = 1024, repeats: int = 5) -> float:
     """FLOP/s of the best of `repeats` n x n matmuls in `dtype`: the CPU's usable peak."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the tables and checks here run without TensorFlow
 
     a = tf.random.stateless_normal([n, n], seed=[1, 2], dtype=tf.float32)
     a = tf.cast(a, dtype)  # [n, n]
@@ -87,7 +95,7 @@ def dense_peak(name: str, capability, dtype: str) -> tuple:
 
 
 def _peak_memory_gib(gpu: bool, reset: bool = False) -> float:
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the tables and checks here run without TensorFlow
 
     if gpu:
         if reset:
@@ -124,16 +132,9 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
         if not isinstance(b, int) or isinstance(b, bool) or b <= 0:
             raise RapgenError(f"sample_batch_sizes must hold positive integers, got {list(sample_batch_sizes)!r}")
 
-    import numpy as np
-    import tensorflow as tf
+    import tensorflow as tf  # lazily: the tables and checks here run without TensorFlow
 
-    from rapgen.devices import compute_dtype
-    from rapgen.model.hparams import EOT_ID, HParams
-    from rapgen.model.gpt2 import GPT2
-    from rapgen.finetune.memory import estimate_memory
-    from rapgen.write.songs import generate
-    from rapgen.finetune.config import TrainConfig
-    from rapgen.finetune.step import Trainer
+    from rapgen.model.gpt2 import GPT2  # TensorFlow at import, as above
 
     def say(text):
         if not quiet:

@@ -1,19 +1,11 @@
 """Fine-tuning: `train()` with every option spelled out, and the loop that ties the parts together.
 
-A run folder `checkpoints/<run_name>/` is a model directory: hparams.json and the
-vocabulary are copied in, and each `model-<step>` checkpoint holds the GPT-2 variables
-under OpenAI's names, the optimizer's slots under TF1's names and the step. Windows of
-training data are a pure function of (seed, step), so weights + optimizer + step are the
-whole state: a run killed at any moment and started again with the same command goes on
-from its newest complete checkpoint and computes the same losses it would have.
-
-`--steps` is the step the run should reach, not a number to add: re-running the same
-command after a disconnect finishes the same run (gpt-2-simple adds `steps` on each call).
-
-The parts live below this module and never import it: `rapgen.finetune.config` (the settings,
-their checks, the automatic memory choice), `rapgen.finetune.step` (the compiled step, loss
-scaling, optimizer state), `rapgen.finetune.run` (where a run resumes from, save, rotate, mirror,
-log.csv) and `rapgen.finetune.samples` (samples during training and their figures).
+A run is resumable at any moment: the training windows are a pure function of (seed, step), so
+a checkpoint's weights, optimizer slots and step are its whole state, and the same command
+started again goes on from the newest complete checkpoint computing the same losses. `--steps`
+is the step to reach, not a number to add. The parts live below this module and never import
+it: `config` (the settings), `fitting` (the "auto" ones), `step` (the compiled step), `run`
+(the run folder's files) and `samples` (samples during training).
 
 >>> train(dataset="data/sample_lyrics.txt", model="124M", steps=50, run_name="demo")  # doctest: +SKIP
 """
@@ -28,17 +20,22 @@ from typing import Optional, Union
 
 import numpy as np
 
+from rapgen.checks import between
+from rapgen.data.dataset import load_dataset, song_artists, training_batch, validation_windows
 from rapgen.devices import compute_dtype, describe, make_strategy
 from rapgen.errors import RapgenError
-from rapgen.checks import between
-from rapgen.finetune.run import BestSoFar, RunLog, clear_dead_temps, model_source, restore_source, run_checkpoints, save, save_best
-from rapgen.finetune.events import FOLDER as EVENTS_FOLDER, EventLog
-from rapgen.finetune.config import TrainConfig, choose_memory_settings, say
+from rapgen.finetune.config import DEFAULT_LORA_TARGETS, TrainConfig, say
+from rapgen.finetune.events import FOLDER as EVENTS_FOLDER
+from rapgen.finetune.events import EventLog
+from rapgen.finetune.fitting import choose_memory_settings
+from rapgen.finetune.lora_start import refuse_lora_source, training_base
+from rapgen.finetune.run import BestSoFar, Run
 from rapgen.finetune.samples import sample_during_training
 from rapgen.finetune.step import Trainer
-
-# TrainConfig and Trainer are imported from here by older code and tests.
-__all__ = ["train", "TrainConfig", "Trainer"]
+from rapgen.model.checkpoint import damaged_checkpoint_error
+from rapgen.model.encoder import load_encoder
+from rapgen.model.folders import check_model_dir, copy_model_files, read_weights
+from rapgen.model.lora import attach
 
 
 def train(
@@ -61,7 +58,7 @@ def train(
     xla: bool = False,
     lora_rank: Union[str, int] = "auto",
     lora_alpha: Optional[float] = None,
-    lora_targets: Union[str, tuple] = "c_attn,c_proj,c_fc",
+    lora_targets: Union[str, tuple] = DEFAULT_LORA_TARGETS,
     sequence_length: Optional[int] = None,
     val_fraction: float = 0.05,
     val_dataset: Optional[str] = None,
@@ -145,20 +142,16 @@ def train(
 
 def _run(cfg: TrainConfig) -> dict:
     """Resume or start the run of a checked `cfg`, train to cfg.steps (or Ctrl-C), save; the result of `train`."""
-    import tensorflow as tf
-    from tqdm.auto import tqdm
+    import tensorflow as tf  # not at the top: a mistake in the flags is said before TensorFlow loads
 
-    from rapgen.model.folders import check_model_dir, copy_model_files, read_weights
-    from rapgen.model.checkpoint import damaged_checkpoint_error
-    from rapgen.data.dataset import load_dataset, song_artists, training_batch, validation_windows
-    from rapgen.model.encoder import load_encoder
-    from rapgen.model.lora import attach, refuse_lora_source, training_base
-    from rapgen.model.gpt2 import GPT2
+    from rapgen.model.gpt2 import GPT2  # TensorFlow at import, as above
 
-    run_dir = os.path.join(cfg.checkpoint_dir, cfg.run_name)
-    clear_dead_temps(cfg, run_dir)  # a save killed last time left them (a checkpoint's size each)
-    resume = restore_source(cfg, run_dir)
-    source_dir, hparams = model_source(cfg, run_dir, resume)
+    run = Run(cfg)
+    run.clear_dead_temps()  # a save killed last time left them (a checkpoint's size each)
+    resume = run.resume_point()
+    if cfg.restore_from == "fresh" and cfg.overwrite:
+        run.delete_old_run()  # after every check; `resume_point` refused it without --overwrite
+    source_dir, hparams = run.starting_model(resume)
 
     length = cfg.sequence_length or hparams.n_ctx
     between("--sequence_length", length, 2, hparams.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hparams.n_ctx})")
@@ -171,7 +164,7 @@ def _run(cfg: TrainConfig) -> dict:
     if cfg.batch_size % strategy.num_replicas_in_sync:
         n = strategy.num_replicas_in_sync
         raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
-    choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run_dir, resume=resume)
+    choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run.recorded_settings(), resume=resume)
     lora_info = adapter_values = None
     if cfg.lora_rank:
         # LoRA: the frozen base (verified against lora.json when resuming) and the run's adapters.
@@ -191,7 +184,6 @@ def _run(cfg: TrainConfig) -> dict:
         else:
             train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
         trainer = Trainer(cfg, model, train_names, strategy)
-        trainer.lora_info = lora_info
         if resume is not None:
             try:
                 trainer.restore_state(resume)
@@ -199,40 +191,32 @@ def _run(cfg: TrainConfig) -> dict:
                 # The weights read whole; an optimizer slot or the step fails its checksum.
                 problem = f"{resume}.data-00000-of-00001 does not hold what its index records (a checksum fails)"
                 raise damaged_checkpoint_error(resume, problem, "--restore_from") from None
-    os.makedirs(run_dir, exist_ok=True)
-    copy_model_files(source_dir, run_dir, hparams)
+    os.makedirs(run.dir, exist_ok=True)
+    copy_model_files(source_dir, run.dir, hparams)
     if cfg.steps != -1 and trainer.step >= cfg.steps:
-        say(cfg, f"{run_dir} is already at step {trainer.step} (--steps {cfg.steps}): nothing to do")
-        return _result(run_dir, trainer.step, None, None, BestSoFar.read(resume, run_dir), "steps")
+        say(cfg, f"{run.dir} is already at step {trainer.step} (--steps {cfg.steps}): nothing to do")
+        return _result(run.dir, trainer.step, None, None, BestSoFar.read(resume, run.dir), "steps")
 
-    say(cfg, f"{'resuming' if resume else 'starting'} {run_dir} at step {trainer.step}: {data.n_songs} songs, "
+    say(cfg, f"{'resuming' if resume else 'starting'} {run.dir} at step {trainer.step}: {data.n_songs} songs, "
              f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
              f"{', recompute' if cfg.recompute is True else ''}"
              f"{', frozen embeddings' if cfg.only_train_transformer_layers is True and not cfg.lora_rank else ''}"
              f"{f', LoRA rank {cfg.lora_rank} on a frozen base' if cfg.lora_rank else ''}, "
              f"{describe(strategy)}")
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
-    best = BestSoFar.read(resume, run_dir)  # the best so far and the patience count, as the checkpoint left them
+    best = BestSoFar.read(resume, run.dir)  # the best so far and the patience count, as the checkpoint left them
     if cfg.early_stop and best.bad >= cfg.early_stop:
         # An uninterrupted run would have stopped here too: the same command does nothing more.
-        say(cfg, f"{run_dir} stopped early at step {trainer.step} ({best.bad} validations without a loss below "
+        say(cfg, f"{run.dir} stopped early at step {trainer.step} ({best.bad} validations without a loss below "
                  f"{best.val_loss:.4f} of step {best.step}): --early_stop 0, or a larger N, trains on")
-        return _result(run_dir, trainer.step, None, None, best, "early_stop")
-    log = RunLog(os.path.join(run_dir, "log.csv"), trainer.step)
-    events = EventLog(os.path.join(run_dir, EVENTS_FOLDER), trainer.step) if cfg.tensorboard else None
+        return _result(run.dir, trainer.step, None, None, best, "early_stop")
+
+    progress = Progress(cfg, run, trainer.step)
     stopped = "steps"
     tokens_per_step = cfg.batch_size * cfg.accumulate_gradients * length
-    avg = [0.0, 0.0]
     loss = val_loss = None
     last_saved = trainer.step
-    bar = tqdm(total=None if cfg.steps == -1 else cfg.steps, initial=trainer.step, disable=cfg.quiet, unit="step", dynamic_ncols=True)
-
-    def validate():
-        losses = [float(trainer.eval_loss(tf.constant(val[i:i + cfg.batch_size]))) for i in range(0, len(val), cfg.batch_size)]
-        return float(np.mean(losses))
-
     try:
-        start = time.time()
         while cfg.steps == -1 or trainer.step < cfg.steps:
             batches = np.stack([
                 training_batch(data.train, trainer.step, cfg.batch_size, length, cfg.seed, micro=j)
@@ -245,39 +229,22 @@ def _run(cfg: TrainConfig) -> dict:
                 raise RapgenError(f"the loss became {loss} at step {trainer.step + 1}: lower --learning_rate")
             trainer.step += 1
             speed = tokens_per_step / max(time.time() - t0, 1e-9)
-            avg = [avg[0] * 0.99 + loss, avg[1] * 0.99 + 1.0]
-            row_val = None
-            new_best = False
+            row_val, new_best = None, False
             if val is not None and cfg.val_every and trainer.step % cfg.val_every == 0:
-                val_loss = row_val = validate()
+                val_loss = row_val = _validate(trainer, val, cfg.batch_size)
                 new_best = best.update(row_val, trainer.step)
                 if new_best:
-                    save_best(trainer, run_dir, best)
+                    run.save_best(trainer, best, lora_info)
                 elif cfg.early_stop and best.bad >= cfg.early_stop:
                     stopped = "early_stop"
             samples, figures = None, {}  # samples come before the log row, which records their figures
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
-                samples, figures = sample_during_training(trainer, encoder, artists, cfg, run_dir, data.train)
-            log.write(step=trainer.step, loss=f"{loss:.5f}", avg_loss=f"{avg[0] / avg[1]:.5f}",
-                      val_loss="" if row_val is None else f"{row_val:.5f}", learning_rate=f"{lr:.3g}",
-                      tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - start:.2f}", best="1" if new_best else "",
-                      **figures)
-            if events is not None:
-                events.scalars(trainer.step, loss=loss, avg_loss=avg[0] / avg[1], learning_rate=lr, tokens_per_sec=speed,
-                               loss_scale=float(trainer.loss_scale.numpy()), val_loss=row_val,
-                               best_val_loss=None if row_val is None else best.val_loss)
-                if samples is not None:
-                    events.text(trainer.step, "samples", samples)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg[0] / avg[1]:.3f}", val="-" if val_loss is None else f"{val_loss:.3f}", tok_s=f"{speed:.0f}")
-            if cfg.print_every and trainer.step % cfg.print_every == 0:
-                say(cfg, f"[{trainer.step}] loss={loss:.3f} avg={avg[0] / avg[1]:.3f}" + ("" if row_val is None else f" val={row_val:.3f}"))
-            if new_best and cfg.print_every:
-                say(cfg, f"[{trainer.step}] new lowest validation loss {row_val:.4f}: kept as model-best")
+                samples, figures = sample_during_training(trainer, encoder, artists, cfg, run.dir, data.train)
+            progress.report(trainer.step, loss, lr, speed, float(trainer.loss_scale.numpy()), row_val, new_best, best,
+                            samples, figures)
             if cfg.save_every and trainer.step % cfg.save_every == 0:
-                if events is not None:
-                    events.flush()  # the events up to this checkpoint go to the mirror with it
-                save(trainer, run_dir, cfg, best)
+                progress.flush()  # the events up to this checkpoint go to the mirror with it
+                run.save(trainer, best, lora_info)
                 last_saved = trainer.step
             if stopped == "early_stop":
                 say(cfg, f"early stop at step {trainer.step}: {best.bad} validations without a loss below "
@@ -287,14 +254,73 @@ def _run(cfg: TrainConfig) -> dict:
         stopped = "interrupted"
         say(cfg, f"interrupted at step {trainer.step}: saving")
     finally:
-        bar.close()
-        log.close()
-        if events is not None:
-            events.close()
-    if trainer.step != last_saved or not run_checkpoints(run_dir):
-        prefix = save(trainer, run_dir, cfg, best)
+        progress.close()
+    if trainer.step != last_saved or not run.checkpoints():
+        prefix = run.save(trainer, best, lora_info)
         say(cfg, f"saved {prefix}")
-    return _result(run_dir, trainer.step, loss, val_loss, best, stopped)
+    return _result(run.dir, trainer.step, loss, val_loss, best, stopped)
+
+
+def _validate(trainer: Trainer, windows, batch_size: int) -> float:
+    """The mean loss over the validation windows, batch_size at a time."""
+    import tensorflow as tf  # as in `_run`
+
+    losses = [float(trainer.eval_loss(tf.constant(windows[i:i + batch_size]))) for i in range(0, len(windows), batch_size)]
+    return float(np.mean(losses))
+
+
+class Progress:
+    """Where each step's figures go: log.csv, TensorBoard's events, the progress bar and the printed lines."""
+
+    def __init__(self, cfg: TrainConfig, run: Run, step: int):
+        from tqdm.auto import tqdm  # not at the top: `rapgen train`'s flag mistakes import no tqdm
+
+        self.cfg = cfg
+        self.log = run.open_log(step)
+        self.events = EventLog(os.path.join(run.dir, EVENTS_FOLDER), step) if cfg.tensorboard else None
+        self.bar = tqdm(total=None if cfg.steps == -1 else cfg.steps, initial=step, disable=cfg.quiet, unit="step",
+                        dynamic_ncols=True)
+        self.avg = [0.0, 0.0]  # the loss's moving average: decayed sum, decayed count
+        self.val_loss = None  # the last one measured
+        self.start = time.time()
+
+    def report(self, step: int, loss: float, lr: float, speed: float, loss_scale: float, val_loss: Optional[float],
+               new_best: bool, best: BestSoFar, samples: Optional[str], figures: dict) -> None:
+        """Record step `step` everywhere (val_loss: None when this step did not validate)."""
+        cfg = self.cfg
+        self.avg = [self.avg[0] * 0.99 + loss, self.avg[1] * 0.99 + 1.0]
+        avg = self.avg[0] / self.avg[1]
+        if val_loss is not None:
+            self.val_loss = val_loss
+        self.log.write(step=step, loss=f"{loss:.5f}", avg_loss=f"{avg:.5f}",
+                       val_loss="" if val_loss is None else f"{val_loss:.5f}", learning_rate=f"{lr:.3g}",
+                       tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - self.start:.2f}",
+                       best="1" if new_best else "", sample_rhyme_density=figures.get("sample_rhyme_density", ""),
+                       sample_copied_tokens=figures.get("sample_copied_tokens", ""))
+        if self.events is not None:
+            self.events.scalars(step, loss=loss, avg_loss=avg, learning_rate=lr, tokens_per_sec=speed,
+                                loss_scale=loss_scale, val_loss=val_loss,
+                                best_val_loss=None if val_loss is None else best.val_loss)
+            if samples is not None:
+                self.events.text(step, "samples", samples)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg:.3f}", val="-" if self.val_loss is None else f"{self.val_loss:.3f}",
+                             tok_s=f"{speed:.0f}")
+        if cfg.print_every and step % cfg.print_every == 0:
+            say(cfg, f"[{step}] loss={loss:.3f} avg={avg:.3f}" + ("" if val_loss is None else f" val={val_loss:.3f}"))
+        if new_best and cfg.print_every:
+            say(cfg, f"[{step}] new lowest validation loss {val_loss:.4f}: kept as model-best")
+
+    def flush(self) -> None:
+        """Write out the buffered events (before a checkpoint is saved and mirrored)."""
+        if self.events is not None:
+            self.events.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
+        if self.events is not None:
+            self.events.close()
 
 
 def _result(run_dir, step, loss, val_loss, best, stopped) -> dict:

@@ -1,51 +1,27 @@
-"""How much memory fine-tuning needs: the estimate, and `rapgen plan`.
+"""How much memory fine-tuning needs: `estimate_memory`, the peak of one training step.
 
-`estimate_memory` adds up, in bytes, what one training step holds at its peak, term by term,
-from the way `rapgen.model.gpt2` and `rapgen.finetune.step.Trainer` hold tensors; `plan` is `rapgen
-plan`, which prints it and, with --memory_gb, the settings that fit (`rapgen.finetune.fitting`
-chooses them).
+It adds up, in bytes, what one step holds at its peak, term by term, from the way
+`rapgen.model.gpt2` and `rapgen.finetune.step.Trainer` hold tensors. `rapgen.finetune.fitting`
+chooses the settings that fit a budget from it, and prints it as `rapgen plan`.
 
 >>> from rapgen.model.hparams import HParams
 >>> est = estimate_memory(HParams.for_model("774M"), sequence_length=1024, optimizer="adafactor", recompute=True)
 >>> round(est["total"] / GIB, 1)
 8.7
 
-    rapgen plan --model 774M --memory_gb 15
-
-Memory is counted in GiB (2^30 bytes), as nvidia-smi and TensorFlow count it: a T4 shows
-15 GiB ("16 GB"). The estimate is checked against measured peak memory of one CPU training
-step by `bench/bench_memory.py`; on a GPU it is an estimate, not a measurement.
-
-Where the peak falls. A step (Trainer.train_step) first runs the forward pass, keeping what
-the backward pass needs; the backward pass frees that block by block while it adds each
-variable's gradient into an accumulator; then the gradients are divided by (micro-batches x
-loss scale) and the optimizer updates each variable. The peak is the larger of two moments:
-
-- end of the forward pass: weights + optimizer slots + gradient accumulators (zeros) +
-  activations kept for the backward pass + logits;
-- the update: weights + slots + accumulated gradients + wte's dense gradients + the
-  update's temporaries (a few times the largest variable).
-
-Recompute shrinks the first; Adafactor shrinks the slots (both moments); frozen embeddings
-(only_train_transformer_layers) drop the token and position embeddings' gradients and slots.
-Mixed precision shrinks the activations but not the weights, gradients or slots (float32).
-LoRA (`lora_rank`, rapgen.model.lora) keeps the activations (the backward pass still runs through
-every block to reach the adapters) but drops the weights' gradients and slots and wte's
-dense gradients to the adapters' few MiB, and holds the frozen base in the compute type:
-1558M at 1024 tokens then fits a 15 GiB T4 (with recompute), which full fine-tuning does not.
-Checked at the 355M shape by bench/bench_memory.py (`355M:adam+lora16:1024`).
+Memory is counted in GiB (2^30 bytes), as nvidia-smi and TensorFlow count it (a T4 shows 15);
+`bench/bench_memory.py` checks the estimate against a measured CPU step.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from typing import Dict, Optional, Union
+from typing import Dict, Optional
 
-from rapgen.devices import compute_dtype
+from rapgen.checks import known_name, one_of, positive_int
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams, canonical_model_name, variable_shapes
-from rapgen.checks import between, known_name, one_of, positive_int, positive_number, true_false, zero_or_positive_int
+from rapgen.model.hparams import HParams, variable_shapes
+from rapgen.model.lora import LORA_TARGETS, adapter_parameter_count, adapter_shapes
 
 GIB = 2**30
 OPTIMIZERS = ("adam", "adafactor", "sgd")
@@ -104,10 +80,8 @@ def optimizer_slot_bytes(hparams: HParams, optimizer: str, only_train_transforme
     return 4 * total
 
 
-def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targets="c_attn,c_proj,c_fc") -> int:
+def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targets: tuple = LORA_TARGETS) -> int:
     """Bytes of optimizer state for LoRA adapters (A [in, r], B [r, out] per projection), float32."""
-    from rapgen.model.lora import adapter_shapes
-
     optimizer = check_optimizer(optimizer)
     total = 0
     for n_in, n_out in adapter_shapes(hparams, lora_rank, lora_targets).values():
@@ -119,7 +93,7 @@ def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targe
 def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: Optional[int] = None,
                     optimizer: str = "adam", recompute: bool = False, compute_dtype: str = "float32",
                     only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
-                    lora_rank: int = 0, lora_targets="c_attn,c_proj,c_fc") -> dict:
+                    lora_rank: int = 0, lora_targets: tuple = LORA_TARGETS) -> dict:
     """Peak memory of one training step, in bytes, by part.
 
     Returns {"weights", "gradients", "optimizer", "activations", "logits", "update",
@@ -149,8 +123,6 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     lora = bool(lora_rank)
     counts = parameter_counts(hp, only_train_transformer_layers or lora)
     if lora:
-        from rapgen.model.lora import adapter_parameter_count, adapter_shapes
-
         shapes = adapter_shapes(hp, lora_rank, lora_targets)
         counts["trained"] = adapter_parameter_count(hp, lora_rank, lora_targets)
         counts["largest_trained"] = max(lora_rank * max(n_in, n_out) for n_in, n_out in shapes.values())
@@ -222,108 +194,6 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     }
 
 
-# -- rapgen plan ----------------------------------------------------------------------
-
-
-def _hparams_for(model, models_dir) -> tuple:
-    """(HParams, display name) for a model name or directory; no weights needed."""
-    model = str(model)
-    if os.path.isdir(model):
-        return HParams.load(model), model.rstrip("/")
-    name = canonical_model_name(model)  # RapgenError listing the valid names
-    local = os.path.join(models_dir, name)
-    if os.path.exists(os.path.join(local, "hparams.json")):
-        return HParams.load(local), name
-    return HParams.for_model(name), name
-
-
-def _flag(value, name) -> bool:
-    return true_false(f"--{name}", value)
-
-
 def check_optimizer(optimizer) -> str:
     """The optimizer's name, checked (one of OPTIMIZERS, any case)."""
     return known_name("--optimizer", optimizer, OPTIMIZERS)
-
-
-def format_estimate(est: dict) -> str:
-    """The estimate as a small table, GiB."""
-    forward, update = est["peak_at"] == "forward", est["peak_at"] == "update"
-    rows = [
-        ("weights (frozen base + adapters)" if est.get("lora_rank") else "weights (float32)", est["weights"], True),
-        ("gradients (accumulated)", est["gradients"], True),
-        ("optimizer slots", est["optimizer"], True),
-        ("activations kept for backward", est["activations"], forward),
-        ("logits / loss", est["logits"], forward),
-        ("update (wte gradients, temporaries)", est["update"], update),
-        ("workspace", est["workspace"], True),
-        ("runtime (CUDA context, reserve)", est["runtime"], True),
-    ]
-    lines = [f"  {label:<38} {value / GIB:>7.2f} GiB" + ("" if counted else "   (not at the peak)")
-             for label, value, counted in rows]
-    lines.append(f"  {'estimated peak':<38} {est['total'] / GIB:>7.2f} GiB   (at the {est['peak_at']} step)")
-    return "\n".join(lines)
-
-
-def plan(model: str = "355M", models_dir: str = "models", batch_size: int = 1, sequence_length: Optional[int] = None,
-         optimizer: str = "adam", recompute: bool = False, mixed_precision: str = "off",
-         only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
-         memory_gb: Optional[float] = None, margin: float = 0.1, lora_rank: Union[int, str] = 0,
-         lora_targets: str = "c_attn,c_proj,c_fc") -> None:
-    """Print the estimated peak memory of fine-tuning, and with --memory_gb what fits.
-
-    --model: 124M, 355M, 774M, 1558M (no download needed) or a model directory.
-    --memory_gb: the GPU's memory in GiB as nvidia-smi shows it (15 for a T4, 16 for a
-    V100 16 GB, 40 or 80 for an A100); prints the settings `rapgen train` should use.
-    --lora_rank R: a LoRA run of rank R (frozen base, adapters trained); auto: with
-    --memory_gb, full fine-tuning where it fits, else LoRA (as `rapgen train` decides).
-
-    >>> plan(model="1558M", lora_rank=16, memory_gb=15)   # doctest: +SKIP
-
-    >>> plan(model="774M", memory_gb=15)   # doctest: +SKIP
-    """
-    from rapgen.finetune.fitting import choose_settings, describe
-
-    hp, name = _hparams_for(model, models_dir)
-    dtype = compute_dtype(mixed_precision)  # what `rapgen train` would use on this machine
-    recompute = _flag(recompute, "recompute")
-    frozen = _flag(only_train_transformer_layers, "only_train_transformer_layers")
-    if sequence_length is not None:
-        between("--sequence_length", sequence_length, 2, hp.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hp.n_ctx})")
-    if memory_gb is not None:
-        positive_number("--memory_gb", memory_gb, unit="GiB")
-    between("--margin", margin, 0, 1, hi_included=False)
-    from rapgen.model.lora import DEFAULT_AUTO_RANK
-    from rapgen.finetune.config import lora_target_names
-
-    if lora_rank != "auto":
-        zero_or_positive_int("--lora_rank", lora_rank)
-    lora_targets = ",".join(lora_target_names(lora_targets))
-    T = sequence_length or hp.n_ctx
-    # The table shows one configuration: auto's LoRA rank when asked for LoRA "auto".
-    shown_rank = DEFAULT_AUTO_RANK if lora_rank == "auto" else lora_rank
-    settings = dict(optimizer=check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen,
-                    lora_rank=shown_rank)
-    est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,
-                          accumulate_gradients=accumulate_gradients, lora_targets=lora_targets, **settings)
-    print(f"{name}: {est['parameters'] / 1e6:.1f}M parameters ({est['trained_parameters'] / 1e6:.1f}M trained), "
-          f"batch {batch_size} x {T} tokens, {describe(settings)}, {dtype} compute")
-    print(format_estimate(est))
-    if memory_gb is not None:
-        choice = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T, mixed_precision_dtype=dtype,
-                                 accumulate_gradients=accumulate_gradients, margin=margin, model_name=name,
-                                 lora_rank=lora_rank, lora_targets=lora_targets, auto_rank=DEFAULT_AUTO_RANK)
-        print(choice["reason"])
-        if not choice["fits"] and lora_rank == 0:
-            # `rapgen train`'s default (--lora_rank auto) goes on to LoRA here: say whether it fits.
-            lora = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T,
-                                   mixed_precision_dtype=dtype, accumulate_gradients=accumulate_gradients,
-                                   margin=margin, model_name=name, lora_rank=DEFAULT_AUTO_RANK, lora_targets=lora_targets)
-            if lora["fits"]:
-                print(f"with LoRA (what `rapgen train` picks by default here): {lora['reason'].partition(': ')[2]}")
-                choice = lora
-        if choice["fits"]:
-            flags = f"--optimizer {choice['optimizer']}" + (" --recompute True" if choice["recompute"] else "") + (
-                " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "") + (
-                f" --lora_rank {choice['lora_rank']}" if choice["lora_rank"] else "")
-            print(f"  rapgen train ... {flags}")

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 
-from rapgen.model.checkpoint import list_checkpoints, step_of
 from rapgen.errors import RapgenError
 from rapgen.fileio import atomic_copy
+from rapgen.model.checkpoint import list_checkpoints, step_of
 
 INDEX = "checkpoint"
 SMALL = 1 << 20

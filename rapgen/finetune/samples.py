@@ -15,16 +15,18 @@ from __future__ import annotations
 import os
 import random
 
+from rapgen.data.dataset import song_layout
 from rapgen.fileio import atomic_write_text
-from rapgen.model.hparams import EOT_ID
 from rapgen.finetune.config import say
+from rapgen.judge.analysis import Judge, read_songs
+from rapgen.judge.originality import index_for_tokens
+from rapgen.model.hparams import EOT_ID
+from rapgen.write.generation import generate
+from rapgen.write.songs import SamplingOptions
 
 
 def sample_figures(texts, tokens, encoder):
     """Mean rhyme density and the longest span copied from the training tokens, over the samples."""
-    from rapgen.judge.analysis import Judge, read_songs
-    from rapgen.judge.originality import index_for_tokens
-
     songs = [s for text in texts for s in read_songs(text)[:1]]
     if not songs:
         return {}
@@ -35,9 +37,6 @@ def sample_figures(texts, tokens, encoder):
 
 def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
     """Write, print and save samples; returns (the text saved, their figures for log.csv, given the training tokens)."""
-    from rapgen.data.dataset import song_layout
-    from rapgen.write.songs import SamplingOptions, generate
-
     # `rapgen sample`'s defaults (top-k 40, temperature 1, a song ends at <|endoftext|>) at
     # the run's length and number.
     options = SamplingOptions(length=cfg.sample_length, nsamples=cfg.sample_num)

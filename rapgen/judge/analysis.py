@@ -16,9 +16,12 @@ import html
 import json as jsonlib
 from typing import List, Optional
 
-from rapgen.errors import RapgenError
+from rapgen.data.dataset import encoder_for, read_text
 from rapgen.data.lyrics import Song, parse_songs, split_songs
+from rapgen.errors import RapgenError
+from rapgen.judge.originality import artist_songs, copied, load_index, max_tfidf_similarity
 from rapgen.judge.phonetics import resolve_source, transcribe
+from rapgen.judge.ranking import rank_order
 from rapgen.judge.rhyme import lyric_lines, report_from_words, strip_sections
 
 
@@ -56,8 +59,6 @@ class Judge:
             "scheme": report.scheme, "line_details": [vars(line) for line in report.lines],
         }
         if self.index is not None:
-            from rapgen.judge.originality import artist_songs, copied, max_tfidf_similarity
-
             # Section headers ("[Verse 1: Lil Tofu]") are in every song: copying one copies no lyrics.
             found = copied(self.index, self.encoder.encode(strip_sections(song.lyrics)), self.encoder)
             result.update({
@@ -99,9 +100,7 @@ def highlight_html(result: dict, lyrics: str) -> str:
 
 def show(results: List[dict], file: str) -> None:
     """In a notebook: each song's table, then its lyrics with the copied span highlighted."""
-    from IPython.display import HTML, display
-
-    from rapgen.data.dataset import read_text
+    from IPython.display import HTML, display  # notebooks only: IPython stays off the command line
 
     songs = read_songs(read_text(str(file)))
     for result, song in zip(results, songs):
@@ -110,9 +109,7 @@ def show(results: List[dict], file: str) -> None:
 
 
 def best(results: List[dict], rank: str = "both", quiet: bool = False) -> int:
-    """Index of the best song under `rank` (rapgen.write.keep_best's rankings: rhyme, original, both), said unless quiet."""
-    from rapgen.write.keep_best import rank_order
-
+    """Index of the best song under `rank` (rapgen.judge.ranking's rules: rhyme, original, both), said unless quiet."""
     if not results:
         raise RapgenError("no songs to choose from")
     if rank in ("original", "both") and "copied_tokens" not in results[0]:
@@ -144,8 +141,6 @@ def analyze(
 
     >>> analyze("songs.txt", dataset="data/rap.txt", json=True)   # doctest: +SKIP
     """
-    from rapgen.data.dataset import read_text
-
     if not isinstance(json, bool):
         raise RapgenError(f"--json takes no value (or True/False), got {json!r}")
     source = resolve_source(phonetics)
@@ -154,10 +149,7 @@ def analyze(
         raise RapgenError(f"{file} holds no lyrics: give a text file of songs (rapgen sample --save_to writes one)")
     index = encoder = None
     if dataset is not None:
-        from rapgen.data.dataset import _encoder_for
-        from rapgen.judge.originality import load_index
-
-        encoder = _encoder_for(model, models_dir)
+        encoder = encoder_for(model, models_dir)
         index = load_index(str(dataset), encoder, encoding=encoding, quiet=quiet)
     results = Judge(source, index, encoder).judge(songs)
     if json:

@@ -34,8 +34,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from rapgen.model.hparams import EOT_ID
+from rapgen.data.dataset import load_tokens
 from rapgen.data.lyrics import parse_header
+from rapgen.model.hparams import EOT_ID
 
 N = 8  # n-gram length: the shortest span that counts as copied
 VERSION = 1
@@ -153,8 +154,6 @@ def _write(folder: str, index: Index, digest: str) -> None:
 
 def load_index(dataset: str, encoder, encoding: str = "utf-8", quiet: bool = True) -> Index:
     """The index of a dataset (file, folder, glob or .npz), from its cache or built and cached."""
-    from rapgen.data.dataset import load_tokens
-
     tokens = load_tokens(dataset, encoder, encoding=encoding, quiet=quiet)
     digest = _digest(tokens)
     cacheable = os.path.exists(str(dataset))

@@ -16,7 +16,12 @@ from typing import Optional
 
 import numpy as np
 
+from rapgen.checks import check_checkpoint, positive_int
+from rapgen.data.dataset import encode_lyrics, read_text
 from rapgen.errors import RapgenError
+from rapgen.model.encoder import load_encoder
+from rapgen.model.folders import choice_note
+from rapgen.model.loading import load_model
 
 
 def window_starts(n_tokens: int, n_ctx: int):
@@ -26,7 +31,7 @@ def window_starts(n_tokens: int, n_ctx: int):
 
 def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
     """float64 [len(tokens) - 1]: the loss of predicting each token from those before it."""
-    import tensorflow as tf
+    import tensorflow as tf  # here: `rapgen sample` imports this module (--best_of), and its mistakes never load TF
 
     n_ctx = model.hparams.n_ctx
 
@@ -51,12 +56,6 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
 def score(file: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8",
           batch_size: int = 4, checkpoint: Optional[str] = None) -> dict:
     """`{"tokens", "loss", "perplexity"}` of a text file under a model (tokens = predicted tokens)."""
-    from rapgen.model.folders import choice_note, load_model
-    from rapgen.data.dataset import encode_lyrics, read_text
-    from rapgen.model.encoder import load_encoder
-
-    from rapgen.checks import check_checkpoint, positive_int
-
     positive_int("--batch_size", batch_size)
     check_checkpoint(checkpoint)
     text = read_text(str(file), encoding)

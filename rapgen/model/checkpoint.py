@@ -45,7 +45,7 @@ def step_of(prefix: str) -> int:
 
 def read_checkpoint(prefix: str) -> Dict[str, np.ndarray]:
     """Every tensor of a checkpoint, by name (small checkpoints and tests)."""
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow: off the CLI's fast path
 
     reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
@@ -58,7 +58,7 @@ def write_checkpoint(prefix: str, tensors: Dict[str, "object"]) -> None:
     kill leaves no `prefix.index` without its data. The prefix names this process (`pid…-t…`),
     so `fileio.remove_dead_temps` can clear what a killed writer left.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow: off the CLI's fast path
 
     folder, base = os.path.split(prefix)
     tmp = os.path.join(folder, f".tmp-{base}-{writer_tag()}")
@@ -96,7 +96,7 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
     >>> checkpoint_problem("checkpoints/run1/model-400")                    # doctest: +SKIP
     'checkpoints/run1/model-400.data-00000-of-00001 is cut short: 1048576 of the 1498767360 bytes …'
     """
-    import tensorflow as tf
+    import tensorflow as tf  # TensorFlow: off the CLI's fast path
 
     index, data = prefix + ".index", prefix + DATA_SUFFIX
     for path in (index, data):

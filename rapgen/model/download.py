@@ -33,7 +33,8 @@ How a download stays safe:
   answer comes at all (connection refused, unknown host, timeout) the final error names the host
   and suggests checking the connection or a mirror; it offers a resume only when something was
   received. A model folder the download created and left without any file is removed, so the
-  next command does not take it for a model (`modelfiles.needs_download` tells callers such a folder apart).
+  next command does not take it for a model (`rapgen.model.release.needs_download` tells such a
+  folder apart).
 * **Optional `.meta`.** `model.ckpt.meta` is a TF1 graph that rapgen never reads; a mirror made
   by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
   error. The other six files are required.
@@ -53,12 +54,11 @@ import sys
 import time
 import urllib.parse
 
+from rapgen.checks import non_negative_int, positive_number
 from rapgen.errors import RapgenError
 from rapgen.http import RetryPolicy, no_answer, retryable, short
-from rapgen.model.hparams import HParams, canonical_model_name
+from rapgen.model.hparams import DEFAULT_MODEL, HParams, canonical_model_name
 from rapgen.model.release import CHECKS, FILES, MARKER, OPTIONAL, WEIGHTS, can_keep, file_size, is_complete
-from rapgen.model.release import META  # noqa: F401  (re-exported: the file names live beside FILES for callers)
-from rapgen.checks import non_negative_int, positive_number
 
 DEFAULT_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models"
 ENV_BASE_URL = "RAPGEN_MODEL_URL"
@@ -84,7 +84,7 @@ class _Retry(Exception):
 
 
 def download(
-    model_name: str = "355M",
+    model_name: str = DEFAULT_MODEL,
     models_dir: str = "models",
     base_url: str | None = None,
     quiet: bool = False,
@@ -104,7 +104,7 @@ def download(
     >>> download("345M", models_dir="models", base_url="http://127.0.0.1:8000")  # doctest: +SKIP
     'models/355M'
     """
-    import requests
+    import requests  # requests: off the CLI's fast path (a mistake is found without it)
 
     name = canonical_model_name(model_name)
     base = _base_url(base_url)
@@ -288,7 +288,7 @@ class _Fetcher:
         return f"giving up on {url} after {failures} attempts without progress ({error}); {then}{mirror}"
 
     def _attempt(self, url: str, part: str, start: int, expected_size) -> str:
-        import requests
+        import requests  # requests: off the CLI's fast path
 
         headers = {"Accept-Encoding": "identity"}
         self._progress = None  # set once a body starts: a failure after that is not "no answer"
@@ -349,7 +349,7 @@ class _Fetcher:
 
     def _stream(self, response, part: str, offset: int, total, length, label: str) -> int:
         """Append the body to `part` (cut to `offset` first); returns the bytes received."""
-        import requests
+        import requests  # requests and tqdm: off the CLI's fast path
         from tqdm import tqdm  # text bars: they work in a terminal, Colab and Jupyter alike
 
         received = 0

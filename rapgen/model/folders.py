@@ -1,11 +1,14 @@
-"""Model directories: find, load, save and create them, in OpenAI's TF1 checkpoint format.
+"""Model directories: find, check, read, save and create them, in OpenAI's TF1 checkpoint format.
 
 A model directory holds `hparams.json`, `encoder.json`, `vocab.bpe`, a `checkpoint` index
 naming the newest checkpoint by a path relative to the folder, and that checkpoint's
 `<prefix>.index` and `<prefix>.data-00000-of-00001`. OpenAI's release (`model.ckpt`), and
 run folders of nshepperd/gpt-2, gpt-2-simple and rapgen (`model-<step>`) all qualify.
 
->>> model = load_model("models/124M")                                   # doctest: +SKIP
+Loading one as a network is `rapgen.model.loading`'s, above this module and the LoRA run folder.
+
+>>> choose_checkpoint("models/124M")                                    # doctest: +SKIP
+'models/124M/model.ckpt'
 >>> init("models/tiny", n_layer=2, n_embd=64, n_head=2, n_ctx=128)      # doctest: +SKIP
 'models/tiny'
 """
@@ -13,16 +16,35 @@ run folders of nshepperd/gpt-2, gpt-2-simple and rapgen (`model-<step>`) all qua
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from rapgen.model.checkpoint import DATA_SUFFIX, damaged_checkpoint_error, list_checkpoints, verify_checkpoint, write_checkpoint, write_checkpoint_index
+from rapgen.checks import check_output_folder, non_negative_int
 from rapgen.errors import RapgenError
 from rapgen.fileio import atomic_copy, atomic_write_text
-from rapgen.model.hparams import MODEL_ALIASES, MODEL_SIZES, HParams, canonical_model_name
+from rapgen.model.checkpoint import (
+    DATA_SUFFIX,
+    damaged_checkpoint_error,
+    list_checkpoints,
+    verify_checkpoint,
+    write_checkpoint,
+    write_checkpoint_index,
+)
+from rapgen.model.download import download as fetch
+from rapgen.model.encoder import load_encoder
+from rapgen.model.hparams import (
+    DEFAULT_MODEL,
+    MODEL_ALIASES,
+    MODEL_SIZES,
+    HParams,
+    canonical_model_name,
+    variable_shapes,
+)
+from rapgen.model.release import needs_download
 
 VOCAB_FILES = ("encoder.json", "vocab.bpe")
 
@@ -38,7 +60,7 @@ def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", d
     """A model name (looked up under models_dir) or a path -> an existing model directory.
 
     No model means the fine-tuned run `checkpoints/run1` when it exists (as in gpt-2-simple),
-    else GPT-2 355M. A named model missing from models_dir (or left half-downloaded) is an
+    else GPT-2 355M (DEFAULT_MODEL). A named model missing from models_dir (or left half-downloaded) is an
     error saying which `rapgen download` fetches it; with `download=True` it is downloaded
     instead (saying so unless quiet), as `train` does. Sampling, scoring and training all
     resolve models here.
@@ -48,18 +70,14 @@ def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", d
     """
     if model is None:
         has_run = os.path.isdir(DEFAULT_RUN) and latest_checkpoint(DEFAULT_RUN) is not None
-        model = DEFAULT_RUN if has_run else "355M"
+        model = DEFAULT_RUN if has_run else DEFAULT_MODEL
     model = str(model)
     if os.path.isdir(model):
         return model
     if model in MODEL_SIZES or model in MODEL_ALIASES:
-        from rapgen.model.release import needs_download
-
         path = os.path.join(models_dir, canonical_model_name(model))
         # An unfinished download (a killed or offline run) counts as missing.
         if download and needs_download(path):
-            from rapgen.model.download import download as fetch
-
             if not quiet:
                 print(f"{model} is not (completely) in {models_dir}/: downloading it")
             fetch(model, models_dir=models_dir, quiet=quiet)
@@ -96,7 +114,7 @@ def latest_checkpoint(model_dir: str) -> Optional[str]:
     return found[-1] if found else None
 
 
-BEST = "model-best"  # a run's checkpoint with the lowest validation loss so far (rapgen.finetune.run.save_best)
+BEST = "model-best"  # a run's checkpoint with the lowest validation loss so far (rapgen.finetune.run.Run.save_best)
 CHECKPOINT_WORDS = ("best", "latest")  # what --checkpoint takes besides a prefix
 
 
@@ -157,9 +175,7 @@ def check_model_dir(model_dir: str) -> str:
 
 def read_weights(prefix: str, hparams: HParams, flag: str = "--checkpoint") -> Dict[str, np.ndarray]:
     """The GPT-2 variables of a checkpoint as float32 arrays, names and shapes checked against hparams."""
-    import tensorflow as tf
-
-    from rapgen.model.gpt2 import variable_shapes
+    import tensorflow as tf  # TensorFlow: off the CLI's fast path
 
     verify_checkpoint(prefix, flag)
     reader = tf.train.load_checkpoint(prefix)
@@ -180,32 +196,6 @@ def read_weights(prefix: str, hparams: HParams, flag: str = "--checkpoint") -> D
             problem = f"{prefix + DATA_SUFFIX} does not hold what its index records ({name} fails its checksum)"
             raise damaged_checkpoint_error(prefix, problem, flag) from None
     return weights
-
-
-def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None,
-               compute_dtype="float32", variable_dtype="float32"):
-    """A `GPT2` with weights from a model name, model directory or run directory.
-
-    `checkpoint` (`choose_checkpoint`): None takes a run's `model-best` when it has one, else the
-    newest; "latest" the newest; or a prefix (e.g. `checkpoints/run1/model-500`).
-    `variable_dtype` bfloat16/float16 keeps the weights in that type (for sampling only).
-    A LoRA run folder (`rapgen.model.lora`) loads as its base model (found under models_dir or
-    where it was, its checksum verified) with the adapters merged in once.
-    """
-    from rapgen.model.lora import is_lora_run, lora_run_weights
-    from rapgen.model.gpt2 import GPT2
-
-    model_dir = resolve_model_dir(model, models_dir)
-    prefix = choose_checkpoint(model_dir, checkpoint)
-    verify_checkpoint(prefix)  # before hparams and the network are built
-    hparams = HParams.load(model_dir)
-    if is_lora_run(os.path.dirname(prefix)):
-        weights = lora_run_weights(os.path.dirname(prefix), prefix, hparams, models_dir)
-    else:
-        weights = read_weights(prefix, hparams)
-    gpt = GPT2(hparams, compute_dtype=compute_dtype, weights=weights, variable_dtype=variable_dtype)
-    gpt.model_dir, gpt.checkpoint = model_dir, prefix
-    return gpt
 
 
 def save_model(model, model_dir: str, vocab_dir: str, step: Optional[int] = None, keep: Optional[List[str]] = None) -> str:
@@ -270,10 +260,6 @@ def init(
     --n_layer 2 --n_embd 64 --n_head 2 --n_ctx 128`; the 124M shape is
     `--n_layer 12 --n_embd 768 --n_head 12 --n_ctx 1024`. Never overwrites a model.
     """
-    from rapgen.model.encoder import load_encoder
-
-    from rapgen.checks import check_output_folder, non_negative_int
-
     model_dir = check_output_folder(model_dir, "MODEL_DIR")
     if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
         raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
@@ -284,7 +270,18 @@ def init(
     if n_vocab < encoder.n_vocab:
         raise RapgenError(f"--n_vocab {n_vocab} is smaller than the vocabulary's {encoder.n_vocab} tokens: "
                           f"use --n_vocab {encoder.n_vocab} (GPT-2's own) or more")
-    from rapgen.model.gpt2 import GPT2  # TensorFlow, only once every argument is known to be good
+    from rapgen.model.gpt2 import GPT2  # TensorFlow: only once every argument is known to be good
 
     save_model(GPT2(hparams, seed=seed), model_dir, source)
     return model_dir
+
+
+def recorded_settings(model_dir: str) -> dict:
+    """The settings a run folder's `train.json` recorded (rapgen.finetune writes it); {} for a plain
+    model folder, or a train.json that cannot be read."""
+    try:
+        with open(os.path.join(model_dir, "train.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}

@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from rapgen.model.hparams import HParams, variable_shapes  # noqa: F401  (variable_shapes: re-exported)
+from rapgen.model.hparams import HParams, variable_shapes
 
 
 def gelu(x):
@@ -80,7 +80,7 @@ class GPT2(tf.Module):
     for inference only (training keeps float32 master weights).
 
     Fields besides the weights: `model_dir` and `checkpoint`, the folder and checkpoint prefix
-    the weights came from (set by `rapgen.model.folders.load_model`, None for a fresh network);
+    the weights came from (set by `rapgen.model.loading.load_model`, None for a fresh network);
     `generation` holds the compiled generation loop `rapgen.write.songs` builds on first use, so
     later calls reuse it instead of retracing (None until then); `adapters` holds the LoRA
     adapters a LoRA run trains (`rapgen.model.lora`), empty otherwise.

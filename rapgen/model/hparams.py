@@ -12,8 +12,8 @@ import dataclasses
 import json
 import os
 
-from rapgen.errors import RapgenError
 from rapgen.checks import positive_int
+from rapgen.errors import RapgenError
 
 EOT_ID = 50256  # `<|endoftext|>`, the song separator
 
@@ -25,6 +25,7 @@ MODEL_SIZES = {
     "1558M": dict(n_embd=1600, n_head=25, n_layer=48),
 }
 MODEL_ALIASES = {"117M": "124M", "345M": "355M"}
+DEFAULT_MODEL = "355M"  # what a new run trains, and what a command without --model uses (when there is no run)
 
 
 def canonical_model_name(name: str) -> str:

@@ -25,11 +25,14 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from rapgen.stage.drums import SAMPLE_RATE, bar_seconds, drum_loop
+from rapgen.checks import between
+from rapgen.data.dataset import read_text
 from rapgen.errors import RapgenError
 from rapgen.fileio import atomic_write_bytes
-from rapgen.checks import between
+from rapgen.judge.analysis import read_songs
 from rapgen.judge.phonetics import ESPEAK, INSTALL_ESPEAK, espeak_available, transcribe
+from rapgen.judge.rhyme import lyric_lines
+from rapgen.stage.drums import SAMPLE_RATE, bar_seconds, drum_loop
 
 LEAD = 0.05  # seconds of silence before a line in its bar
 TAIL = 0.08  # and after it, so a line never runs into the next bar
@@ -49,7 +52,7 @@ class Performance:
 
 def _need_librosa():
     try:
-        import librosa
+        import librosa  # heavy and optional (rapgen[perform]): loaded only once a performance starts
     except ImportError:
         raise RapgenError("perform needs librosa: pip install 'rapgen[perform]' (Colab has it)") from None
     return librosa
@@ -142,7 +145,7 @@ def fit_line(librosa, y: np.ndarray, words, bpm: float) -> Tuple[np.ndarray, Lis
 
 def _read_beat(librosa, path: str) -> np.ndarray:
     """The user's beat as float32 mono at 22.05 kHz (read with soundfile, librosa's own reader)."""
-    import soundfile
+    import soundfile  # comes with librosa: loaded only for a user's --beat
 
     if not os.path.isfile(path):
         raise RapgenError(f"--beat {path} does not exist")
@@ -173,7 +176,7 @@ def wav_bytes(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bytes:
 
 def draw(audio: np.ndarray, bpm: float, bars: int, path: str, title: str = "") -> None:
     """A PNG of the waveform over the bar grid (bars dark, beats light)."""
-    from matplotlib.figure import Figure  # no pyplot: nothing global changes, the notebook's backend stays
+    from matplotlib.figure import Figure  # heavy, optional (rapgen[perform]); no pyplot: the notebook's backend stays
 
     fig = Figure(figsize=(max(6, 1.2 * bars), 2.6), dpi=100)
     ax = fig.add_subplot()
@@ -204,10 +207,6 @@ def perform(
     >>> perform("drive/songs.txt", bpm=90, out="drive/verse.wav").seconds   # doctest: +SKIP
     32.0
     """
-    from rapgen.judge.analysis import read_songs
-    from rapgen.data.dataset import read_text
-    from rapgen.judge.rhyme import lyric_lines
-
     between("--bpm", bpm, 40, 240, note="beats per minute")
     out = str(out)
     if not out.lower().endswith(".wav"):
@@ -254,7 +253,7 @@ def perform(
 
 def play(result: Performance):
     """In a notebook: the audio player and the picture."""
-    from IPython.display import Audio, Image, display
+    from IPython.display import Audio, Image, display  # notebooks only: IPython stays off the command line
 
     display(Audio(filename=result.wav))
     if result.png:

@@ -1,38 +1,16 @@
 """The compiled generation loop: prompts in, continuations out, one token per step.
 
-Generation is one `tf.function`: the prompts run through the model once, their keys and
-values fill a fixed-size cache, and a `tf.while_loop` then feeds one token per step,
-reading the cache instead of re-running the sequence. A row stops at `<|endoftext|>`
-(the end of a song); the loop ends when every row has stopped or `length` is reached.
-The loop is built once per model and kept in the model's `generation` field.
+One `tf.function` per model (kept in its `generation` field) runs the prompts once into a
+fixed-size key/value cache, then feeds one token per step until every row has ended its song
+(`<|endoftext|>`) or written `length`. Several prompts share a batch, left-padded, each row with
+its own positions and random stream, so a row writes what its prompt writes alone with the same
+seed. `window="slide"` writes past the context: a full row keeps its header line and latest
+tokens and forgets the middle (a chorus from earlier verses is gone unless it was recent).
 
-Several prompts in one batch: `context` may be a list of prompts (`[EOT] <<Yung Lean`,
-`[EOT] <<Eminem`, …). Shorter prompts are padded on the left; the model gives each row
-its own positions (its first real token at 0) and hides the filler slots from attention,
-and each row draws from its own random stream (picked by the row's number among the
-copies of its prompt). So a row writes what its prompt writes alone, with the same
-seed, in any batch: the same up to float rounding (a padded row's logits differ from the
-row alone by about 1e-5, which on rare steps picks another token).
-
-Context: the model never sees a position at or beyond n_ctx. By default a prompt plus
-`length` over n_ctx is an error that says the largest length that fits. With
-`window="slide"` a song goes on past the context: when the context is full, each row
-keeps its song's header line (the [EOT] before it and `<<Artist - Title>>`, so the
-artist conditioning survives) and its most recent tokens, drops the middle, runs the
-kept tokens through the model once to rebuild the cache, and goes on for `stride` new
-tokens (default n_ctx // 4) before the next slide. What the model remembers after a
-slide: the header and the last n_ctx - stride - (header) tokens, nothing in between: a
-chorus or a rhyme scheme from earlier verses is gone unless it was recent, and a row's
-positions restart after its header, so it cannot tell how far into the song it is.
-Each row slides when its own context is full, as it would alone, so rows of different
-prompts slide at different steps. `length=None` means "up to the end of the context" (each
-row's own: a shorter prompt writes more), which the end of the song usually cuts short; a
-sliding window needs a `length`.
+`generate` checks its arguments once, at the edge; `generate_checked` and the loop trust them.
 
 >>> generate(model, [50256] + enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
 [[532, 13328, ...]]
->>> generate(model, [[50256, 16791], [50256, 16791, 12]], length=20, seed=3)   # doctest: +SKIP
-[[...], [...]]
 """
 
 from __future__ import annotations
@@ -41,13 +19,43 @@ import dataclasses
 import random
 from typing import Callable, List, Optional, Sequence
 
+import numpy as np
+
+from rapgen.checks import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 from rapgen.errors import RapgenError
 from rapgen.model.hparams import EOT_ID
-from rapgen.write.logits import choose_tokens
-from rapgen.checks import between, non_negative_int, non_negative_number, one_of, positive_int, zero_or_positive_int
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 WINDOWS = ("none", "slide")
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """How rows are written, checked against the model's context: what the loop is given.
+
+    `generate` builds one from its arguments; `sample` from its `SamplingOptions`, once per model.
+    """
+
+    length: Optional[int] = None  # new tokens at most per row; None: up to the end of each row's context
+    temperature: float = 1.0
+    top_k: int = 40
+    top_p: float = 0.0
+    stop_at_end: bool = True
+    window: str = "none"
+    stride: Optional[int] = None  # with window="slide", new tokens between slides (checked); else None
+    header_ids: Optional[frozenset] = None  # a slide keeps a row through its first of these (None: its prompt)
+
+
+@dataclasses.dataclass
+class _Row:
+    """One row of a batch as `generate_checked` writes it."""
+
+    tokens: List[int]  # what the model reads next: the prompt and what follows, after a slide the header and the latest
+    n_prompt: int  # its prompt's length
+    budget: int  # new tokens it may write
+    stream: int  # its random stream: how many earlier rows hold the same prompt
+    written: List[int] = dataclasses.field(default_factory=list)  # its new tokens so far
+    finished: bool = False
 
 
 class _StepReporter:
@@ -80,7 +88,10 @@ def _generation_function(model):
     pad), length, temperature, top_k, top_p, seed int32 [2] (step i draws with
     [seed[0], seed[1] + i]), stop_at_end. Returns the new tokens int32 [B, n], n <= length.
     """
+    # Here, not at the top: `rapgen sample`'s argument errors import this module and never load TensorFlow.
     import tensorflow as tf
+
+    from rapgen.write.logits import choose_tokens  # TensorFlow at its top
 
     if model.generation is not None:
         return model.generation.function
@@ -195,74 +206,87 @@ def generate(
     >>> generate(model, enc.encode("<<Lil Tofu"), length=20, seed=3)   # doctest: +SKIP
     [[532, 13328, ...]]
     """
-    import numpy as np
-    import tensorflow as tf
-
     prompts = _prompts(context)
     n_ctx = model.hparams.n_ctx
     longest = max(len(p) for p in prompts)
-    if not all(prompts):
-        check_sampling_args(0, length, n_ctx, temperature, top_k, top_p, batch_size, window)
-    check_sampling_args(longest, length, n_ctx, temperature, top_k, top_p, batch_size, window)
-    stride = check_stride(stride, n_ctx) if window == "slide" else None
-    if seed is None:
-        seed = random.randrange(2**31)
-    rows = [list(p) for p in prompts for _ in range(batch_size)]
-    n_prompt = [len(p) for p in prompts for _ in range(batch_size)]
-    # What each row may write: `length`, or (length=None) up to the end of its own context,
-    # as its prompt alone would.
-    budget = [length if length is not None else n_ctx - n for n in n_prompt]
+    # The one check of a direct call: the prompts (an empty one first), the values, then the fit.
+    check_prompt(longest if all(prompts) else 0, n_ctx)
+    check_sampling_options(length, temperature, top_k, top_p, batch_size, window=window)
+    check_length(longest, length, n_ctx, window)
+    settings = GenerationSettings(length, temperature, top_k, top_p, stop_at_end, window,
+                                  check_stride(stride, n_ctx) if window == "slide" else None, header_ids)
+    return generate_checked(model, prompts, settings, batch_size, random.randrange(2**31) if seed is None else seed,
+                            on_step)
+
+
+def generate_checked(model, prompts: List[List[int]], settings: GenerationSettings, batch_size: int, seed: int,
+                     on_step: Optional[Callable[[int], None]] = None) -> List[List[int]]:
+    """`generate` for values already checked (`check_prompt`, `check_sampling_options`, `check_length`)."""
+    import tensorflow as tf  # here, as in _generation_function: no TensorFlow for `rapgen sample`'s mistakes
+
+    n_ctx = model.hparams.n_ctx
+    length = settings.length
     # Row r's random stream: how many earlier rows hold the same prompt, so copies of a
-    # prompt differ, and a prompt's rows are the same in any batch.
-    seen: dict = {}
-    row_ids = np.zeros(len(rows), np.int32)  # [B]
-    for r, row in enumerate(rows):
-        row_ids[r] = seen.setdefault(tuple(row), 0)
-        seen[tuple(row)] += 1
+    # prompt differ, and a prompt's rows are the same in any batch. What a row may write:
+    # `length`, or (length=None) up to the end of its own context, as its prompt alone would.
+    rows, seen = [], {}
+    for prompt in prompts:
+        for _ in range(batch_size):
+            stream = seen.setdefault(tuple(prompt), 0)
+            seen[tuple(prompt)] += 1
+            rows.append(_Row(list(prompt), len(prompt), length if length is not None else n_ctx - len(prompt), stream))
     fn = _generation_function(model)
-    written = [[] for _ in rows]
-    finished = [False] * len(rows)
     # A pass feeds the rows still writing until the fullest one's context is full (or the
     # budgets are spent). Then a full row slides (window="slide") or, without a window, is
     # finished: each row slides or stops exactly where it would alone. Every row fed has
     # written as many tokens as the others, so one stream offset serves them all.
     while True:
-        fed = [b for b in range(len(rows)) if not finished[b]]
+        fed = [row for row in rows if not row.finished]
         if not fed:
             break
-        width = max(len(rows[b]) for b in fed)
-        chunk = min(max(budget[b] - len(written[b]) for b in fed), n_ctx - width)
-        pad = np.array([width - len(rows[b]) for b in fed], np.int32)  # [F]
-        padded = np.array([[0] * int(p) + rows[b] for p, b in zip(pad, fed)], np.int32)  # [F, width]; filler id 0, never seen
-        offset = len(written[fed[0]])
-        model.generation.reporter.callback = None if on_step is None else (lambda n: on_step(offset + n))
+        width = max(len(row.tokens) for row in fed)
+        chunk = min(max(row.budget - len(row.written) for row in fed), n_ctx - width)
+        pad = np.array([width - len(row.tokens) for row in fed], np.int32)  # [F]
+        padded = np.array([[0] * int(p) + row.tokens for p, row in zip(pad, fed)], np.int32)  # [F, width]; filler id 0, never seen
+        streams = np.array([row.stream for row in fed], np.int32)  # [F]
+        offset = len(fed[0].written)
+        model.generation.reporter.callback = None if on_step is None else (lambda n, offset=offset: on_step(offset + n))
         try:
-            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(row_ids[fed]), tf.constant(np.zeros(len(fed), bool)),
-                     tf.constant(chunk, tf.int32), tf.constant(temperature, tf.float32),
-                     tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
-                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(stop_at_end))).numpy()  # [F, n]
+            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(streams), tf.constant(np.zeros(len(fed), bool)),
+                     tf.constant(chunk, tf.int32), tf.constant(settings.temperature, tf.float32),
+                     tf.constant(settings.top_k, tf.int32), tf.constant(settings.top_p, tf.float32),
+                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(settings.stop_at_end))).numpy()  # [F, n]
         finally:
             model.generation.reporter.callback = None
-        for b, row in zip(fed, new.tolist()):
-            row = row[: budget[b] - len(written[b])]  # a smaller budget than the pass's is cut here
-            written[b] += row
-            rows[b] += row
-            if len(written[b]) >= budget[b] or (stop_at_end and EOT_ID in row) or new.shape[1] < chunk:
-                finished[b] = True
-            elif len(rows[b]) >= n_ctx:
-                if window != "slide":
-                    finished[b] = True
-                    continue
-                # Slide: the row keeps its header and its latest tokens, n_ctx - stride in all.
-                keep = n_ctx - stride
-                head = header_length(rows[b], n_prompt[b], header_ids, keep // 2)
-                rows[b] = rows[b][:head] + rows[b][len(rows[b]) - (keep - head):]
+        for row, tokens in zip(fed, new.tolist()):
+            _take(row, tokens, new.shape[1] < chunk, settings, n_ctx)
     out = []
-    for row in written:
-        if stop_at_end and EOT_ID in row:
-            row = row[: row.index(EOT_ID) + 1]
-        out.append(row)
+    for row in rows:
+        written = row.written
+        if settings.stop_at_end and EOT_ID in written:
+            written = written[: written.index(EOT_ID) + 1]
+        out.append(written)
     return out
+
+
+def _take(row: _Row, tokens: List[int], loop_ended_early: bool, settings: GenerationSettings, n_ctx: int) -> None:
+    """Add a pass's new tokens to `row`; finish it, or slide it when its context is full (window="slide")."""
+    tokens = tokens[: row.budget - len(row.written)]  # a smaller budget than the pass's is cut here
+    row.written += tokens
+    row.tokens += tokens
+    if len(row.written) >= row.budget or (settings.stop_at_end and EOT_ID in tokens) or loop_ended_early:
+        row.finished = True
+    elif len(row.tokens) >= n_ctx:
+        if settings.window != "slide":
+            row.finished = True
+            return
+        # Slide: the row keeps its header and its latest tokens, n_ctx - stride in all.
+        keep = n_ctx - settings.stride
+        head = header_length(row.tokens, row.n_prompt, settings.header_ids, keep // 2)
+        row.tokens = row.tokens[:head] + row.tokens[len(row.tokens) - (keep - head):]
+
+
+# -- checks: each made once, where a value comes in ------------------------------------------
 
 
 def check_stride(stride: Optional[int], n_ctx: int) -> int:
@@ -298,13 +322,16 @@ def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsampl
             raise RapgenError(f"--stride {stride} only matters with --window slide: add --window slide or drop --stride")
 
 
-def check_sampling_args(n_prompt, length, n_ctx, temperature, top_k, top_p, batch_size, window="none"):
-    """The checks once the model's context is known: the prompt fits, and so does `length` unless the window slides."""
+def check_prompt(n_prompt: int, n_ctx: int) -> None:
+    """A prompt of `n_prompt` tokens is not empty and leaves room in the model's context."""
     if n_prompt == 0:
         raise RapgenError("the prompt is empty: give --prefix TEXT or --artist NAME")
     if n_prompt >= n_ctx:
         raise RapgenError(f"the prompt is {n_prompt} tokens, the model's context only {n_ctx}: shorten it")
-    check_sampling_options(length, temperature, top_k, top_p, batch_size, window=window)
+
+
+def check_length(n_prompt: int, length: Optional[int], n_ctx: int, window: str) -> None:
+    """The prompt plus `length` fits the context, unless the window slides (then the prompt fits in half of it)."""
     if length is not None and window != "slide" and n_prompt + length > n_ctx:
         raise RapgenError(
             f"prompt ({n_prompt} tokens) + length ({length}) exceeds the model's context of {n_ctx} "

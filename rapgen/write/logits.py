@@ -1,8 +1,8 @@
-"""Logit filters for sampling: top-k, top-p (nucleus) and temperature, as pure TensorFlow functions.
+"""Choosing the next token from logits: temperature, top-k and top-p (nucleus), as pure TensorFlow functions.
 
-Each takes float32 logits [B, V] and returns the same shape (or int32 ids [B] for
-`choose_tokens`, which gives each row its own random stream); they run inside the compiled
-generation loop and are tested with fake logits.
+`choose_tokens` draws one int32 id per row of float32 logits [B, V], each row from its own
+random stream; `top_p_logits` masks logits [B, V] to the nucleus. They run inside the compiled
+generation loop (rapgen.write.generation) and are tested with fake logits.
 
 >>> choose_tokens(logits, temperature=1.0, top_k=40, top_p=0.0, seed=tf.constant([1, 0]))   # doctest: +SKIP
 <tf.Tensor: shape=(2,), dtype=int32, numpy=array([318, 11], dtype=int32)>
@@ -10,21 +10,9 @@ generation loop and are tested with fake logits.
 
 from __future__ import annotations
 
+import tensorflow as tf
+
 NEG_INF = -1e10  # a large finite negative: masked logits never turn into NaN
-
-
-def top_k_logits(logits, k):
-    """Keep the k largest logits of each row; k = 0 keeps all. logits: float32 [B, V]."""
-    import tensorflow as tf
-
-    k = tf.convert_to_tensor(k, tf.int32)
-
-    def keep_top_k():
-        # A k beyond the vocabulary keeps every token (top_k would fail on it).
-        kth = tf.math.top_k(logits, k=tf.minimum(k, tf.shape(logits)[-1])).values[:, -1:]  # [B, 1]
-        return tf.where(logits < kth, NEG_INF, logits)  # [B, V]
-
-    return tf.cond(k > 0, keep_top_k, lambda: logits)
 
 
 def top_p_logits(logits, p):
@@ -32,8 +20,6 @@ def top_p_logits(logits, p):
 
     p <= 0 or p >= 1 keeps all. logits: float32 [B, V].
     """
-    import tensorflow as tf
-
     p = tf.convert_to_tensor(p, tf.float32)
 
     def keep_nucleus():
@@ -59,8 +45,6 @@ def choose_tokens(logits, temperature, top_k, top_p, seed, row_ids=None):
     at the cost of a cumulative sum over the vocabulary. seed: int32 [2]; row_ids: int32 [B],
     default 0 .. B-1 (independent rows).
     """
-    import tensorflow as tf
-
     temperature = tf.convert_to_tensor(temperature, tf.float32)
     if row_ids is None:
         row_ids = tf.range(tf.shape(logits)[0])  # [B]

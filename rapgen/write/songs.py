@@ -1,14 +1,9 @@
-"""Writing songs from the command line and notebooks: `sample`, `interactive`, their options and the model cache.
+"""Writing songs: `sample` and `interactive`, the `SamplingOptions` they share, and the model cache.
 
-The generation loop itself is `rapgen.write.generation` (re-exported here as `generate`); the
-logit filters are `rapgen.write.logits`. `sample` and `interactive` share `SamplingOptions`: the
-options both take, with one default each, checked in one place before a model loads.
-
-Model cache: `sample` keeps the last model it loaded, so a notebook that samples many
-times loads it once. The cache is keyed by the model folder, the checkpoint prefix, the
-precision and the identity of the checkpoint's files on disk (inode, size and modification
-time of its .index and data files and of hparams.json): a checkpoint rewritten in place
-(a notebook that trains on and samples again) is loaded afresh by the next call.
+Both take the same options (`SamplingOptions`, one default each), check them once before a
+model loads, then check the prompts against the model's context and hand the checked values to
+the loop (rapgen.write.generation). `sample` keeps the last model it loaded, so a notebook that
+samples many times loads it once, and loads it afresh when its checkpoint is rewritten on disk.
 
 >>> songs = sample(model="models/124M", artist="Yung Lean", nsamples=2, seed=1)   # doctest: +SKIP
 """
@@ -16,17 +11,29 @@ time of its .index and data files and of hparams.json): a checkpoint rewritten i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import random
 import sys
-import inspect
 from typing import List, Optional, Sequence, Union
 
+from rapgen.checks import check_checkpoint, check_output_file
 from rapgen.data.dataset import song_layout
+from rapgen.data.lyrics import SEPARATOR, prompt_for
 from rapgen.errors import RapgenError
-from rapgen.write.generation import check_sampling_args, check_sampling_options, check_stride, generate  # noqa: F401  (generate: re-exported)
+from rapgen.model.encoder import load_encoder
+from rapgen.model.folders import choice_note, choose_checkpoint, resolve_model_dir
 from rapgen.model.hparams import EOT_ID
-from rapgen.data.lyrics import prompt_for
+from rapgen.model.loading import load_model
+from rapgen.write import keep_best
+from rapgen.write.generation import (
+    GenerationSettings,
+    check_length,
+    check_prompt,
+    check_sampling_options,
+    check_stride,
+    generate_checked,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,15 +66,25 @@ class SamplingOptions:
 
     def check(self) -> "SamplingOptions":
         """The checks that need no model, made before one loads; returns self."""
-        from rapgen.checks import check_checkpoint
-
         check_sampling_options(self.length, self.temperature, self.top_k, self.top_p, self.batch_size,
                                self.nsamples, self.seed, self.precision, self.window, self.stride)
         check_checkpoint(self.checkpoint)
         return self
 
+    def generation_settings(self, n_ctx: int, enc) -> GenerationSettings:
+        """What the loop is given for a model of context `n_ctx`: `--stride` checked against it
+        (the other values were checked by `check`), the header's newline ids for a slide."""
+        slide = self.window == "slide"
+        return GenerationSettings(self.length, self.temperature, self.top_k, self.top_p, self.stop_at_end, self.window,
+                                  check_stride(self.stride, n_ctx) if slide else None,
+                                  newline_ids(enc) if slide else None)
+
 
 # -- the model cache ----------------------------------------------------------------------
+# Keyed by the model folder, the checkpoint prefix, the precision and the identity of the
+# checkpoint's files on disk (inode, size and mtime of its .index and data files and of
+# hparams.json): a checkpoint rewritten in place (a notebook that trains on and samples
+# again) is loaded afresh by the next call.
 
 _LOADED = {}  # key (see _files_key) -> (GPT2, Encoder); one entry at most
 
@@ -88,9 +105,6 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
     """The model and encoder `options` name, loaded once while its checkpoint files stay the same.
 
     A run's model-best is taken unless `--checkpoint` says otherwise (said on stderr unless quiet)."""
-    from rapgen.model.folders import choice_note, choose_checkpoint, load_model, resolve_model_dir
-    from rapgen.model.encoder import load_encoder
-
     model_dir = resolve_model_dir(options.model, options.models_dir)
     prefix = choose_checkpoint(model_dir, options.checkpoint)
     # models_dir: where a LoRA run's base is looked for, so another one may give other weights.
@@ -205,45 +219,53 @@ def sample(
 
     >>> sample(model="checkpoints/run1", artist="Lil Tofu", length=100, seed=7)   # doctest: +SKIP
     """
-    # Every value is checked before the model loads, and --save_to before the songs are written.
+    # Every value is checked once, before the model loads, and --save_to before the songs are written.
     options = SamplingOptions.from_arguments(locals())  # locals(): the arguments, nothing else yet
     if save_to:
-        from rapgen.checks import check_output_file
-
         check_output_file(save_to, "--save_to")
     prompts = build_prompts(prefix, artist)
     if best_of is not None:
-        from rapgen.write import keep_best
-
         keep_best.check(best_of, rank)
     gpt, enc = _cached_model(options, quiet)
-    # Laid out as training data is, so each prompt reads as a song's start.
-    contexts = [song_layout([[] if p is None else enc.encode(p)], open_end=True).tolist() for p in prompts]
     # What needs the model's context, checked before --best_of builds its judge (an index it may write).
-    check_sampling_args(max(len(c) for c in contexts), length, gpt.hparams.n_ctx, temperature, top_k, top_p,
-                        batch_size, window)
-    if window == "slide":
-        check_stride(stride, gpt.hparams.n_ctx)
+    contexts = _contexts(prompts, enc, options, gpt.hparams.n_ctx)
+    settings = options.generation_settings(gpt.hparams.n_ctx, enc)
     judge = None if best_of is None else keep_best.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
-    wanted, nsamples = nsamples, nsamples * (best_of or 1)
-    header_ids = newline_ids(enc) if window == "slide" else None
+    texts = _write_songs(gpt, enc, prompts, contexts, settings, options, nsamples * (best_of or 1), include_prefix,
+                         quiet, print_each=judge is None)
+    if judge is not None:
+        texts = keep_best.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:nsamples * len(prompts)]
+    if save_to:
+        _append_songs(save_to, texts)
+    return texts
+
+
+def _contexts(prompts: List[Optional[str]], enc, options: SamplingOptions, n_ctx: int) -> List[List[int]]:
+    """The prompts' token ids, laid out as training data is (so each reads as a song's start), checked to fit."""
+    contexts = [song_layout([[] if p is None else enc.encode(p)], open_end=True).tolist() for p in prompts]
+    longest = max(len(c) for c in contexts)
+    check_prompt(longest, n_ctx)
+    check_length(longest, options.length, n_ctx, options.window)
+    return contexts
+
+
+def _write_songs(gpt, enc, prompts: List[Optional[str]], contexts: List[List[int]], settings: GenerationSettings,
+                 options: SamplingOptions, nsamples: int, include_prefix: bool, quiet: bool,
+                 print_each: bool) -> List[str]:
+    """`nsamples` songs for each prompt, `options.batch_size` of each per batch (one batch holds every
+    prompt), grouped by prompt; each is printed as its batch ends when `print_each` and not quiet."""
     songs: List[List[str]] = [[] for _ in prompts]  # per prompt, in order
-    rng = random.Random(seed)
+    rng = random.Random(options.seed)
     printed = 0
     while len(songs[0]) < nsamples:
-        # batch_size songs of each prompt per batch: one batch holds every artist.
-        rows_wanted = min(batch_size, nsamples - len(songs[0]))
+        rows_wanted = min(options.batch_size, nsamples - len(songs[0]))
         first = len(songs[0]) + 1
         label = (f"song {first}" + (f"-{first + rows_wanted - 1}" if rows_wanted > 1 else "") + f" of {nsamples}"
                  + (f" for {len(prompts)} artists" if len(prompts) > 1 else ""))
-        bar = _progress_bar(length or gpt.hparams.n_ctx - max(len(c) for c in contexts), quiet, label)
+        bar = _progress_bar(settings.length or gpt.hparams.n_ctx - max(len(c) for c in contexts), quiet, label)
         try:
-            rows = generate(
-                gpt, contexts, length, batch_size=rows_wanted, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=rng.randrange(2**31), stop_at_end=stop_at_end,
-                on_step=None if bar is None else (lambda n: bar.update(n - bar.n)),
-                window=window, stride=stride, header_ids=header_ids,
-            )
+            rows = generate_checked(gpt, contexts, settings, rows_wanted, rng.randrange(2**31),
+                                    on_step=None if bar is None else (lambda n, bar=bar: bar.update(n - bar.n)))
         finally:
             if bar is not None:
                 bar.close()
@@ -255,16 +277,11 @@ def sample(
             if include_prefix and prompt is not None:
                 text = prompt + text
             songs[r // rows_wanted].append(text)
-            if not quiet and judge is None:  # printed as each batch ends, returned grouped by prompt
+            if not quiet and print_each:
                 printed += 1
                 print("=" * 20 + f" SAMPLE {printed} " + "=" * 20)
                 print(text)
-    texts = [text for group in songs for text in group]
-    if judge is not None:
-        texts = keep_best.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:wanted * len(prompts)]
-    if save_to:
-        _append_songs(save_to, texts)
-    return texts
+    return [text for group in songs for text in group]
 
 
 def _progress_bar(total: int, quiet: bool, label: str):
@@ -272,15 +289,13 @@ def _progress_bar(total: int, quiet: bool, label: str):
     so notebooks' saved output and redirected logs stay clean."""
     if quiet or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # here: the command line's mistakes import this module and never load tqdm (tests check)
 
     return tqdm(total=total, unit="tok", desc=label, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
 def _append_songs(path: str, texts: List[str]) -> None:
     """Append songs to a lyrics file, each followed by the separator line."""
-    from rapgen.data.lyrics import SEPARATOR
-
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
@@ -315,14 +330,13 @@ def interactive(*args, **kwargs) -> None:
     """
     bound = inspect.signature(interactive).bind(*args, **kwargs)  # TypeError for a name it lacks
     options = SamplingOptions(**bound.arguments).check()
-    gpt, _ = _cached_model(options)  # load before the first prompt
+    gpt, enc = _cached_model(options)  # load before the first prompt
     n_ctx, length = gpt.hparams.n_ctx, options.length
     if length is not None and length > n_ctx - 2 and options.window != "slide":
         # The shortest prompt is two tokens (the song separator and one typed token).
         raise RapgenError(f"--length {length} leaves no room for a prompt in the model's context of {n_ctx} tokens: "
                           f"use --length {n_ctx - 2} or less, or --window slide")
-    if options.window == "slide":
-        check_stride(options.stride, n_ctx)
+    settings = options.generation_settings(n_ctx, enc)
     rng = random.Random(options.seed)
     while True:
         try:
@@ -341,7 +355,9 @@ def interactive(*args, **kwargs) -> None:
             print("Type a prompt, for example <<Yung Lean (Ctrl-D to quit)")
             continue
         try:
-            settings = dataclasses.asdict(dataclasses.replace(options, seed=rng.randrange(2**31)))
-            sample(prefix=text, **settings)
+            gpt, enc = _cached_model(options)  # the same model, unless its checkpoint was rewritten meanwhile
+            contexts = _contexts([text], enc, options, gpt.hparams.n_ctx)
+            _write_songs(gpt, enc, [text], contexts, settings, dataclasses.replace(options, seed=rng.randrange(2**31)),
+                         options.nsamples, include_prefix=True, quiet=False, print_each=True)
         except RapgenError as e:
             print(f"rapgen: {e}", file=sys.stderr)

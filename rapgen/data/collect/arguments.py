@@ -13,9 +13,9 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from rapgen.errors import RapgenError
 from rapgen.checks import non_negative_int, non_negative_number, positive_int, positive_number
 from rapgen.data.collect.clean import clean_name, safe_filename
+from rapgen.errors import RapgenError
 
 DATA_DIR = "data"
 

@@ -23,9 +23,11 @@ import re
 import unicodedata
 from typing import Dict, Iterable, List, Optional
 
+from rapgen.data.lyrics import SEPARATOR, Song, format_song
 from rapgen.errors import RapgenError
 from rapgen.fileio import atomic_open
-from rapgen.data.lyrics import SEPARATOR, Song, format_song
+from rapgen.model import folders
+from rapgen.model.encoder import load_encoder
 
 MAX_TABLE_ROWS = 30
 
@@ -187,10 +189,8 @@ def find_vocab_dir(vocab_dir: Optional[str] = None) -> Optional[str]:
     """The folder to count tokens with (`--vocab_dir`, `$RAPGEN_VOCAB_DIR` or a downloaded model,
     as `rapgen.model.folders.find_vocab_dir` looks); None, to count words, when none holds it.
     A `--vocab_dir` without the vocabulary is an error."""
-    from rapgen.model.folders import find_vocab_dir as find
-
     try:
-        return find(vocab_dir)
+        return folders.find_vocab_dir(vocab_dir)
     except RapgenError:
         if vocab_dir:
             raise
@@ -206,8 +206,6 @@ class TokenCounter:
         self.encoder = None
         self.unit, self.note = "words", ""
         if folder is not None:
-            from rapgen.model.encoder import load_encoder  # imported here: the encoder is only needed for this
-
             self.encoder = load_encoder(folder)
             self.unit = "tokens"
         elif tokens:

@@ -23,8 +23,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Dict, Iterable, List, Optional
 
-from rapgen.errors import RapgenError
 from rapgen.data.collect.genius import Artist, BlockedError, FetchError, GeniusClient, PageBlockedError
+from rapgen.errors import RapgenError
 
 # Song pages blocked one after another before the site itself is suspected. One page can be
 # blocked on its own (a takedown, a region); a site that refuses a machine blocks every page.
@@ -195,7 +195,7 @@ def fetch_artists(client: GeniusClient, queries: Iterable[str], cache: SongCache
     >>> reports = fetch_artists(client, ["Lil Tofu"], cache, max_songs=10)   # doctest: +SKIP
     >>> [cache.songs[i]["title"] for i in reports[0].ids]                     # doctest: +SKIP
     """
-    from tqdm import tqdm
+    from tqdm import tqdm  # tqdm: off the CLI's fast path (a test keeps it so)
 
     taken: set = set()
     reports = []

@@ -17,11 +17,11 @@ import os
 import sys
 from typing import Iterator, List, Optional
 
-from rapgen.errors import RapgenError
-from rapgen.data.lyrics import Song
 from rapgen.checks import check_output_file
 from rapgen.data.collect.arguments import default_out, parse_count, parse_names, parse_where
 from rapgen.data.collect.clean import Cleaner, TokenCounter, clean_name, write_dataset
+from rapgen.data.lyrics import Song
+from rapgen.errors import RapgenError
 
 
 def collect_csv(file: str, out: Optional[str] = None, artist_col: str = "artist", title_col: str = "title",
@@ -80,7 +80,7 @@ def collect_csv(file: str, out: Optional[str] = None, artist_col: str = "artist"
 
 
 def _csv_songs(path, columns, conditions, wanted, delimiter, encoding, quiet, notes) -> Iterator[Song]:
-    from tqdm import tqdm
+    from tqdm import tqdm  # tqdm: off the CLI's fast path (a test keeps it so)
 
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # lyrics fields can be long
     with open(path, "rb") as raw:

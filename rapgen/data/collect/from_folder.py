@@ -12,11 +12,11 @@ import os
 import re
 from typing import Iterator, List, Optional
 
-from rapgen.errors import RapgenError
-from rapgen.data.lyrics import Song, parse_header, split_songs
 from rapgen.checks import check_output_file
 from rapgen.data.collect.arguments import default_out, parse_count, parse_names
 from rapgen.data.collect.clean import Cleaner, TokenCounter, clean_name, write_dataset
+from rapgen.data.lyrics import Song, parse_header, split_songs
+from rapgen.errors import RapgenError
 
 
 def collect_folder(folder: str, out: Optional[str] = None, artists=None, max_songs: Optional[int] = None,

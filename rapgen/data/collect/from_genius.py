@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from rapgen.errors import RapgenError
-from rapgen.data.lyrics import Song
 from rapgen.checks import check_output_file, one_of
+from rapgen.colab import get_secret
 from rapgen.data.collect.arguments import default_out, parse_count, parse_names, parse_number
 from rapgen.data.collect.clean import Cleaner, TokenCounter, write_dataset
-from rapgen.data.collect.genius import API_URL, TOKEN_ENV, WEB_URL, BlockedError
+from rapgen.data.collect.fetch import SongCache, fetch_artists
+from rapgen.data.collect.genius import API_URL, TOKEN_ENV, WEB_URL, BlockedError, GeniusClient
+from rapgen.data.lyrics import Song
+from rapgen.errors import RapgenError
 
 CACHE_SUFFIX = ".cache.jsonl"
 
@@ -57,10 +59,6 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
     >>> collect_genius(artists="Lil Tofu,MC Fjord", max_songs=50, out="data/rap.txt")  # doctest: +SKIP
     'data/rap.txt'
     """
-    from rapgen.colab import get_secret
-    from rapgen.data.collect.fetch import SongCache, fetch_artists
-    from rapgen.data.collect.genius import GeniusClient
-
     names = parse_names(artists)
     if not names:
         raise RapgenError('name the artists to collect, e.g. rapgen collect genius --artists "Lil Tofu,MC Fjord"')

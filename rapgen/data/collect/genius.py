@@ -35,9 +35,9 @@ import unicodedata
 import urllib.parse
 from typing import Dict, Iterator, Optional
 
+from rapgen.data.collect.clean import strip_remnants
 from rapgen.errors import RapgenError
 from rapgen.http import RateLimiter, RetryPolicy, retryable
-from rapgen.data.collect.clean import strip_remnants
 
 API_URL = "https://api.genius.com"
 WEB_URL = "https://genius.com"
@@ -120,7 +120,7 @@ def extract_lyrics(html: str) -> Optional[str]:
     markup = _container_markup(html)
     if not markup:
         return None
-    from bs4 import BeautifulSoup, SoupStrainer, Tag
+    from bs4 import BeautifulSoup, SoupStrainer, Tag  # bs4: heavy, and only a page with lyrics needs it
 
     soup = BeautifulSoup(markup, "html.parser", parse_only=SoupStrainer(attrs={"data-lyrics-container": True}))
     parts = []
@@ -211,7 +211,7 @@ class GeniusClient:
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            import requests
+            import requests  # requests: off the CLI's fast path
 
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
@@ -222,7 +222,7 @@ class GeniusClient:
 
     def _get(self, url: str, params: Optional[dict] = None, api: bool = True):
         """GET with retries: the API's `response` object (a dict) or a page's text."""
-        import requests
+        import requests  # requests: off the CLI's fast path
 
         session = self._session()
         host = urllib.parse.urlsplit(url).netloc

@@ -67,7 +67,9 @@ def cpu_timed(fn):
     c0, t0 = os.times(), time.perf_counter()
     value = fn()
     c1, wall = os.times(), time.perf_counter() - t0
-    cpu = (c1.user + c1.system + c1.children_user + c1.children_system) - (c0.user + c0.system + c0.children_user + c0.children_system)
+    cpu = (c1.user + c1.system + c1.children_user + c1.children_system) - (
+        c0.user + c0.system + c0.children_user + c0.children_system
+    )
     return wall, cpu, value
 
 
@@ -86,7 +88,9 @@ def bench_analysis(folder: str, mb: float) -> None:
         wall, cpu, results = cpu_timed(lambda source=source: rapgen.analyze(path, phonetics=source, quiet=True))
         print(f"analyze {size:.2f} MB ({len(results)} songs), {source}: {wall:.1f} s wall, {cpu:.1f} s CPU")
     wall, cpu, results = cpu_timed(lambda: rapgen.analyze(path, dataset=dataset, phonetics="cmudict", quiet=True))
-    print(f"analyze {size:.2f} MB with --dataset (index of the sample lyrics), cmudict: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    print(
+        f"analyze {size:.2f} MB with --dataset (index of the sample lyrics), cmudict: {wall:.1f} s wall, {cpu:.1f} s CPU"
+    )
 
 
 def zipf_tokens(n: int, seed: int = 0) -> np.ndarray:
@@ -97,8 +101,8 @@ def zipf_tokens(n: int, seed: int = 0) -> np.ndarray:
 
 
 def bench_index(folder: str, mb: float) -> None:
+    from rapgen.judge.originality import _digest, _read, _write, build_index, copied
     from rapgen.model.encoder import load_encoder
-    from rapgen.judge.originality import _write, build_index, copied, _read, _digest
 
     enc = load_encoder(vocab_dir())
     tokens = zipf_tokens(int(mb * 1e6 / 2))
@@ -108,8 +112,15 @@ def bench_index(folder: str, mb: float) -> None:
     def depth8_suffix_array():
         t = tokens.astype(np.uint64)
         m = len(t) - 7
-        hi = (t[0:m] << np.uint64(48)) | (t[1:m + 1] << np.uint64(32)) | (t[2:m + 2] << np.uint64(16)) | t[3:m + 3]
-        lo = (t[4:m + 4] << np.uint64(48)) | (t[5:m + 5] << np.uint64(32)) | (t[6:m + 6] << np.uint64(16)) | t[7:m + 7]
+        hi = (
+            (t[0:m] << np.uint64(48)) | (t[1 : m + 1] << np.uint64(32)) | (t[2 : m + 2] << np.uint64(16)) | t[3 : m + 3]
+        )
+        lo = (
+            (t[4 : m + 4] << np.uint64(48))
+            | (t[5 : m + 5] << np.uint64(32))
+            | (t[6 : m + 6] << np.uint64(16))
+            | t[7 : m + 7]
+        )
         return np.lexsort((lo, hi))
 
     seconds, _ = timed(depth8_suffix_array)
@@ -125,9 +136,11 @@ def bench_index(folder: str, mb: float) -> None:
     opened = _read(where, digest)
     rng = np.random.default_rng(1)
     start = int(rng.integers(0, len(tokens) - 400))
-    sample = np.concatenate([tokens[start:start + 200], zipf_tokens(200, seed=2)])
+    sample = np.concatenate([tokens[start : start + 200], zipf_tokens(200, seed=2)])
     seconds, found = timed(lambda: copied(opened, sample.tolist()))
-    print(f"  one 400-token query, cold (index just opened): {1000 * seconds:.0f} ms; longest span {found.longest_tokens}")
+    print(
+        f"  one 400-token query, cold (index just opened): {1000 * seconds:.0f} ms; longest span {found.longest_tokens}"
+    )
     times = [timed(lambda: copied(opened, sample.tolist()))[0] for _ in range(5)]
     print(f"  one 400-token query, warm: {1000 * min(times):.0f} ms (best of 5)")
 
@@ -140,9 +153,13 @@ def bench_perform(folder: str, bars: int, bpm: float) -> None:
     path = os.path.join(folder, "verse.txt")
     with open(path, "w", encoding="utf-8") as f:
         f.write("<<Bench - Verse>>\n" + "\n".join(lines) + "\n<|endoftext|>\n")
-    wall, cpu, result = cpu_timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse.wav"), quiet=True))
-    print(f"perform {result.bars} bars at {bpm:g} bpm ({result.seconds:.1f} s of audio): {wall:.1f} s wall, {cpu:.1f} s CPU "
-          f"(first call in the process, librosa's start-up included)")
+    wall, cpu, result = cpu_timed(
+        lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse.wav"), quiet=True)
+    )
+    print(
+        f"perform {result.bars} bars at {bpm:g} bpm ({result.seconds:.1f} s of audio): {wall:.1f} s wall, {cpu:.1f} s CPU "
+        f"(first call in the process, librosa's start-up included)"
+    )
     wall, cpu, _ = cpu_timed(lambda: rapgen.perform(path, bpm=bpm, out=os.path.join(folder, "verse2.wav"), quiet=True))
     print(f"perform again in the same process: {wall:.1f} s wall, {cpu:.1f} s CPU")
 

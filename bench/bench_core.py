@@ -53,20 +53,78 @@ def usable_cores() -> int:
 
 # -- a synthetic lyrics text ------------------------------------------------------------
 
-ONSETS = ["b", "br", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "kr", "l", "m", "n", "p", "pr",
-          "r", "s", "sk", "sl", "sn", "st", "sw", "t", "tr", "v", "w", "y", "z", "sh", "th", "bl", "cl", ""]
+ONSETS = [
+    "b",
+    "br",
+    "ch",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "g",
+    "gr",
+    "h",
+    "j",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pr",
+    "r",
+    "s",
+    "sk",
+    "sl",
+    "sn",
+    "st",
+    "sw",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "y",
+    "z",
+    "sh",
+    "th",
+    "bl",
+    "cl",
+    "",
+]
 # Mostly plain vowels; the accented ones (Swedish, Spanish) turn up now and then.
 VOWELS = ["a", "e", "i", "o", "u"] * 10 + ["ay", "ee", "oo", "ou", "ai", "ie"] * 3 + ["å", "ä", "ö", "é", "í", "ó", "ú"]
 CODAS = ["", "", "n", "ng", "nk", "p", "ck", "t", "z", "x", "ll", "rr", "st", "sh", "mp", "rt", "d", "s"]
-FILLERS = ["yeah", "uh", "ay", "skrrt", "brr", "woo", "let's go", "okay", "huh", "ya", "órale", "asså",
-           "ey", "gang", "sheesh", "aina", "güey", "bre", "vamos", "yo"]
+FILLERS = [
+    "yeah",
+    "uh",
+    "ay",
+    "skrrt",
+    "brr",
+    "woo",
+    "let's go",
+    "okay",
+    "huh",
+    "ya",
+    "órale",
+    "asså",
+    "ey",
+    "gang",
+    "sheesh",
+    "aina",
+    "güey",
+    "bre",
+    "vamos",
+    "yo",
+]
 EMOJI = ["🔥", "💎", "💧", "🤑", "😤", "🚀", "🌊", "🎤", "❄️", "🖤"]
 
 
 # Everyday function words, the most frequent ones in any English text.
-COMMON = ("I you the a my we on in it to and me is that got get up all they no like with for of"
-          " this just know what now when do so im your real back man out make go see money city"
-          " night time new stay cold run talk they this one love never feel world life ride").split()
+COMMON = (
+    "I you the a my we on in it to and me is that got get up all they no like with for of"
+    " this just know what now when do so im your real back man out make go see money city"
+    " night time new stay cold run talk they this one love never feel world life ride"
+).split()
 
 
 def invented_words(rng: random.Random, n: int) -> list:
@@ -86,8 +144,11 @@ def synthetic_lyrics(n_bytes: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     vocab = invented_words(rng, 30000)
     weights = [1.0 / (rank + 1) for rank in range(len(vocab))]  # Zipf-like: a few words dominate
-    artists = [f"{rng.choice(['Lil', 'Young', 'MC', 'Big', 'DJ', 'Yung', 'El', 'Kid'])} "
-               f"{rng.choice(vocab[len(COMMON):]).capitalize()}" for _ in range(300)]
+    artists = [
+        f"{rng.choice(['Lil', 'Young', 'MC', 'Big', 'DJ', 'Yung', 'El', 'Kid'])} "
+        f"{rng.choice(vocab[len(COMMON) :]).capitalize()}"
+        for _ in range(300)
+    ]
     sections = ["Intro", "Verse 1", "Hook", "Verse 2", "Bridge", "Chorus", "Outro", "Vers 1", "Coro"]
 
     def line() -> str:
@@ -139,8 +200,13 @@ def offline_tiktoken(vocab_dir: str):
         vocab_bpe_file=os.path.join(vocab_dir, "vocab.bpe"),
         encoder_json_file=os.path.join(vocab_dir, "encoder.json"),
     )
-    return tiktoken.Encoding(name="gpt2-offline", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+    return tiktoken.Encoding(
+        name="gpt2-offline",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={EOT: 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 def time_rapgen_encode(vocab_dir: str, text: str):
@@ -190,21 +256,26 @@ def bench_encode(vocab_dir: str, mb: float) -> None:
 def bench_sample(vocab_dir: str, length: int, batches, warm_runs: int) -> None:
     import tensorflow as tf
 
+    from rapgen.model.encoder import load_encoder
     from rapgen.model.folders import init
     from rapgen.model.loading import load_model
-    from rapgen.model.encoder import load_encoder
     from rapgen.write.generation import generate
 
     gpus = tf.config.list_physical_devices("GPU")
-    print(f"TensorFlow devices: {', '.join(d.device_type + ':' + d.name.split(':')[-1] for d in tf.config.list_physical_devices())}"
-          + ("" if gpus else " (CPU only)"))
+    print(
+        f"TensorFlow devices: {', '.join(d.device_type + ':' + d.name.split(':')[-1] for d in tf.config.list_physical_devices())}"
+        + ("" if gpus else " (CPU only)")
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        model_dir = init(os.path.join(tmp, "124M-random"), n_layer=12, n_embd=768, n_head=12, n_ctx=1024,
-                         seed=0, vocab_dir=vocab_dir)
+        model_dir = init(
+            os.path.join(tmp, "124M-random"), n_layer=12, n_embd=768, n_head=12, n_ctx=1024, seed=0, vocab_dir=vocab_dir
+        )
         model = load_model(model_dir)
-        print(f"124M-shaped random model: init + load {time.perf_counter() - t:.1f} s, "
-              f"{model.hparams.n_params() / 1e6:.1f} M parameters")
+        print(
+            f"124M-shaped random model: init + load {time.perf_counter() - t:.1f} s, "
+            f"{model.hparams.n_params() / 1e6:.1f} M parameters"
+        )
         context = [50256] + load_encoder(model_dir).encode("<<Lil Tofu")
         first = True
         for batch in batches:
@@ -219,8 +290,10 @@ def bench_sample(vocab_dir: str, length: int, batches, warm_runs: int) -> None:
                 times.append(time.perf_counter() - t)
             best = min(times)
             label = "first call (traces + compiles the loop)" if first else "first call at this batch size"
-            print(f"sample batch {batch}: {label} {once:.2f} s; warm {best:.2f} s for {length} tokens "
-                  f"-> {batch * length / best:,.1f} tokens/s ({length / best:,.1f} steps/s)")
+            print(
+                f"sample batch {batch}: {label} {once:.2f} s; warm {best:.2f} s for {length} tokens "
+                f"-> {batch * length / best:,.1f} tokens/s ({length / best:,.1f} steps/s)"
+            )
             first = False
         print(f"loop traced {model.generation.function.experimental_get_tracing_count()} time(s) over all calls")
 
@@ -236,13 +309,17 @@ def main() -> None:
     parser.add_argument("--no-encode", dest="encode", action="store_false", help="sampling only")
     args = parser.parse_args()
 
-    vocab_dir = args.vocab_dir or os.environ.get("RAPGEN_GPT2_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "gpt2")
+    vocab_dir = (
+        args.vocab_dir or os.environ.get("RAPGEN_GPT2_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "gpt2")
+    )
     if not os.path.exists(os.path.join(vocab_dir, "encoder.json")):
         raise SystemExit(f"no GPT-2 vocabulary in {vocab_dir}: pass --vocab_dir or set RAPGEN_GPT2_DIR")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    print(f"machine: {cpu_model()}, {usable_cores()} cores usable ({os.cpu_count()} online), "
-          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(
+        f"machine: {cpu_model()}, {usable_cores()} cores usable ({os.cpu_count()} online), "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
     if args.sample:
         import tensorflow as tf
 

@@ -37,7 +37,10 @@ def main() -> None:
                     tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=meta)
 
         events = EventLog(os.path.join(folder, "compiled"), resume_step=0)
-        for name, write in (("eager, one write per tag", eager), ("EventLog.scalars", lambda s: events.scalars(s, **values))):
+        for name, write in (
+            ("eager, one write per tag", eager),
+            ("EventLog.scalars", lambda s: events.scalars(s, **values)),
+        ):
             write(0)  # the first call traces
             start = time.perf_counter()
             for step in range(1, args.steps + 1):
@@ -46,8 +49,10 @@ def main() -> None:
             print(f"{name:26s} {1000 * elapsed / args.steps:6.3f} ms per step ({args.steps} steps, 5 scalars)")
         writer.close()
         events.close()
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f}; TensorFlow {tf.__version__}")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f}; TensorFlow {tf.__version__}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,14 @@ SIZES = {
 # more than this 24 GiB machine has (est. 24 GiB), so it runs at 256 tokens, and 774M with
 # Adafactor + recompute at 512 to keep the run short.
 DEFAULT_CONFIGS = [
-    "tiny:adam:1024", "tiny:adafactor+recompute:1024",
-    "124M:adam:1024", "124M:adafactor+recompute:1024",
-    "355M:adam:1024", "355M:adafactor+recompute:1024",
-    "774M:adafactor+recompute:512", "774M:adam:256",
+    "tiny:adam:1024",
+    "tiny:adafactor+recompute:1024",
+    "124M:adam:1024",
+    "124M:adafactor+recompute:1024",
+    "355M:adam:1024",
+    "355M:adafactor+recompute:1024",
+    "774M:adafactor+recompute:512",
+    "774M:adam:256",
 ]
 BATCH = 1
 
@@ -74,14 +78,21 @@ def parse_config(text: str) -> dict:
         size, options, length = text.split(":")
         optimizer, *extras = options.split("+")
         recompute = "recompute" in extras
-        ranks = [int(e[len("lora"):]) for e in extras if e.startswith("lora")]
+        ranks = [int(e[len("lora") :]) for e in extras if e.startswith("lora")]
         if size not in SIZES or optimizer not in ("adam", "adafactor", "sgd") or len(extras) != recompute + len(ranks):
             raise ValueError
-        return {"size": size, "optimizer": optimizer, "recompute": recompute, "sequence_length": int(length),
-                "lora_rank": ranks[0] if ranks else 0}
+        return {
+            "size": size,
+            "optimizer": optimizer,
+            "recompute": recompute,
+            "sequence_length": int(length),
+            "lora_rank": ranks[0] if ranks else 0,
+        }
     except ValueError:
-        raise SystemExit(f"bench: bad configuration {text!r}: SIZE:OPTIMIZER[+recompute][+loraR]:LENGTH, "
-                         f"SIZE one of {', '.join(SIZES)}") from None
+        raise SystemExit(
+            f"bench: bad configuration {text!r}: SIZE:OPTIMIZER[+recompute][+loraR]:LENGTH, "
+            f"SIZE one of {', '.join(SIZES)}"
+        ) from None
 
 
 def memory_status() -> dict:
@@ -108,19 +119,31 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rapgen.model.folders import check_model_dir, read_weights
     from rapgen.data.dataset import load_dataset, training_batch
     from rapgen.devices import compute_dtype
-    from rapgen.model.encoder import load_encoder
-    from rapgen.model.hparams import HParams
-    from rapgen.model.gpt2 import GPT2
     from rapgen.finetune.config import TrainConfig
     from rapgen.finetune.step import Trainer
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.model.hparams import HParams
 
     model_dir, length = spec["model_dir"], spec["sequence_length"]
-    cfg = TrainConfig(dataset=spec["dataset"], model=model_dir, steps=2, batch_size=BATCH, sequence_length=length,
-                      optimizer=spec["optimizer"], recompute=spec["recompute"], mixed_precision="off",
-                      save_every=0, sample_every=0, val_every=0, val_fraction=0.0, quiet=True)
+    cfg = TrainConfig(
+        dataset=spec["dataset"],
+        model=model_dir,
+        steps=2,
+        batch_size=BATCH,
+        sequence_length=length,
+        optimizer=spec["optimizer"],
+        recompute=spec["recompute"],
+        mixed_precision="off",
+        save_every=0,
+        sample_every=0,
+        val_every=0,
+        val_fraction=0.0,
+        quiet=True,
+    )
     cfg.check()
     hparams = HParams.load(model_dir)
     encoder = load_encoder(model_dir)
@@ -139,15 +162,22 @@ def child(spec: dict) -> dict:
 
         train_names = list(attach(model, lora_rank))
     else:
-        train_names = [n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")]
+        train_names = [
+            n for n in model.variables_by_name if not cfg.only_train_transformer_layers or n.startswith("model/h")
+        ]
     trainer = Trainer(cfg, model, train_names)
     after_setup = memory_status()["VmRSS"]
 
     def step():
         batch = training_batch(data.train, trainer.step, cfg.batch_size, length, cfg.seed)[None]  # [1, B, T+1]
         t0 = time.perf_counter()
-        loss = float(trainer.train_step(tf.constant(batch), tf.constant(trainer.learning_rate(trainer.step), tf.float32),
-                                        tf.constant(trainer.step, tf.int64)))
+        loss = float(
+            trainer.train_step(
+                tf.constant(batch),
+                tf.constant(trainer.learning_rate(trainer.step), tf.float32),
+                tf.constant(trainer.step, tf.int64),
+            )
+        )
         if not np.isfinite(loss):
             raise SystemExit(f"bench: loss {loss} at step {trainer.step}")
         trainer.step += 1
@@ -198,13 +228,13 @@ def checkpoint_sizes(spec: dict) -> dict:
     """Bytes on disk of the checkpoint a LoRA run (rank 16, Adam) saves and of a full Adam run's, same model."""
     import tensorflow as tf
 
-    from rapgen.model.folders import check_model_dir, read_weights
-    from rapgen.model.checkpoint import DATA_SUFFIX, write_checkpoint
-    from rapgen.model.hparams import HParams
-    from rapgen.model.lora import attach
-    from rapgen.model.gpt2 import GPT2
     from rapgen.finetune.config import TrainConfig
     from rapgen.finetune.step import Trainer
+    from rapgen.model.checkpoint import DATA_SUFFIX, write_checkpoint
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.model.hparams import HParams
+    from rapgen.model.lora import attach
 
     model_dir, out = spec["model_dir"], spec["out"]
     hparams = HParams.load(model_dir)
@@ -230,7 +260,7 @@ def checkpoint_sizes(spec: dict) -> dict:
 def run_child(args: list, env: dict, must_succeed: bool = True) -> dict:
     """The child's RESULT; a configuration that fails (killed for memory: status -9) gives None."""
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True)
-    results = [line[len("RESULT "):] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    results = [line[len("RESULT ") :] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not results:
         sys.stderr.write((proc.stdout + proc.stderr)[-3000:])
         if must_succeed:
@@ -247,9 +277,15 @@ def gb(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated SIZE:OPTIMIZER[+recompute]:LENGTH")
-    parser.add_argument("--tmp", default=None, help="where to create the models (default: the system's temporary folder)")
-    parser.add_argument("--checkpoint_sizes", default=None, help="a SIZE: LoRA (rank 16) and full checkpoint sizes on disk")
+    parser.add_argument(
+        "--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated SIZE:OPTIMIZER[+recompute]:LENGTH"
+    )
+    parser.add_argument(
+        "--tmp", default=None, help="where to create the models (default: the system's temporary folder)"
+    )
+    parser.add_argument(
+        "--checkpoint_sizes", default=None, help="a SIZE: LoRA (rank 16) and full checkpoint sizes on disk"
+    )
     parser.add_argument("--sizes_child", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--init", help=argparse.SUPPRESS)
@@ -261,8 +297,8 @@ def main() -> None:
     if run_as_child(args, child, SIZES):
         return
 
-    from rapgen.model.hparams import HParams
     from rapgen.finetune.memory import estimate_memory
+    from rapgen.model.hparams import HParams
 
     configs = [parse_config(c) for c in args.configs.split(",") if c]
     if args.checkpoint_sizes and args.checkpoint_sizes not in SIZES:
@@ -272,8 +308,11 @@ def main() -> None:
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     vocab = vocab_dir()
     print(f"machine: {machine()}")
-    print(f"batch {BATCH}, float32; measured = peak RSS of the second training step minus the RSS after importing "
-          f"TensorFlow (before the model); estimate = rapgen.finetune.memory total minus its runtime term", flush=True)
+    print(
+        f"batch {BATCH}, float32; measured = peak RSS of the second training step minus the RSS after importing "
+        f"TensorFlow (before the model); estimate = rapgen.finetune.memory total minus its runtime term",
+        flush=True,
+    )
 
     rows = []
     tmp = tempfile.mkdtemp(prefix="rapgen-bench-memory-", dir=args.tmp)
@@ -288,9 +327,12 @@ def main() -> None:
             run_child(["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env)
             made.add(size)
             r = run_child(["--sizes_child", json.dumps({"model_dir": model_dir, "out": tmp})], env)
-            print(f"[{size} checkpoint on disk: LoRA rank 16 + Adam slots + step {r['lora16'] / 2**20:.1f} MiB "
-                  f"({r['lora16_tensors']} tensors); full weights + Adam slots + step {r['full'] / 2**30:.2f} GiB "
-                  f"({r['full_tensors']} tensors); ratio {r['full'] / r['lora16']:.0f}x]", flush=True)
+            print(
+                f"[{size} checkpoint on disk: LoRA rank 16 + Adam slots + step {r['lora16'] / 2**20:.1f} MiB "
+                f"({r['lora16_tensors']} tensors); full weights + Adam slots + step {r['full'] / 2**30:.2f} GiB "
+                f"({r['full_tensors']} tensors); ratio {r['full'] / r['lora16']:.0f}x]",
+                flush=True,
+            )
             if not any(c["size"] == size for c in configs):
                 shutil.rmtree(model_dir, ignore_errors=True)
         for i, c in enumerate(configs):
@@ -301,32 +343,47 @@ def main() -> None:
                 run_child(["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env)
                 made.add(size)
                 print(f"[{size}: rapgen init took {time.perf_counter() - t0:.0f} s]", flush=True)
-            r = run_child(["--child", json.dumps({**c, "model_dir": model_dir, "dataset": dataset})], env, must_succeed=False)
+            r = run_child(
+                ["--child", json.dumps({**c, "model_dir": model_dir, "dataset": dataset})], env, must_succeed=False
+            )
             if i + 1 == len(configs) or configs[i + 1]["size"] != size:
                 shutil.rmtree(model_dir, ignore_errors=True)  # the big ones take GiBs of disk
             if r is None:
                 continue
-            est = estimate_memory(HParams(**SIZES[size]), batch_size=BATCH, sequence_length=c["sequence_length"],
-                                  optimizer=c["optimizer"], recompute=c["recompute"], lora_rank=c["lora_rank"])
+            est = estimate_memory(
+                HParams(**SIZES[size]),
+                batch_size=BATCH,
+                sequence_length=c["sequence_length"],
+                optimizer=c["optimizer"],
+                recompute=c["recompute"],
+                lora_rank=c["lora_rank"],
+            )
             measured = r["step_peak"] - r["baseline"]
             estimated = est["total"] - est["runtime"]
             rows.append((c, r, est, measured, estimated))
-            print(f"[{size} {c['optimizer']}{' +recompute' if c['recompute'] else ''}"
-                  f"{' +LoRA rank ' + str(c['lora_rank']) if c['lora_rank'] else ''} x {c['sequence_length']}: "
-                  f"baseline {gb(r['baseline'])} GiB, after set-up {gb(r['after_setup'])}, first step peak {gb(r['first_peak'])}, "
-                  f"second step peak {gb(r['step_peak'])} (from {gb(r['before_step'])}), ru_maxrss {gb(r['ru_maxrss'])}; "
-                  f"step {r['step_s']:.1f} s; estimate {gb(estimated)} (+ runtime {gb(est['runtime'])}), "
-                  f"measured {gb(measured)}, ratio {estimated / measured:.2f}]", flush=True)
+            print(
+                f"[{size} {c['optimizer']}{' +recompute' if c['recompute'] else ''}"
+                f"{' +LoRA rank ' + str(c['lora_rank']) if c['lora_rank'] else ''} x {c['sequence_length']}: "
+                f"baseline {gb(r['baseline'])} GiB, after set-up {gb(r['after_setup'])}, first step peak {gb(r['first_peak'])}, "
+                f"second step peak {gb(r['step_peak'])} (from {gb(r['before_step'])}), ru_maxrss {gb(r['ru_maxrss'])}; "
+                f"step {r['step_s']:.1f} s; estimate {gb(estimated)} (+ runtime {gb(est['runtime'])}), "
+                f"measured {gb(measured)}, ratio {estimated / measured:.2f}]",
+                flush=True,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(f"TensorFlow {rows[0][1]['tf'] if rows else '?'}; GiB = 2^30 bytes")
-    print("| model | optimizer | recompute | LoRA rank | tokens | estimate (GiB) | measured (GiB) | estimate / measured | whole-process step peak (GiB) | s/step |")
+    print(
+        "| model | optimizer | recompute | LoRA rank | tokens | estimate (GiB) | measured (GiB) | estimate / measured | whole-process step peak (GiB) | s/step |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for c, r, _, measured, estimated in rows:
-        print(f"| {c['size']} | {c['optimizer']} | {'yes' if c['recompute'] else 'no'} | {c['lora_rank'] or '-'} | {c['sequence_length']} | "
-              f"{gb(estimated)} | {gb(measured)} | {estimated / measured:.2f} | {gb(r['step_peak'])} | {r['step_s']:.1f} |")
+        print(
+            f"| {c['size']} | {c['optimizer']} | {'yes' if c['recompute'] else 'no'} | {c['lora_rank'] or '-'} | {c['sequence_length']} | "
+            f"{gb(estimated)} | {gb(measured)} | {estimated / measured:.2f} | {gb(r['step_peak'])} | {r['step_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,11 @@ BATCH, LENGTH = 1, 1024
 
 def vocab_dir() -> str:
     for folder in (os.environ.get("RAPGEN_GPT2_DIR"), os.path.join(os.path.dirname(ROOT), "shared", "gpt2")):
-        if folder and os.path.exists(os.path.join(folder, "encoder.json")) and os.path.exists(os.path.join(folder, "vocab.bpe")):
+        if (
+            folder
+            and os.path.exists(os.path.join(folder, "encoder.json"))
+            and os.path.exists(os.path.join(folder, "vocab.bpe"))
+        ):
             return folder
     sys.exit("bench: no GPT-2 vocabulary: set RAPGEN_GPT2_DIR to a folder with encoder.json and vocab.bpe")
 
@@ -69,7 +73,9 @@ def invented_lyrics(n_songs: int = 40, seed: int = 0) -> str:
     for i in range(n_songs):
         artist = f"Lil {word().title()}"
         lines = [" ".join(word() for _ in range(rng.randint(4, 9))) for _ in range(rng.randint(8, 16))]
-        songs.append(f"<<{artist} - {word().title()} {i}>>\n[Verse 1: {artist}]\n" + "\n".join(lines) + "\n<|endoftext|>\n")
+        songs.append(
+            f"<<{artist} - {word().title()} {i}>>\n[Verse 1: {artist}]\n" + "\n".join(lines) + "\n<|endoftext|>\n"
+        )
     return "".join(songs)
 
 
@@ -95,20 +101,31 @@ def child(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rapgen.model.folders import check_model_dir, read_weights
     from rapgen.data.dataset import load_dataset, training_batch
     from rapgen.devices import compute_dtype
-    from rapgen.model.encoder import load_encoder
-    from rapgen.model.hparams import HParams
-    from rapgen.model.gpt2 import GPT2
     from rapgen.finetune.config import TrainConfig
     from rapgen.finetune.step import Trainer
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.folders import check_model_dir, read_weights
+    from rapgen.model.gpt2 import GPT2
+    from rapgen.model.hparams import HParams
 
     model_dir, dataset = spec["model_dir"], spec["dataset"]
-    cfg = TrainConfig(dataset=dataset, model=model_dir, steps=spec["warmup"] + spec["steps"] + 1, batch_size=BATCH,
-                      sequence_length=LENGTH, save_every=0, sample_every=0, val_every=0, val_fraction=0.0,
-                      quiet=True, mixed_precision=spec.get("mixed_precision", "auto"), xla=spec.get("xla", False),
-                      **VARIANTS[spec["variant"]])
+    cfg = TrainConfig(
+        dataset=dataset,
+        model=model_dir,
+        steps=spec["warmup"] + spec["steps"] + 1,
+        batch_size=BATCH,
+        sequence_length=LENGTH,
+        save_every=0,
+        sample_every=0,
+        val_every=0,
+        val_fraction=0.0,
+        quiet=True,
+        mixed_precision=spec.get("mixed_precision", "auto"),
+        xla=spec.get("xla", False),
+        **VARIANTS[spec["variant"]],
+    )
     cfg.check()
     # As rapgen.finetune.loop._run sets up a fresh run.
     hparams = HParams.load(model_dir)
@@ -123,7 +140,9 @@ def child(spec: dict) -> dict:
         batch = training_batch(data.train, trainer.step, cfg.batch_size, LENGTH, cfg.seed)[None]  # [1, B, T+1]
         lr = trainer.learning_rate(trainer.step)
         t0 = time.perf_counter()
-        loss = float(trainer.train_step(tf.constant(batch), tf.constant(lr, tf.float32), tf.constant(trainer.step, tf.int64)))
+        loss = float(
+            trainer.train_step(tf.constant(batch), tf.constant(lr, tf.float32), tf.constant(trainer.step, tf.int64))
+        )
         seconds = time.perf_counter() - t0
         if not np.isfinite(loss):
             raise SystemExit(f"bench: loss {loss} at step {trainer.step}")
@@ -171,14 +190,19 @@ def busy_cpu_seconds() -> float:
 def run_child(args: list, env: dict) -> dict:
     """Run one configuration; also measure how much CPU other processes took meanwhile."""
     busy0, t0 = busy_cpu_seconds(), time.perf_counter()
-    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stdout, stderr = proc.communicate()
     wall, busy = time.perf_counter() - t0, busy_cpu_seconds() - busy0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # all children so far; take the difference
     own = usage.ru_utime + usage.ru_stime - run_child.children_cpu
     run_child.children_cpu = usage.ru_utime + usage.ru_stime
-    results = [line[len("RESULT "):] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    results = [line[len("RESULT ") :] for line in stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not results:
         sys.stderr.write(stdout + stderr)
         raise SystemExit(f"bench: child {' '.join(args)} failed with status {proc.returncode}")
@@ -234,9 +258,11 @@ def main() -> None:
     sys.path.insert(0, ROOT)  # as the children's PYTHONPATH: this checkout's rapgen
     from rapgen.devices import compute_dtype
 
-    print(f"batch {BATCH} x {LENGTH} tokens, {compute_dtype(args.mixed_precision)} compute (--mixed_precision "
-          f"{args.mixed_precision}); set-up and the first (tracing) step excluded, "
-          f"{args.warmup} warm-up step(s), then timed steps")
+    print(
+        f"batch {BATCH} x {LENGTH} tokens, {compute_dtype(args.mixed_precision)} compute (--mixed_precision "
+        f"{args.mixed_precision}); set-up and the first (tracing) step excluded, "
+        f"{args.warmup} warm-up step(s), then timed steps"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="rapgen-bench-") as tmp:
         dataset = os.path.join(tmp, "invented_lyrics.txt")
@@ -249,23 +275,36 @@ def main() -> None:
             print(f"[{size}: rapgen init took {time.perf_counter() - t0:.1f} s]", flush=True)
             for variant in variants:
                 steps = args.steps or DEFAULT_STEPS[size]
-                spec = {"model_dir": model_dir, "dataset": dataset, "variant": variant, "steps": steps, "warmup": args.warmup,
-                        "mixed_precision": args.mixed_precision}
+                spec = {
+                    "model_dir": model_dir,
+                    "dataset": dataset,
+                    "variant": variant,
+                    "steps": steps,
+                    "warmup": args.warmup,
+                    "mixed_precision": args.mixed_precision,
+                }
                 r = run_child(["--child", json.dumps(spec)], env)
                 rows.append((size, variant, steps, r))
-                print(f"[{size} {variant}: TF {r['tf']}, {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, "
-                      f"steps {', '.join(f'{s:.2f}' for s in r['step_s'])} s, peak {r['peak_rss_mib']:.0f} MiB, "
-                      f"traces {r['traces']}, loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}, "
-                      f"other processes used {r['others_cpu']:.0%} of the CPU meanwhile]", flush=True)
+                print(
+                    f"[{size} {variant}: TF {r['tf']}, {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, "
+                    f"steps {', '.join(f'{s:.2f}' for s in r['step_s'])} s, peak {r['peak_rss_mib']:.0f} MiB, "
+                    f"traces {r['traces']}, loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}, "
+                    f"other processes used {r['others_cpu']:.0%} of the CPU meanwhile]",
+                    flush=True,
+                )
 
     print()
     print(f"TensorFlow {rows[0][3]['tf'] if rows else '?'}")
-    print("| model | setting | tokens/s | s/step (mean) | s/step (fastest) | peak RSS (MiB) | first step (s) | set-up (s) | timed steps | CPU used by others |")
+    print(
+        "| model | setting | tokens/s | s/step (mean) | s/step (fastest) | peak RSS (MiB) | first step (s) | set-up (s) | timed steps | CPU used by others |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size, variant, steps, r in rows:
         per_step = sum(r["step_s"]) / len(r["step_s"])
-        print(f"| {size} | {variant} | {r['tokens_per_s']:.0f} | {per_step:.3f} | {min(r['step_s']):.3f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['first_step_s']:.1f} | {r['setup_s']:.1f} | {steps} | {r['others_cpu']:.0%} |")
+        print(
+            f"| {size} | {variant} | {r['tokens_per_s']:.0f} | {per_step:.3f} | {min(r['step_s']):.3f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['first_step_s']:.1f} | {r['setup_s']:.1f} | {steps} | {r['others_cpu']:.0%} |"
+        )
     busy = [r["others_cpu"] for *_, r in rows if r["others_cpu"] > 0.1]
     if busy:
         print(f"note: other processes used up to {max(busy):.0%} of the CPU during some runs, so those speeds are low")

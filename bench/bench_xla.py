@@ -50,18 +50,30 @@ def main() -> None:
             f.write(bench_train.invented_lyrics())
         for size in sizes:
             model_dir = os.path.join(tmp, size)
-            bench_train.run_child(["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env)
+            bench_train.run_child(
+                ["--init", json.dumps({"model_dir": model_dir, "size": size, "vocab_dir": vocab})], env
+            )
             steps = args.steps or bench_train.DEFAULT_STEPS[size]
             for xla in [False, True] * args.repeats:
-                spec = {"model_dir": model_dir, "dataset": dataset, "variant": "default (adam)", "steps": steps,
-                        "warmup": args.warmup, "mixed_precision": args.mixed_precision, "xla": xla}
+                spec = {
+                    "model_dir": model_dir,
+                    "dataset": dataset,
+                    "variant": "default (adam)",
+                    "steps": steps,
+                    "warmup": args.warmup,
+                    "mixed_precision": args.mixed_precision,
+                    "xla": xla,
+                }
                 t0 = time.perf_counter()
                 r = bench_train.run_child(["--child", json.dumps(spec)], env)
                 rows.append((size, xla, steps, r))
-                print(f"[{size} xla={xla}: {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, steps "
-                      f"{', '.join(f'{s:.3f}' for s in r['step_s'])} s, first step {r['first_step_s']:.1f} s, "
-                      f"loss {r['loss_first']:.4f} -> {r['loss_last']:.4f}, peak {r['peak_rss_mib']:.0f} MiB, "
-                      f"others used {r['others_cpu']:.0%} of the CPU, {time.perf_counter() - t0:.0f} s in all]", flush=True)
+                print(
+                    f"[{size} xla={xla}: {r['dtype']}, {r['tokens_per_s']:.1f} tokens/s, steps "
+                    f"{', '.join(f'{s:.3f}' for s in r['step_s'])} s, first step {r['first_step_s']:.1f} s, "
+                    f"loss {r['loss_first']:.4f} -> {r['loss_last']:.4f}, peak {r['peak_rss_mib']:.0f} MiB, "
+                    f"others used {r['others_cpu']:.0%} of the CPU, {time.perf_counter() - t0:.0f} s in all]",
+                    flush=True,
+                )
 
     def rates(size, xla):
         runs = [r for s, x, _, r in rows if s == size and x == xla]
@@ -70,17 +82,23 @@ def main() -> None:
         return mean, fastest, runs
 
     print()
-    print(f"TensorFlow {rows[0][3]['tf'] if rows else '?'}, batch {bench_train.BATCH} x {bench_train.LENGTH} tokens, Adam, "
-          f"{args.repeats} alternating run(s) each")
-    print("| model | compute | tokens/s plain | tokens/s XLA | XLA ÷ plain | fastest step plain | fastest step XLA | XLA ÷ plain (fastest) "
-          "| first step plain / XLA (s) | peak RSS plain / XLA (MiB) |")
+    print(
+        f"TensorFlow {rows[0][3]['tf'] if rows else '?'}, batch {bench_train.BATCH} x {bench_train.LENGTH} tokens, Adam, "
+        f"{args.repeats} alternating run(s) each"
+    )
+    print(
+        "| model | compute | tokens/s plain | tokens/s XLA | XLA ÷ plain | fastest step plain | fastest step XLA | XLA ÷ plain (fastest) "
+        "| first step plain / XLA (s) | peak RSS plain / XLA (MiB) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for size in sizes:
         mean_p, fast_p, plain = rates(size, False)
         mean_x, fast_x, xla = rates(size, True)
-        print(f"| {size} | {plain[0]['dtype']} | {mean_p:.0f} | {mean_x:.0f} | {mean_x / mean_p:.2f} | {fast_p:.0f} | {fast_x:.0f} | "
-              f"{fast_x / fast_p:.2f} | {min(r['first_step_s'] for r in plain):.1f} / {min(r['first_step_s'] for r in xla):.1f} | "
-              f"{max(r['peak_rss_mib'] for r in plain):.0f} / {max(r['peak_rss_mib'] for r in xla):.0f} |")
+        print(
+            f"| {size} | {plain[0]['dtype']} | {mean_p:.0f} | {mean_x:.0f} | {mean_x / mean_p:.2f} | {fast_p:.0f} | {fast_x:.0f} | "
+            f"{fast_x / fast_p:.2f} | {min(r['first_step_s'] for r in plain):.1f} / {min(r['first_step_s'] for r in xla):.1f} | "
+            f"{max(r['peak_rss_mib'] for r in plain):.0f} / {max(r['peak_rss_mib'] for r in xla):.0f} |"
+        )
     busy = [r["others_cpu"] for *_, r in rows if r["others_cpu"] > 0.1]
     if busy:
         print(f"note: other processes used up to {max(busy):.0%} of the CPU during some runs, so those speeds are low")

@@ -20,16 +20,18 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from support.genius_fake import FakeGenius  # noqa: E402  (the test fixture doubles as the benchmark's server)
 from rapgen.data.collect import collect_genius  # noqa: E402
+
+from support.genius_fake import FakeGenius  # noqa: E402  (the test fixture doubles as the benchmark's server)
 
 TOKEN = "bench-token-not-a-secret"
 
 
 def serve(conn, songs: int, latency: float, padding: int) -> None:
     """The fake site in a child process: sends its URL, then the request count when asked to stop."""
-    with FakeGenius(artists=["Lil Tofu"], songs_per_artist=songs, latency=latency, padding=padding,
-                    valid_token=TOKEN) as fake:
+    with FakeGenius(
+        artists=["Lil Tofu"], songs_per_artist=songs, latency=latency, padding=padding, valid_token=TOKEN
+    ) as fake:
         conn.send(fake.url)
         conn.recv()
         conn.send(len(fake.requests))
@@ -45,8 +47,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["GENIUS_ACCESS_TOKEN"] = TOKEN
-    print(f"{args.songs} songs, {args.page_kb} kB pages, {args.latency * 1000:.0f} ms server latency, "
-          f"rate limit {args.rate_limit or 'off'}; {os.cpu_count()} CPUs")
+    print(
+        f"{args.songs} songs, {args.page_kb} kB pages, {args.latency * 1000:.0f} ms server latency, "
+        f"rate limit {args.rate_limit or 'off'}; {os.cpu_count()} CPUs"
+    )
     print(f"{'workers':>7}  {'seconds':>8}  {'songs/s':>8}  {'requests':>8}")
     context = multiprocessing.get_context("spawn")
     for workers in [int(w) for w in args.workers.split(",")]:
@@ -59,9 +63,16 @@ def main() -> None:
             url = ours.recv()
             with tempfile.TemporaryDirectory() as folder:
                 start = time.perf_counter()
-                out = collect_genius(artists="Lil Tofu", out=os.path.join(folder, "rap.txt"), api_url=url,
-                                     web_url=url, workers=workers, rate_limit=args.rate_limit, tokens=False,
-                                     quiet=True)
+                out = collect_genius(
+                    artists="Lil Tofu",
+                    out=os.path.join(folder, "rap.txt"),
+                    api_url=url,
+                    web_url=url,
+                    workers=workers,
+                    rate_limit=args.rate_limit,
+                    tokens=False,
+                    quiet=True,
+                )
                 seconds = time.perf_counter() - start
                 with open(out, encoding="utf-8") as f:
                     assert f.read().count("<|endoftext|>") == args.songs

@@ -82,8 +82,13 @@ import common  # noqa: E402
 RAPGEN_VENV = os.path.join(ROOT, ".venv")
 VENVS = os.path.join(BENCH, ".venvs")
 PEERS = ["rapgen", "gpt2simple", "transformers", "kerashub", "tiktoken"]
-LABEL = {"rapgen": "rapgen", "gpt2simple": "gpt-2-simple", "transformers": "transformers (torch)",
-         "kerashub": "keras-hub", "tiktoken": "tiktoken"}
+LABEL = {
+    "rapgen": "rapgen",
+    "gpt2simple": "gpt-2-simple",
+    "transformers": "transformers (torch)",
+    "kerashub": "keras-hub",
+    "tiktoken": "tiktoken",
+}
 TOLERANCE = 1e-3  # max |logit difference| a conversion may show
 
 
@@ -105,8 +110,11 @@ def python_of(peer: str) -> str:
 
 
 def rapgen_tf_version() -> str:
-    out = subprocess.run([python_of("rapgen"), "-c", "import importlib.metadata as m; print(m.version('tensorflow'))"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [python_of("rapgen"), "-c", "import importlib.metadata as m; print(m.version('tensorflow'))"],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise SystemExit(f"compare: TensorFlow is not installed in {RAPGEN_VENV}: run `make test` first")
     return out.stdout.strip()
@@ -128,7 +136,9 @@ def setup_venv(peer: str, steps: list) -> None:
     log = os.path.join(folder, "pip.log")
     with open(log, "w", encoding="utf-8") as f:
         for packages in steps:
-            status = subprocess.run([python_of(peer), "-m", "pip", "install", "-q", *packages], stdout=f, stderr=f).returncode
+            status = subprocess.run(
+                [python_of(peer), "-m", "pip", "install", "-q", *packages], stdout=f, stderr=f
+            ).returncode
             if status != 0:
                 raise SystemExit(f"compare: pip install {' '.join(packages)} failed in {folder} (see {log})")
     with open(marker, "w", encoding="utf-8") as f:
@@ -200,10 +210,16 @@ def machine() -> dict:
         mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
         mem_gib = float("nan")
-    return {"cpu": bench_core.cpu_model(), "cores": bench_core.usable_cores(), "online": os.cpu_count(),
-            "flags": {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")},
-            "memory_gib": mem_gib, "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "load": os.getloadavg()}
+    return {
+        "cpu": bench_core.cpu_model(),
+        "cores": bench_core.usable_cores(),
+        "online": os.cpu_count(),
+        "flags": {f: f in flags for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")},
+        "memory_gib": mem_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "load": os.getloadavg(),
+    }
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -230,8 +246,10 @@ def table(headers: list, rows: list) -> str:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     numeric = [all(r[i][:1].isdigit() or r[i][:1] in "–?-" for r in cells) and i > 0 for i in range(len(headers))]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
-             "|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric)) + "|"]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |",
+        "|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric)) + "|",
+    ]
     for r in cells:
         lines.append("| " + " | ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, numeric)) + " |")
     return "\n".join(lines)
@@ -241,19 +259,30 @@ def table(headers: list, rows: list) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny model only, few steps, short samples")
     parser.add_argument("--only", default=",".join(PEERS), help="comma-separated peers: " + ", ".join(PEERS))
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps (default: tiny 10, 124M 2; --quick 3)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed training steps after the first, which traces/compiles and is never timed "
-                             "(default: tiny 1, 124M 0, so 124M runs 1 warm-up + 2 timed steps)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed training steps (default: tiny 10, 124M 2; --quick 3)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed training steps after the first, which traces/compiles and is never timed "
+        "(default: tiny 1, 124M 0, so 124M runs 1 warm-up + 2 timed steps)",
+    )
     parser.add_argument("--json", dest="json_out", default=None, help="also write every result to this file")
     parser.add_argument("--setup-only", action="store_true", help="build the peers' virtual environments and stop")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds any one child may take")
-    parser.add_argument("--omp-wait-policy", default="PASSIVE",
-                        help="OMP_WAIT_POLICY for every child (default PASSIVE; '' leaves it unset): torch's OpenMP "
-                             "threads spin-wait by default, which on a shared 2-core machine slowed its steps 2-15x")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY for every child (default PASSIVE; '' leaves it unset): torch's OpenMP "
+        "threads spin-wait by default, which on a shared 2-core machine slowed its steps 2-15x",
+    )
     args = parser.parse_args()
 
     only = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -281,13 +310,27 @@ def main() -> None:
     bf16_budget_s = 60 if quick else 240  # skip a bfloat16 run predicted to take longer than this
     vocab = bench_train.vocab_dir()
     run = Runner(args.timeout, args.omp_wait_policy)
-    results = {"machine": machine(), "args": vars(args), "versions": {}, "peaks": {}, "checks": [], "train": [],
-               "sample": [], "cold": [], "encode": []}
+    results = {
+        "machine": machine(),
+        "args": vars(args),
+        "versions": {},
+        "peaks": {},
+        "checks": [],
+        "train": [],
+        "sample": [],
+        "cold": [],
+        "encode": [],
+    }
     m = results["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores usable ({m['online']} online), {m['memory_gib']:.0f} GiB, "
-          f"{m['os']}, Python {m['python']}")
-    print("CPU flags: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
-          + f"; load average {m['load'][0]:.2f} {m['load'][1]:.2f} {m['load'][2]:.2f}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores usable ({m['online']} online), {m['memory_gib']:.0f} GiB, "
+        f"{m['os']}, Python {m['python']}"
+    )
+    print(
+        "CPU flags: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
+        + f"; load average {m['load'][0]:.2f} {m['load'][1]:.2f} {m['load'][2]:.2f}"
+    )
     print(f"children run with OMP_WAIT_POLICY={args.omp_wait_policy or '(unset)'}")
 
     def note(text):
@@ -303,8 +346,10 @@ def main() -> None:
     r = run.peer("rapgen", "prepare", {"vocab_dir": vocab, "sizes": ["check"] + sizes})
     if "error" in r:
         raise SystemExit(f"compare: preparing the models failed: {r['error']}")
-    note(f"models in {os.path.relpath(os.path.join(common.WORK, 'models'), ROOT)}: "
-         f"{'made ' + ', '.join(r['made']) if r['made'] else 'reused'} ({time.perf_counter() - t0:.0f} s)")
+    note(
+        f"models in {os.path.relpath(os.path.join(common.WORK, 'models'), ROOT)}: "
+        f"{'made ' + ', '.join(r['made']) if r['made'] else 'reused'} ({time.perf_counter() - t0:.0f} s)"
+    )
 
     # 2. Matmul peaks.
     for peer, framework in (("rapgen", "tensorflow"), ("transformers", "torch")):
@@ -315,9 +360,17 @@ def main() -> None:
                 continue
             results["peaks"][framework] = r["peaks"]
             version_from(peer, r)
-            note(f"{framework} matmul: " + ", ".join(f"{d} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for d, v in r["peaks"].items()))
+            note(
+                f"{framework} matmul: "
+                + ", ".join(f"{d} {v['gflops']:.1f} GFLOP/s (n={v['n']})" for d, v in r["peaks"].items())
+            )
     peak = {d: max(p[d]["gflops"] for p in results["peaks"].values()) for d in ("float32", "bfloat16")}
-    framework_of = {"rapgen": "tensorflow", "gpt2simple": "tensorflow", "kerashub": "tensorflow", "transformers": "torch"}
+    framework_of = {
+        "rapgen": "tensorflow",
+        "gpt2simple": "tensorflow",
+        "kerashub": "tensorflow",
+        "transformers": "torch",
+    }
 
     # 3. Conversion checks: fail loudly on a mismatch.
     failed = []
@@ -331,19 +384,40 @@ def main() -> None:
             results["checks"].append(row)
             if "error" in r or r["max_abs_diff"] > TOLERANCE:
                 failed.append(row)
-            note(f"check {LABEL[peer]} {size}: " + (r["error"] if "error" in r else
-                 f"max |logit diff| {r['max_abs_diff']:.2e} (logits up to {r['logit_scale']:.2f})"))
+            note(
+                f"check {LABEL[peer]} {size}: "
+                + (
+                    r["error"]
+                    if "error" in r
+                    else f"max |logit diff| {r['max_abs_diff']:.2e} (logits up to {r['logit_scale']:.2f})"
+                )
+            )
     if results["checks"]:
         print()
         print(f"Conversion check: logits of the same token ids, each peer against rapgen (tolerance {TOLERANCE:g})")
-        print(table(["peer", "model", "max |Δ logit|", "max |logit|", "ok"],
-                    [[LABEL[c["peer"]], c["size"], fmt(c.get("max_abs_diff"), 2) if "error" in c else f"{c['max_abs_diff']:.1e}",
-                      fmt(c.get("logit_scale"), 2), "FAILED" if c in failed else "yes"] for c in results["checks"]]))
+        print(
+            table(
+                ["peer", "model", "max |Δ logit|", "max |logit|", "ok"],
+                [
+                    [
+                        LABEL[c["peer"]],
+                        c["size"],
+                        fmt(c.get("max_abs_diff"), 2) if "error" in c else f"{c['max_abs_diff']:.1e}",
+                        fmt(c.get("logit_scale"), 2),
+                        "FAILED" if c in failed else "yes",
+                    ]
+                    for c in results["checks"]
+                ],
+            )
+        )
         print()
     if failed:
         for c in failed:
-            print(f"compare: CONVERSION CHECK FAILED for {LABEL[c['peer']]} on {c['size']}: "
-                  + (c["error"] if "error" in c else f"max |logit diff| {c['max_abs_diff']:.3e} > {TOLERANCE:g}"), file=sys.stderr)
+            print(
+                f"compare: CONVERSION CHECK FAILED for {LABEL[c['peer']]} on {c['size']}: "
+                + (c["error"] if "error" in c else f"max |logit diff| {c['max_abs_diff']:.3e} > {TOLERANCE:g}"),
+                file=sys.stderr,
+            )
         write_json(args.json_out, results)
         raise SystemExit(1)
 
@@ -353,16 +427,36 @@ def main() -> None:
             r = run.peer(peer, "encode", {"mb": encode_mb, "vocab_dir": vocab})
             version_from(peer, r)
             results["encode"].append({"peer": peer, **r})
-            note(f"encode {LABEL[peer]}: " + (r["error"] if "error" in r else
-                 f"{r.get('cold_mb_s', r.get('mb_s')):.2f} MB/s, {r['tokens']:,} tokens"))
+            note(
+                f"encode {LABEL[peer]}: "
+                + (
+                    r["error"]
+                    if "error" in r
+                    else f"{r.get('cold_mb_s', r.get('mb_s')):.2f} MB/s, {r['tokens']:,} tokens"
+                )
+            )
 
     # 5. Cold sampling: a whole process, load + 32 tokens.
     cold_dir = common.model_dir(cold_size)
     if "rapgen" in only:
-        argv = [os.path.join(RAPGEN_VENV, "bin", "rapgen"), "sample", "--model", cold_dir, "--artist", "Lil Tofu",
-                "--length", str(cold_len), "--seed", "1", "--stop_at_end", "False"]
+        argv = [
+            os.path.join(RAPGEN_VENV, "bin", "rapgen"),
+            "sample",
+            "--model",
+            cold_dir,
+            "--artist",
+            "Lil Tofu",
+            "--length",
+            str(cold_len),
+            "--seed",
+            "1",
+            "--stop_at_end",
+            "False",
+        ]
         out = run.command(argv, "rapgen sample")
-        results["cold"].append({"peer": "rapgen", "command": shlex.join(argv), **{k: v for k, v in out.items() if k != "stdout"}})
+        results["cold"].append(
+            {"peer": "rapgen", "command": shlex.join(argv), **{k: v for k, v in out.items() if k != "stdout"}}
+        )
         note(f"cold rapgen sample: {out.get('error') or format(out['wall_s'], '.1f') + ' s'}")
     if "gpt2simple" in only:
         r = run.peer("gpt2simple", "cold", {"size": cold_size, "length": cold_len})
@@ -374,11 +468,19 @@ def main() -> None:
         for peer in ("rapgen", "gpt2simple", "transformers", "kerashub"):
             if peer not in only:
                 continue
-            r = run.peer(peer, "sample", {"size": sample_size, "batch": batch, "length": sample_len, "warm_runs": warm_calls})
+            r = run.peer(
+                peer, "sample", {"size": sample_size, "batch": batch, "length": sample_len, "warm_runs": warm_calls}
+            )
             results["sample"].append({"peer": peer, "size": sample_size, "batch": batch, "length": sample_len, **r})
-            note(f"sample {LABEL[peer]} {sample_size} batch {batch}: " + (r["error"] if "error" in r else
-                 f"first {r['first_s']:.1f} s, warm {r['best_s']:.2f} s, {r['tokens_per_s']:.1f} tokens/s, "
-                 f"others used {r['others_cpu']:.0%} CPU"))
+            note(
+                f"sample {LABEL[peer]} {sample_size} batch {batch}: "
+                + (
+                    r["error"]
+                    if "error" in r
+                    else f"first {r['first_s']:.1f} s, warm {r['best_s']:.2f} s, {r['tokens_per_s']:.1f} tokens/s, "
+                    f"others used {r['others_cpu']:.0%} CPU"
+                )
+            )
 
     # 7. Training.
     for size in sizes:
@@ -394,19 +496,29 @@ def main() -> None:
                 if dtype == "bfloat16" and fw_peak:
                     est = flops / (fw_peak * 1e9)  # seconds per step at 100% of the matmul peak: a lower bound
                     if est * (1 + warmup_for[size] + steps_for[size]) > bf16_budget_s:
-                        row["skipped"] = (f"{framework_of[peer]} bfloat16 matmul runs at {fw_peak:.1f} GFLOP/s here: "
-                                          f">= {est:,.0f} s per step")
+                        row["skipped"] = (
+                            f"{framework_of[peer]} bfloat16 matmul runs at {fw_peak:.1f} GFLOP/s here: "
+                            f">= {est:,.0f} s per step"
+                        )
                         results["train"].append(row)
                         note(f"train {LABEL[peer]} {size} {dtype}: skipped ({row['skipped']})")
                         continue
-                r = run.peer(peer, "train", {"size": size, "dtype": dtype, "steps": steps_for[size], "warmup": warmup_for[size]})
+                r = run.peer(
+                    peer, "train", {"size": size, "dtype": dtype, "steps": steps_for[size], "warmup": warmup_for[size]}
+                )
                 row.update(r)
                 if "error" not in r:
                     row["mfu"] = flops / r["mean_step_s"] / (peak[dtype] * 1e9) if peak.get(dtype) else None
                 results["train"].append(row)
-                note(f"train {LABEL[peer]} {size} {dtype}: " + (r["error"] if "error" in r else
-                     f"{r['tokens_per_s']:.0f} tokens/s, steps {', '.join(f'{s:.2f}' for s in r['step_s'])} s, "
-                     f"peak {r['peak_rss_mib']:,.0f} MiB, others used {r['others_cpu']:.0%} CPU"))
+                note(
+                    f"train {LABEL[peer]} {size} {dtype}: "
+                    + (
+                        r["error"]
+                        if "error" in r
+                        else f"{r['tokens_per_s']:.0f} tokens/s, steps {', '.join(f'{s:.2f}' for s in r['step_s'])} s, "
+                        f"peak {r['peak_rss_mib']:,.0f} MiB, others used {r['others_cpu']:.0%} CPU"
+                    )
+                )
 
     report(results, peak, sample_len, cold_len)
     write_json(args.json_out, results)
@@ -427,9 +539,14 @@ def report(results: dict, peak: dict, sample_len: int, cold_len: int) -> None:
     v = results["versions"]
     print()
     print("Versions: " + ", ".join(f"{k} {x}" for k, x in v.items()))
-    print("Matmul peaks (GFLOP/s): " + "; ".join(
-        f"{fw} " + ", ".join(f"{d} {p['gflops']:.1f} (n={p['n']})" for d, p in peaks.items())
-        for fw, peaks in results["peaks"].items()) + ". MFU uses the better of the two for the row's type.")
+    print(
+        "Matmul peaks (GFLOP/s): "
+        + "; ".join(
+            f"{fw} " + ", ".join(f"{d} {p['gflops']:.1f} (n={p['n']})" for d, p in peaks.items())
+            for fw, peaks in results["peaks"].items()
+        )
+        + ". MFU uses the better of the two for the row's type."
+    )
     print()
 
     def find(key, **match):
@@ -444,15 +561,38 @@ def report(results: dict, peak: dict, sample_len: int, cold_len: int) -> None:
         simple = find("train", peer="gpt2simple", size=r["size"], dtype="float32")
         label = LABEL[r["peer"]]
         if "skipped" in r or "error" in r:
-            rows.append([f"train {r['size']}", r["dtype"], label, "–", "–", "–", "–", "–", "–",
-                         "–", "skipped: " + r["skipped"] if "skipped" in r else "FAILED: " + r["error"][:90]])
+            rows.append(
+                [
+                    f"train {r['size']}",
+                    r["dtype"],
+                    label,
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "skipped: " + r["skipped"] if "skipped" in r else "FAILED: " + r["error"][:90],
+                ]
+            )
             continue
         tps = r["tokens_per_s"]
-        rows.append([f"train {r['size']}", r["dtype"], label, fmt(r["mean_step_s"], 2), fmt(tps),
-                     fmt(100 * r["mfu"] if r.get("mfu") is not None else None, 1, "%"), fmt(r["peak_rss_mib"]),
-                     fmt(ratio(base and base["tokens_per_s"], tps), 2) if r["peer"] != "rapgen" else "1",
-                     fmt(ratio(tps, simple and simple["tokens_per_s"]), 2), fmt(100 * r["others_cpu"], 0, "%"),
-                     f"{r['steps']} timed steps: " + ", ".join(f"{s:.2f}" for s in r["step_s"])])
+        rows.append(
+            [
+                f"train {r['size']}",
+                r["dtype"],
+                label,
+                fmt(r["mean_step_s"], 2),
+                fmt(tps),
+                fmt(100 * r["mfu"] if r.get("mfu") is not None else None, 1, "%"),
+                fmt(r["peak_rss_mib"]),
+                fmt(ratio(base and base["tokens_per_s"], tps), 2) if r["peer"] != "rapgen" else "1",
+                fmt(ratio(tps, simple and simple["tokens_per_s"]), 2),
+                fmt(100 * r["others_cpu"], 0, "%"),
+                f"{r['steps']} timed steps: " + ", ".join(f"{s:.2f}" for s in r["step_s"]),
+            ]
+        )
     for r in results["sample"]:
         label = LABEL[r["peer"]]
         what = f"sample {r['size']} b{r['batch']}"
@@ -463,21 +603,60 @@ def report(results: dict, peak: dict, sample_len: int, cold_len: int) -> None:
         simple = find("sample", peer="gpt2simple", size=r["size"], batch=r["batch"])
         extra = f"{sample_len} new tokens; first call {r['first_s']:.1f} s, warm {r['best_s']:.2f} s"
         if r["peer"] == "gpt2simple":
-            extra += (f" (new graph each call; Session.run {r['run_s']:.2f} s of it; one graph re-run: "
-                      f"{r['graph_reused_tokens_per_s']:.1f} tokens/s)")
-        rows.append([what, "float32", label, fmt(r["best_s"] / r["length"], 3), fmt(r["tokens_per_s"]), "–",
-                     fmt(r["peak_rss_mib"]), fmt(ratio(base and base["tokens_per_s"], r["tokens_per_s"]), 2)
-                     if r["peer"] != "rapgen" else "1", fmt(ratio(r["tokens_per_s"], simple and simple["tokens_per_s"]), 2),
-                     fmt(100 * r["others_cpu"], 0, "%"), extra])
+            extra += (
+                f" (new graph each call; Session.run {r['run_s']:.2f} s of it; one graph re-run: "
+                f"{r['graph_reused_tokens_per_s']:.1f} tokens/s)"
+            )
+        rows.append(
+            [
+                what,
+                "float32",
+                label,
+                fmt(r["best_s"] / r["length"], 3),
+                fmt(r["tokens_per_s"]),
+                "–",
+                fmt(r["peak_rss_mib"]),
+                fmt(ratio(base and base["tokens_per_s"], r["tokens_per_s"]), 2) if r["peer"] != "rapgen" else "1",
+                fmt(ratio(r["tokens_per_s"], simple and simple["tokens_per_s"]), 2),
+                fmt(100 * r["others_cpu"], 0, "%"),
+                extra,
+            ]
+        )
     base = next((r for r in results["cold"] if r["peer"] == "rapgen" and "error" not in r), None)
     for r in results["cold"]:
         label = LABEL[r["peer"]] + (" CLI" if r["peer"] == "rapgen" else " script")
         if "error" in r:
-            rows.append([f"cold sample {cold_len}", "float32", label, "–", "–", "–", "–", "–", "–", "–", "FAILED: " + r["error"][:90]])
+            rows.append(
+                [
+                    f"cold sample {cold_len}",
+                    "float32",
+                    label,
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    "FAILED: " + r["error"][:90],
+                ]
+            )
             continue
-        rows.append([f"cold sample {cold_len}", "float32", label, fmt(r["wall_s"], 1, " s"), "–", "–", "–",
-                     fmt(ratio(base and base["wall_s"], r["wall_s"]), 2) if r["peer"] != "rapgen" else "1", "–",
-                     fmt(100 * r["others_cpu"], 0, "%"), "wall time of the whole process (import, load, sample)"])
+        rows.append(
+            [
+                f"cold sample {cold_len}",
+                "float32",
+                label,
+                fmt(r["wall_s"], 1, " s"),
+                "–",
+                "–",
+                "–",
+                fmt(ratio(base and base["wall_s"], r["wall_s"]), 2) if r["peer"] != "rapgen" else "1",
+                "–",
+                fmt(100 * r["others_cpu"], 0, "%"),
+                "wall time of the whole process (import, load, sample)",
+            ]
+        )
     enc = {r["peer"]: r for r in results["encode"] if "error" not in r}
     same = "rapgen" in enc and "tiktoken" in enc and enc["rapgen"]["sha256"] == enc["tiktoken"]["sha256"]
     for r in results["encode"]:
@@ -490,17 +669,51 @@ def report(results: dict, peak: dict, sample_len: int, cold_len: int) -> None:
         if r["peer"] == "rapgen":
             extra += f"; empty word cache (warm cache: {r['warm_mb_s']:.2f} MB/s)"
         else:
-            extra += "; one thread; ids identical to rapgen's: " + ("yes" if same else "NO" if "rapgen" in enc else "not compared")
-        rows.append(["encode", "–", label, "–", fmt(mbs, 2, " MB/s"), "–", fmt(r["peak_rss_mib"]),
-                     fmt(ratio(enc["rapgen"]["cold_mb_s"], mbs), 2) if "rapgen" in enc and r["peer"] != "rapgen" else
-                     ("1" if r["peer"] == "rapgen" else "–"), "–", fmt(100 * r["others_cpu"], 0, "%"), extra])
-    print(table(["measure", "type", "tool", "s/step", "tokens/s", "MFU", "peak RSS MiB", "rapgen ÷ peer",
-                 "÷ gpt-2-simple", "others' CPU", "notes"], rows))
+            extra += "; one thread; ids identical to rapgen's: " + (
+                "yes" if same else "NO" if "rapgen" in enc else "not compared"
+            )
+        rows.append(
+            [
+                "encode",
+                "–",
+                label,
+                "–",
+                fmt(mbs, 2, " MB/s"),
+                "–",
+                fmt(r["peak_rss_mib"]),
+                fmt(ratio(enc["rapgen"]["cold_mb_s"], mbs), 2)
+                if "rapgen" in enc and r["peer"] != "rapgen"
+                else ("1" if r["peer"] == "rapgen" else "–"),
+                "–",
+                fmt(100 * r["others_cpu"], 0, "%"),
+                extra,
+            ]
+        )
+    print(
+        table(
+            [
+                "measure",
+                "type",
+                "tool",
+                "s/step",
+                "tokens/s",
+                "MFU",
+                "peak RSS MiB",
+                "rapgen ÷ peer",
+                "÷ gpt-2-simple",
+                "others' CPU",
+                "notes",
+            ],
+            rows,
+        )
+    )
     print()
-    print("s/step: seconds per training step, or per new token (per batch step) when sampling; cold sample: seconds. "
-          "rapgen ÷ peer: rapgen's tokens/s (MB/s) over the peer's, > 1 = rapgen faster; for the cold sample, "
-          "seconds over seconds, < 1 = rapgen faster. ÷ gpt-2-simple: the row's tokens/s over gpt-2-simple's. "
-          "others' CPU: share of the machine's CPU other processes used during the run.")
+    print(
+        "s/step: seconds per training step, or per new token (per batch step) when sampling; cold sample: seconds. "
+        "rapgen ÷ peer: rapgen's tokens/s (MB/s) over the peer's, > 1 = rapgen faster; for the cold sample, "
+        "seconds over seconds, < 1 = rapgen faster. ÷ gpt-2-simple: the row's tokens/s over gpt-2-simple's. "
+        "others' CPU: share of the machine's CPU other processes used during the run."
+    )
     if enc and "rapgen" in enc and "tiktoken" in enc and not same:
         raise SystemExit("compare: rapgen's token ids differ from tiktoken's")
 

@@ -20,8 +20,15 @@ from rapgen.finetune.gpu_check import gpu_check
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name, default in (("n_layer", 12), ("n_embd", 768), ("n_head", 12), ("n_ctx", 1024), ("batch_size", 1),
-                          ("train_steps", 5), ("sample_tokens", 64)):
+    for name, default in (
+        ("n_layer", 12),
+        ("n_embd", 768),
+        ("n_head", 12),
+        ("n_ctx", 1024),
+        ("batch_size", 1),
+        ("train_steps", 5),
+        ("sample_tokens", 64),
+    ):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--sequence_length", type=int, default=None, help="default: n_ctx")
     parser.add_argument("--sample_batch_sizes", default="1,8", help="comma-separated")
@@ -34,10 +41,19 @@ def main(argv=None) -> int:
     except (KeyError, ValueError):
         parser.error("--xla takes off, on or off,on; --sample_batch_sizes whole numbers separated by commas")
     try:
-        gpu_check(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, n_ctx=args.n_ctx,
-                  sequence_length=args.sequence_length, batch_size=args.batch_size, train_steps=args.train_steps,
-                  sample_tokens=args.sample_tokens, sample_batch_sizes=sample_batch_sizes, xla=xla,
-                  mixed_precision=args.mixed_precision)
+        gpu_check(
+            n_layer=args.n_layer,
+            n_embd=args.n_embd,
+            n_head=args.n_head,
+            n_ctx=args.n_ctx,
+            sequence_length=args.sequence_length,
+            batch_size=args.batch_size,
+            train_steps=args.train_steps,
+            sample_tokens=args.sample_tokens,
+            sample_batch_sizes=sample_batch_sizes,
+            xla=xla,
+            mixed_precision=args.mixed_precision,
+        )
     except RapgenError as e:
         print(f"gpu_check: error: {e}", file=sys.stderr)
         return 2

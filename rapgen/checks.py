@@ -45,7 +45,9 @@ def check_output_file(path, flag: str) -> str:
     if not path.strip():
         raise RapgenError(f"{flag} is empty: give a file path")
     if os.path.isdir(path):
-        raise RapgenError(f"{flag} {path} is a folder: give a file path inside it, e.g. {os.path.join(path, 'out' + (os.path.splitext(path)[1] or '.txt'))}")
+        raise RapgenError(
+            f"{flag} {path} is a folder: give a file path inside it, e.g. {os.path.join(path, 'out' + (os.path.splitext(path)[1] or '.txt'))}"
+        )
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -83,8 +85,10 @@ def check_checkpoint(checkpoint) -> None:
     if checkpoint is None or checkpoint in ("best", "latest"):
         return
     if not os.path.exists(str(checkpoint) + ".index"):
-        raise RapgenError(f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index does not exist); "
-                          f"give best, latest or a prefix such as checkpoints/run1/model-500")
+        raise RapgenError(
+            f"--checkpoint {checkpoint}: no such checkpoint ({checkpoint}.index does not exist); "
+            f"give best, latest or a prefix such as checkpoints/run1/model-500"
+        )
 
 
 def _is_int(value) -> bool:
@@ -155,8 +159,9 @@ def non_negative_number(name: str, value, unit: str = "") -> float:
     return value
 
 
-def between(name: str, value, lo, hi, *, integer: bool = False, hi_included: bool = True, note: str = "",
-            hi_label: str = ""):
+def between(
+    name: str, value, lo, hi, *, integer: bool = False, hi_included: bool = True, note: str = "", hi_label: str = ""
+):
     """A number from `lo` to `hi` (`hi` itself only when `hi_included`); `hi_label` names `hi`
     where a bare number would puzzle ("n_ctx (1024)"), `note` says what the ends mean.
 
@@ -168,8 +173,11 @@ def between(name: str, value, lo, hi, *, integer: bool = False, hi_included: boo
     64
     """
     label = hi_label or hi
-    fits = (_is_int(value) if integer else _is_number(value)) and lo <= value and (
-        value <= hi if hi_included else value < hi)
+    fits = (
+        (_is_int(value) if integer else _is_number(value))
+        and lo <= value
+        and (value <= hi if hi_included else value < hi)
+    )
     if not fits:
         ends = [note] if note else []
         if not hi_included:
@@ -233,6 +241,7 @@ def true_false_auto(name: str, value):
 
 
 # -- did you mean: the nearest known name to a mistyped one ---------------------------------
+
 
 def closest(word: str, choices: Iterable[str]) -> Optional[str]:
     """The choice most like `word` (difflib), or None when none is close."""

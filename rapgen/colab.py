@@ -64,8 +64,11 @@ def get_secret(name: str) -> Optional[str]:
         from google.colab import userdata
     except ImportError:
         return None
-    errors = tuple(e for e in (getattr(userdata, n, None) for n in _USERDATA_ERRORS)
-                   if isinstance(e, type) and issubclass(e, Exception))
+    errors = tuple(
+        e
+        for e in (getattr(userdata, n, None) for n in _USERDATA_ERRORS)
+        if isinstance(e, type) and issubclass(e, Exception)
+    )
     try:
         value = userdata.get(name)
     except errors:
@@ -98,6 +101,7 @@ def tpu_chips(root: str = "/") -> List[str]:
     >>> tpu_chips("/nonexistent")
     []
     """
+
     def read(path):
         try:
             with open(path, encoding="ascii") as f:
@@ -106,8 +110,11 @@ def tpu_chips(root: str = "/") -> List[str]:
             return ""
 
     pci = os.path.join(root, "sys", "bus", "pci", "devices")
-    tpus = [d for d in sorted(glob.glob(os.path.join(pci, "*")))
-            if read(os.path.join(d, "vendor")) == GOOGLE_PCI_VENDOR and read(os.path.join(d, "device")) in TPU_PCI_DEVICES]
+    tpus = [
+        d
+        for d in sorted(glob.glob(os.path.join(pci, "*")))
+        if read(os.path.join(d, "vendor")) == GOOGLE_PCI_VENDOR and read(os.path.join(d, "device")) in TPU_PCI_DEVICES
+    ]
     if not tpus:
         return []
     dev = os.path.join(root, "dev")
@@ -168,8 +175,12 @@ def tpu_release_for(tf_version: Optional[str], releases: Sequence[str] = TENSORF
     return (same_minor or older or ordered)[-1]
 
 
-def tpu_install_commands(tf_version: Optional[str], tpu_version: Optional[str], python: str = sys.executable,
-                         releases: Sequence[str] = TENSORFLOW_TPU_RELEASES) -> List[List[str]]:
+def tpu_install_commands(
+    tf_version: Optional[str],
+    tpu_version: Optional[str],
+    python: str = sys.executable,
+    releases: Sequence[str] = TENSORFLOW_TPU_RELEASES,
+) -> List[List[str]]:
     """The pip commands that give TensorFlow the TPU, in order; [] when it already has it.
 
     `tf_version` and `tpu_version` are the installed versions of the `tensorflow` and
@@ -201,8 +212,14 @@ def installed_version(distribution: str) -> Optional[str]:
         return None
 
 
-def setup_tpu(environ: Optional[Mapping[str, str]] = None, root: str = "/", python: str = sys.executable,
-              tf_version="detect", tpu_version="detect", tf_imported: Optional[bool] = None) -> Optional[str]:
+def setup_tpu(
+    environ: Optional[Mapping[str, str]] = None,
+    root: str = "/",
+    python: str = sys.executable,
+    tf_version="detect",
+    tpu_version="detect",
+    tf_imported: Optional[bool] = None,
+) -> Optional[str]:
     """On a TPU runtime, install the TPU build of TensorFlow (see `tpu_install_commands`); else nothing.
 
     Called by notebook 02's set-up cell on Colab, before anything imports TensorFlow: it
@@ -229,8 +246,10 @@ def setup_tpu(environ: Optional[Mapping[str, str]] = None, root: str = "/", pyth
         print("$ pip " + " ".join(command[3:]))  # python -m pip ...: the pip of this kernel's Python
         done = subprocess.run(command)
         if done.returncode != 0:
-            raise RapgenError(f"installing TensorFlow for the TPU failed: `{' '.join(command)}` exited with "
-                              f"{done.returncode}; run it in a cell to see why, or pick a GPU runtime")
+            raise RapgenError(
+                f"installing TensorFlow for the TPU failed: `{' '.join(command)}` exited with "
+                f"{done.returncode}; run it in a cell to see why, or pick a GPU runtime"
+            )
     if tf_imported if tf_imported is not None else "tensorflow" in sys.modules:
         print("TensorFlow was imported before this install: Runtime > Restart session, then run all again")
     return tpu

@@ -24,9 +24,9 @@ import subprocess
 import sys
 from typing import FrozenSet, Optional
 
+from rapgen.checks import one_of
 from rapgen.colab import tpu_runtime
 from rapgen.errors import RapgenError
-from rapgen.checks import one_of
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 DISTRIBUTE_CHOICES = ("auto", "off", "mirrored", "tpu")
@@ -205,9 +205,11 @@ def _tpu_strategy(choice: str, tpu: Optional[str]):
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
         if tpu:
-            raise RapgenError(f"--distribute {choice}: this machine has a {tpu} but TensorFlow cannot use it ({why}); "
-                              "install TensorFlow for TPUs with rapgen.colab.setup_tpu() (notebook 02's set-up does) "
-                              "and restart, or pass --distribute off to train without it") from None
+            raise RapgenError(
+                f"--distribute {choice}: this machine has a {tpu} but TensorFlow cannot use it ({why}); "
+                "install TensorFlow for TPUs with rapgen.colab.setup_tpu() (notebook 02's set-up does) "
+                "and restart, or pass --distribute off to train without it"
+            ) from None
         raise RapgenError(f"--distribute tpu: no TPU found ({why}); use --distribute auto") from None
     return tf.distribute.TPUStrategy(resolver)
 
@@ -219,8 +221,12 @@ def device_memory_gib(meminfo: str = "/proc/meminfo") -> Optional[float]:
 
     if tf.config.list_physical_devices("GPU"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=20)
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
             return int(out.stdout.split()[0]) / 1024 if out.returncode == 0 else None
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
             return None

@@ -84,7 +84,7 @@ class RetryPolicy:
 
     def wait_s(self, attempt: int) -> float:
         """Seconds to pause after failed try number `attempt` (0 for the first)."""
-        wait = min(self.max_wait, self.first_wait * 2 ** attempt)
+        wait = min(self.max_wait, self.first_wait * 2**attempt)
         return wait * random.uniform(1.0 - self.jitter, 1.0 + self.jitter) if self.jitter else wait
 
     def server_wait_s(self, retry_after: Optional[str], attempt: int) -> float:

@@ -15,22 +15,30 @@ in `RAPGEN_MODEL_URL`, a few training steps, a few sampled tokens.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import sys
 import unicodedata
 from typing import Dict, List, Optional
 
+from rapgen import __version__
+from rapgen.colab import get_secret, on_colab, tpu_runtime
+from rapgen.data.collect.genius import API_URL, TOKEN_ENV, WEB_URL
+from rapgen.data.dataset import dataset_info, read_text
+from rapgen.data.lyrics import SEPARATOR, split_songs
+from rapgen.devices import quiet_tensorflow_import
 from rapgen.errors import RapgenError
+from rapgen.fileio import atomic_write_bytes
+from rapgen.finetune.events import show_tensorboard
 from rapgen.finetune.run import read_log
-from rapgen.model.folders import recorded_settings
+from rapgen.model.folders import latest_checkpoint, recorded_settings
+from rapgen.model.lora_run import ensure_base, is_lora_run
 
 SMOKE_ENV = "RAPGEN_SMOKE"
 DRIVE_MOUNT = "/content/drive"
 
 
 def _on_colab() -> bool:
-    from rapgen.colab import on_colab
-
     return on_colab()
 
 
@@ -41,10 +49,6 @@ def smoke() -> bool:
 
 def setup_report() -> None:
     """Print the rapgen and TensorFlow versions and the GPU (or TPU), or a warning that there is none."""
-    from rapgen import __version__
-    from rapgen.devices import quiet_tensorflow_import
-    from rapgen.colab import tpu_runtime
-
     # TensorFlow's start-up chatter would bury the report; the kernel's environment is the
     # user's, so only descriptor 2 is muted, during the import.
     quiet_tensorflow_import(set_environment=False)
@@ -99,36 +103,35 @@ def drive_folder(path: str = DRIVE_MOUNT + "/MyDrive/rapgen", local: str = "driv
 
 def genius_token() -> bool:
     """Say whether a Genius API token is at hand (never what it is); True if it is."""
-    from rapgen.colab import get_secret
-    from rapgen.data.collect.genius import TOKEN_ENV
 
     if (get_secret(TOKEN_ENV) or "").strip():
         print(f"Genius token: found ({TOKEN_ENV})")
         return True
-    print(f"no Genius token: get a client access token at https://genius.com/api-clients, then on Colab add it "
-          f"as a secret named {TOKEN_ENV} (the key icon on the left, with notebook access on); elsewhere set the "
-          f"environment variable {TOKEN_ENV}")
+    print(
+        f"no Genius token: get a client access token at https://genius.com/api-clients, then on Colab add it "
+        f"as a secret named {TOKEN_ENV} (the key icon on the left, with notebook access on); elsewhere set the "
+        f"environment variable {TOKEN_ENV}"
+    )
     return False
 
 
 def genius_urls() -> Dict[str, str]:
     """`api_url` and `web_url` for `rapgen.collect("genius", ...)`: Genius itself, or in smoke mode
     the loopback imitation named by `RAPGEN_SMOKE_GENIUS_API` and `RAPGEN_SMOKE_GENIUS_WEB`."""
-    from rapgen.data.collect.genius import API_URL, WEB_URL
 
     if not smoke():
         return {"api_url": API_URL, "web_url": WEB_URL}
     urls = {"api_url": os.environ.get("RAPGEN_SMOKE_GENIUS_API"), "web_url": os.environ.get("RAPGEN_SMOKE_GENIUS_WEB")}
     if not urls["api_url"] or not urls["web_url"]:
-        raise RapgenError("smoke mode collects from a fake Genius: set RAPGEN_SMOKE_GENIUS_API and "
-                          "RAPGEN_SMOKE_GENIUS_WEB to its URLs (tests/test_notebooks.py starts one)")
+        raise RapgenError(
+            "smoke mode collects from a fake Genius: set RAPGEN_SMOKE_GENIUS_API and "
+            "RAPGEN_SMOKE_GENIUS_WEB to its URLs (tests/test_notebooks.py starts one)"
+        )
     return urls
 
 
 def preview(path: str, songs: int = 1, max_chars: int = 1500) -> None:
     """Print the first songs of a lyrics file as the model will read them."""
-    from rapgen.data.dataset import read_text
-    from rapgen.data.lyrics import SEPARATOR, split_songs
 
     pieces = split_songs(read_text(path))
     print(f"{path}: {len(pieces)} songs; the first {min(songs, len(pieces))}:\n")
@@ -140,7 +143,6 @@ def preview(path: str, songs: int = 1, max_chars: int = 1500) -> None:
 
 
 def _has_checkpoint(folder: str) -> bool:
-    from rapgen.model.folders import latest_checkpoint
 
     return os.path.isdir(folder) and latest_checkpoint(folder) is not None
 
@@ -157,7 +159,6 @@ def find_run(checkpoint_dir: str, run_name: str = "") -> str:
         if not _has_checkpoint(folder):
             raise RapgenError(f"{folder} holds no checkpoint: check RUN_NAME, or leave it empty for the newest run")
         return folder
-    from rapgen.model.folders import latest_checkpoint
 
     runs = []
     if os.path.isdir(checkpoint_dir):
@@ -178,7 +179,6 @@ def fetch_base(run_dir: str, models_dir: str = "models") -> None:
 
     >>> fetch_base("/content/drive/MyDrive/rapgen/model/folders/run1")    # doctest: +SKIP
     """
-    from rapgen.model.lora_run import ensure_base, is_lora_run
 
     if is_lora_run(run_dir):
         print(f"{run_dir} is a LoRA run: its base model is {ensure_base(run_dir, models_dir)}")
@@ -189,7 +189,6 @@ def run_artists(run_dir: str, quiet: bool = False) -> List[str]:
 
     Prints the per-artist table unless quiet; an empty list when the dataset is not at hand.
     """
-    from rapgen.data.dataset import dataset_info
 
     dataset = recorded_settings(run_dir).get("dataset") or ""
     if not dataset or not os.path.exists(dataset):
@@ -231,7 +230,6 @@ def tensorboard(logdir: str = "checkpoints") -> None:
 
     >>> tensorboard("checkpoints")                          # doctest: +SKIP
     """
-    from rapgen.finetune.events import show_tensorboard
 
     show_tensorboard(logdir)
 
@@ -242,8 +240,12 @@ def _pyplot():
         import matplotlib
     except ImportError:
         raise RapgenError("the loss plot needs matplotlib: pip install matplotlib") from None
-    if "ipykernel" not in sys.modules and not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY") \
-            and sys.platform.startswith("linux"):
+    if (
+        "ipykernel" not in sys.modules
+        and not os.environ.get("MPLBACKEND")
+        and not os.environ.get("DISPLAY")
+        and sys.platform.startswith("linux")
+    ):
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -270,8 +272,15 @@ def plot_log(run_dir: str, save_to: Optional[str] = None):
         if log["best_step"]:
             step = log["best_step"][-1]  # the last new lowest is the best so far
             value = log["val_loss"][log["val_step"].index(step)]
-            ax.plot([step], [value], linestyle="none", marker="*", markersize=16, color="tab:red",
-                    label=f"best: step {step}, kept as model-best")
+            ax.plot(
+                [step],
+                [value],
+                linestyle="none",
+                marker="*",
+                markersize=16,
+                color="tab:red",
+                label=f"best: step {step}, kept as model-best",
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(f"{os.path.basename(os.path.normpath(run_dir))}: step {log['step'][-1]}")
@@ -279,10 +288,6 @@ def plot_log(run_dir: str, save_to: Optional[str] = None):
     ax.legend()
     fig.tight_layout()
     if save_to:
-        import io
-
-        from rapgen.fileio import atomic_write_bytes
-
         buf = io.BytesIO()
         fig.savefig(buf, format=os.path.splitext(save_to)[1].lstrip(".").lower() or "png", dpi=100)
         os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)

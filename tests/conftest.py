@@ -38,8 +38,10 @@ def pytest_runtest_makereport(item, call):
 def vocab_dir():
     folder = gpt2_vocab_dir()
     if folder is None:
-        pytest.skip("the real GPT-2 vocabulary (encoder.json, vocab.bpe) is not on this machine: "
-                    "set RAPGEN_GPT2_DIR to a folder holding it, e.g. a downloaded model")
+        pytest.skip(
+            "the real GPT-2 vocabulary (encoder.json, vocab.bpe) is not on this machine: "
+            "set RAPGEN_GPT2_DIR to a folder holding it, e.g. a downloaded model"
+        )
     return folder
 
 

@@ -6,21 +6,28 @@ import rapgen.checks as rules
 from rapgen.errors import RapgenError
 
 
-@pytest.mark.parametrize("rule, args, message", [
-    (rules.positive_int, ("--batch_size", 0), "--batch_size must be a positive integer, got 0"),
-    (rules.positive_int, ("--batch_size", True), "--batch_size must be a positive integer, got True"),
-    (rules.positive_int, ("--batch_size", 2.5), "--batch_size must be a positive integer, got 2.5"),
-    (rules.non_negative_int, ("--seed", -3), "--seed must be a non-negative integer, got -3"),
-    (rules.non_negative_int, ("--seed", "lucky"), "--seed must be a non-negative integer, got 'lucky'"),
-    (rules.zero_or_positive_int, ("--top_k", -1), "--top_k must be 0 (off) or a positive integer, got -1"),
-    (rules.positive_number, ("--timeout", 0, "seconds"), "--timeout must be a positive number of seconds, got 0"),
-    (rules.positive_number, ("--learning_rate", float("nan")), "--learning_rate must be a positive number, got nan"),
-    (rules.non_negative_number, ("--temperature", -1), "--temperature must be a non-negative number, got -1"),
-    (rules.one_of, ("--rank", "vibes", ("rhyme", "score")), "--rank must be one of rhyme, score; got 'vibes'"),
-    (rules.known_name, ("--optimizer", "lion", ("adam", "sgd")), "unknown --optimizer 'lion': choose adam, sgd"),
-    (rules.true_false, ("--quiet", "maybe"), "--quiet must be True or False; got 'maybe'"),
-    (rules.true_false_auto, ("--recompute", "maybe"), "--recompute must be True, False or auto; got 'maybe'"),
-])
+@pytest.mark.parametrize(
+    "rule, args, message",
+    [
+        (rules.positive_int, ("--batch_size", 0), "--batch_size must be a positive integer, got 0"),
+        (rules.positive_int, ("--batch_size", True), "--batch_size must be a positive integer, got True"),
+        (rules.positive_int, ("--batch_size", 2.5), "--batch_size must be a positive integer, got 2.5"),
+        (rules.non_negative_int, ("--seed", -3), "--seed must be a non-negative integer, got -3"),
+        (rules.non_negative_int, ("--seed", "lucky"), "--seed must be a non-negative integer, got 'lucky'"),
+        (rules.zero_or_positive_int, ("--top_k", -1), "--top_k must be 0 (off) or a positive integer, got -1"),
+        (rules.positive_number, ("--timeout", 0, "seconds"), "--timeout must be a positive number of seconds, got 0"),
+        (
+            rules.positive_number,
+            ("--learning_rate", float("nan")),
+            "--learning_rate must be a positive number, got nan",
+        ),
+        (rules.non_negative_number, ("--temperature", -1), "--temperature must be a non-negative number, got -1"),
+        (rules.one_of, ("--rank", "vibes", ("rhyme", "score")), "--rank must be one of rhyme, score; got 'vibes'"),
+        (rules.known_name, ("--optimizer", "lion", ("adam", "sgd")), "unknown --optimizer 'lion': choose adam, sgd"),
+        (rules.true_false, ("--quiet", "maybe"), "--quiet must be True or False; got 'maybe'"),
+        (rules.true_false_auto, ("--recompute", "maybe"), "--recompute must be True, False or auto; got 'maybe'"),
+    ],
+)
 def test_each_rule_names_the_flag_the_value_and_what_it_takes(rule, args, message):
     with pytest.raises(RapgenError) as caught:
         rule(*args)
@@ -53,8 +60,8 @@ def test_rules_return_what_they_accept():
 
 def test_training_sampling_and_collection_use_the_same_phrasing():
     from rapgen.data.collect.arguments import parse_count
-    from rapgen.write.generation import check_sampling_options
     from rapgen.finetune.config import TrainConfig
+    from rapgen.write.generation import check_sampling_options
 
     wanted = "--batch_size must be a positive integer, got 0"
     with pytest.raises(RapgenError) as from_sampling:

@@ -18,14 +18,20 @@ import sys
 
 import pytest
 
-from support.helpers import ROOT, THREE_SONGS, assert_one_line_error
 from rapgen.colab import TPU_WHEELS, setup_tpu, tpu_chips, tpu_install_commands, tpu_release_for, tpu_runtime
 from rapgen.devices import compute_dtype, describe, make_strategy, strategy_kind
 from rapgen.errors import RapgenError
 
-COLAB_TPU = {"COLAB_TPU_1VM": "1", "TPU_ACCELERATOR_TYPE": "v5e-1", "TPU_WORKER_ID": "0",
-             "TPU_SKIP_MDS_QUERY": "1", "COLAB_GPU": ""}  # as a Colab v5e-1 runtime has them
-COLAB_GPU = {"COLAB_TPU_1VM": "", "COLAB_GPU": "1"}           # Colab's other runtimes set it empty
+from support.helpers import ROOT, THREE_SONGS, assert_one_line_error
+
+COLAB_TPU = {
+    "COLAB_TPU_1VM": "1",
+    "TPU_ACCELERATOR_TYPE": "v5e-1",
+    "TPU_WORKER_ID": "0",
+    "TPU_SKIP_MDS_QUERY": "1",
+    "COLAB_GPU": "",
+}  # as a Colab v5e-1 runtime has them
+COLAB_GPU = {"COLAB_TPU_1VM": "", "COLAB_GPU": "1"}  # Colab's other runtimes set it empty
 
 
 def machine(tmp_path, pci=(), dev=()):
@@ -43,26 +49,46 @@ def machine(tmp_path, pci=(), dev=()):
     return str(root)
 
 
-@pytest.mark.parametrize("environ, pci, dev, found", [
-    (COLAB_TPU, (), (), "TPU v5e-1 (Colab TPU runtime)"),
-    ({**COLAB_TPU, "TPU_ACCELERATOR_TYPE": ""}, (), (), "TPU (type not named) (Colab TPU runtime)"),
-    ({"TPU_ACCELERATOR_TYPE": "v4-8", "TPU_NAME": "pod-1"}, (), (), "TPU v4-8 (TPU_ACCELERATOR_TYPE)"),  # GKE
-    # A TPU VM made with gcloud sets neither variable: its chips show.
-    ({}, [("0x1ae0", "0x005e")] * 4, ["accel0", "accel1", "accel2", "accel3"],
-     "TPU with 4 chips (/dev/accel0, /dev/accel1, /dev/accel2, /dev/accel3)"),
-    ({}, [("0x1ae0", "0x0063"), ("0x1ae0", "0x0042")], ["vfio/0", "vfio/vfio"], "TPU with 1 chip (/dev/vfio/0)"),
-    # No TPU: Colab's GPU runtime; a name of a TPU somewhere else; the retired TPU Node runtime;
-    # NVIDIA's /dev/accel0 (drivers 570+); a Mellanox device handed to vfio; Google's network card.
-    (COLAB_GPU, [("0x10de", "0x2b85")], ["nvidia0", "nvidiactl"], None),
-    ({"TPU_NAME": "my-tpu"}, (), (), None),
-    ({"COLAB_TPU_ADDR": "10.0.0.2:8470"}, (), (), None),
-    ({}, [("0x10de", "0x2b85")], ["accel0"], None),
-    ({}, [("0x15b3", "0xc2d5")], ["vfio/96", "vfio/vfio"], None),
-    ({}, [("0x1ae0", "0x0042")], ["vfio/0"], None),
-    # A TPU on the bus whose driver made no device file cannot be used.
-    ({}, [("0x1ae0", "0x0063")], (), None),
-], ids=["colab-v5e", "colab-untyped", "gke", "vm-v4", "vm-v5e", "colab-gpu", "tpu-name-only", "tpu-node",
-        "nvidia-accel", "vfio-not-tpu", "gvnic", "no-driver"])
+@pytest.mark.parametrize(
+    "environ, pci, dev, found",
+    [
+        (COLAB_TPU, (), (), "TPU v5e-1 (Colab TPU runtime)"),
+        ({**COLAB_TPU, "TPU_ACCELERATOR_TYPE": ""}, (), (), "TPU (type not named) (Colab TPU runtime)"),
+        ({"TPU_ACCELERATOR_TYPE": "v4-8", "TPU_NAME": "pod-1"}, (), (), "TPU v4-8 (TPU_ACCELERATOR_TYPE)"),  # GKE
+        # A TPU VM made with gcloud sets neither variable: its chips show.
+        (
+            {},
+            [("0x1ae0", "0x005e")] * 4,
+            ["accel0", "accel1", "accel2", "accel3"],
+            "TPU with 4 chips (/dev/accel0, /dev/accel1, /dev/accel2, /dev/accel3)",
+        ),
+        ({}, [("0x1ae0", "0x0063"), ("0x1ae0", "0x0042")], ["vfio/0", "vfio/vfio"], "TPU with 1 chip (/dev/vfio/0)"),
+        # No TPU: Colab's GPU runtime; a name of a TPU somewhere else; the retired TPU Node runtime;
+        # NVIDIA's /dev/accel0 (drivers 570+); a Mellanox device handed to vfio; Google's network card.
+        (COLAB_GPU, [("0x10de", "0x2b85")], ["nvidia0", "nvidiactl"], None),
+        ({"TPU_NAME": "my-tpu"}, (), (), None),
+        ({"COLAB_TPU_ADDR": "10.0.0.2:8470"}, (), (), None),
+        ({}, [("0x10de", "0x2b85")], ["accel0"], None),
+        ({}, [("0x15b3", "0xc2d5")], ["vfio/96", "vfio/vfio"], None),
+        ({}, [("0x1ae0", "0x0042")], ["vfio/0"], None),
+        # A TPU on the bus whose driver made no device file cannot be used.
+        ({}, [("0x1ae0", "0x0063")], (), None),
+    ],
+    ids=[
+        "colab-v5e",
+        "colab-untyped",
+        "gke",
+        "vm-v4",
+        "vm-v5e",
+        "colab-gpu",
+        "tpu-name-only",
+        "tpu-node",
+        "nvidia-accel",
+        "vfio-not-tpu",
+        "gvnic",
+        "no-driver",
+    ],
+)
 def test_a_tpu_is_found_where_there_is_one(tmp_path, environ, pci, dev, found):
     root = machine(tmp_path, pci, dev)
     assert tpu_runtime(environ, root) == found
@@ -81,22 +107,25 @@ def test_strategy_kind_for_each_choice():
     assert [strategy_kind("auto", tpu, g) for g in (0, 2)] == ["tpu", "tpu"]
     assert [strategy_kind("auto", None, g) for g in (0, 1, 2)] == ["default", "default", "mirrored"]
     assert strategy_kind("off", tpu, 2) == "default"
-    assert strategy_kind("tpu", None, 0) == "tpu"          # asked for: TensorFlow is to find one
+    assert strategy_kind("tpu", None, 0) == "tpu"  # asked for: TensorFlow is to find one
     assert strategy_kind("mirrored", tpu, 0) == "mirrored"
     with pytest.raises(RapgenError, match="--distribute must be one of auto, off, mirrored, tpu; got 'gpu'"):
         strategy_kind("gpu", None, 0)
 
 
-@pytest.mark.parametrize("tf_version, releases, wanted", [
-    ("2.20.0", None, "2.20.0"),
-    ("2.18.0", None, "2.18.0"),
-    ("2.19.0", None, "2.19.1"),      # same minor version: its newest TPU build
-    ("2.21.0", None, "2.20.0"),      # newer than every TPU build (today's PyPI TensorFlow)
-    ("2.22.0rc1", None, "2.20.0"),
-    (None, None, "2.20.0"),          # no TensorFlow: the newest TPU build
-    ("2.15.1", None, "2.20.0"),      # older than every TPU build (rapgen needs 2.16+): the newest
-    ("2.21.0", ("2.20.0", "2.21.0", "2.9.0"), "2.21.0"),  # the day 2.21 gets one; 2.9 < 2.20 numerically
-])
+@pytest.mark.parametrize(
+    "tf_version, releases, wanted",
+    [
+        ("2.20.0", None, "2.20.0"),
+        ("2.18.0", None, "2.18.0"),
+        ("2.19.0", None, "2.19.1"),  # same minor version: its newest TPU build
+        ("2.21.0", None, "2.20.0"),  # newer than every TPU build (today's PyPI TensorFlow)
+        ("2.22.0rc1", None, "2.20.0"),
+        (None, None, "2.20.0"),  # no TensorFlow: the newest TPU build
+        ("2.15.1", None, "2.20.0"),  # older than every TPU build (rapgen needs 2.16+): the newest
+        ("2.21.0", ("2.20.0", "2.21.0", "2.9.0"), "2.21.0"),  # the day 2.21 gets one; 2.9 < 2.20 numerically
+    ],
+)
 def test_the_tpu_build_follows_the_installed_tensorflow(tf_version, releases, wanted):
     assert tpu_release_for(tf_version, *([releases] if releases else [])) == wanted
 
@@ -109,10 +138,12 @@ def test_pip_commands_for_each_starting_point():
     assert tpu_install_commands("2.20.0", None, python="py") == [tpu("2.20.0")]
     assert tpu_install_commands(None, None, python="py") == [pip + ["tensorflow==2.20.0"], tpu("2.20.0")]
     assert tpu_install_commands("2.18.0", None, python="py") == [tpu("2.18.0")]
-    assert tpu_install_commands("2.20.0", "2.20.0", python="py") == []      # run again: nothing to do
+    assert tpu_install_commands("2.20.0", "2.20.0", python="py") == []  # run again: nothing to do
     # TensorFlow upgraded over the TPU build: the TPU build is laid over it again.
     assert tpu_install_commands("2.21.0", "2.20.0", python="py") == [
-        pip + ["tensorflow==2.20.0"], tpu("2.20.0", "--force-reinstall", "--no-deps")]
+        pip + ["tensorflow==2.20.0"],
+        tpu("2.20.0", "--force-reinstall", "--no-deps"),
+    ]
 
 
 @pytest.fixture
@@ -121,10 +152,9 @@ def fake_python(tmp_path):
     exits with the status in FAIL_ON (for the command holding that text) or 0."""
     log = tmp_path / "pip.log"
     script = tmp_path / "python"
-    script.write_text("#!/bin/sh\n"
-                      f'echo "$*" >> "{log}"\n'
-                      'case "$*" in *"$FAIL_ON"*) [ -n "$FAIL_ON" ] && exit 3;; esac\n'
-                      "exit 0\n")
+    script.write_text(
+        f'#!/bin/sh\necho "$*" >> "{log}"\ncase "$*" in *"$FAIL_ON"*) [ -n "$FAIL_ON" ] && exit 3;; esac\nexit 0\n'
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return str(script), log
 
@@ -137,12 +167,14 @@ def test_setup_tpu_installs_on_a_tpu_runtime_only(tmp_path, fake_python, capsys,
     assert setup_tpu(environ=COLAB_GPU, root=root, python=python, tf_version="2.21.0", tpu_version=None) is None
     assert not log.exists() and capsys.readouterr().out == ""
 
-    found = setup_tpu(environ=COLAB_TPU, root=root, python=python, tf_version="2.21.0", tpu_version=None,
-                      tf_imported=False)
+    found = setup_tpu(
+        environ=COLAB_TPU, root=root, python=python, tf_version="2.21.0", tpu_version=None, tf_imported=False
+    )
     assert found == "TPU v5e-1 (Colab TPU runtime)"
     assert log.read_text().splitlines() == [
         "-m pip install -q tensorflow==2.20.0",
-        f"-m pip install -q tensorflow-tpu==2.20.0 --find-links {TPU_WHEELS}"]
+        f"-m pip install -q tensorflow-tpu==2.20.0 --find-links {TPU_WHEELS}",
+    ]
     out = capsys.readouterr().out
     assert "TPU v5e-1 (Colab TPU runtime): installing TensorFlow for TPUs" in out
     assert "$ pip install -q tensorflow-tpu==2.20.0" in out and "Restart" not in out
@@ -193,26 +225,58 @@ def test_the_cli_refuses_to_train_on_the_cpu_of_a_tpu_runtime(tmp_path, tiny_mod
     lyrics.write_text(THREE_SONGS, encoding="utf-8")
     env = {**cli_env, **COLAB_TPU, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, "-m", "rapgen", "train", "--dataset", str(lyrics), "--model", tiny_model_dir,
-         "--checkpoint_dir", str(tmp_path / "checkpoints"), "--steps", "1", "--batch_size", "1",
-         "--sequence_length", "16", "--val_fraction", "0", "--mixed_precision", "off"],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert_one_line_error(result, "--distribute auto: this machine has a TPU v5e-1 (Colab TPU runtime)",
-                          "rapgen.colab.setup_tpu()")
+        [
+            sys.executable,
+            "-m",
+            "rapgen",
+            "train",
+            "--dataset",
+            str(lyrics),
+            "--model",
+            tiny_model_dir,
+            "--checkpoint_dir",
+            str(tmp_path / "checkpoints"),
+            "--steps",
+            "1",
+            "--batch_size",
+            "1",
+            "--sequence_length",
+            "16",
+            "--val_fraction",
+            "0",
+            "--mixed_precision",
+            "off",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(
+        result, "--distribute auto: this machine has a TPU v5e-1 (Colab TPU runtime)", "rapgen.colab.setup_tpu()"
+    )
     run = tmp_path / "checkpoints" / "run1"
     assert not run.exists() or not any(name.startswith("model-") for name in os.listdir(run))
 
 
 def test_notebook_02_installs_for_the_tpu_on_colab_before_tensorflow_is_imported():
-    cells = [c for c in json.loads((ROOT / "notebooks" / "02_finetune.ipynb").read_text())["cells"]
-             if c["cell_type"] == "code"]
+    cells = [
+        c
+        for c in json.loads((ROOT / "notebooks" / "02_finetune.ipynb").read_text())["cells"]
+        if c["cell_type"] == "code"
+    ]
     setup = "".join(cells[1]["source"])
     tree = ast.parse("\n".join("" if line.lstrip().startswith("!") else line for line in setup.splitlines()))
     calls = sorted((node.lineno, ast.unparse(node.func)) for node in ast.walk(tree) if isinstance(node, ast.Call))
     calls = [name for _, name in calls]
     assert calls.index("rapgen.colab.setup_tpu") < calls.index("rapgen.notebook.setup_report")
-    guarded = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "IN_COLAB"
-               and "rapgen.colab.setup_tpu()" in ast.unparse(node)]
+    guarded = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If)
+        and ast.unparse(node.test) == "IN_COLAB"
+        and "rapgen.colab.setup_tpu()" in ast.unparse(node)
+    ]
     assert guarded, "setup_tpu() runs on Colab only"
     # Nothing before it imports TensorFlow: importing rapgen does not.
     before = setup.split("rapgen.colab.setup_tpu()")[0]

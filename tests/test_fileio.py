@@ -125,13 +125,14 @@ def test_kill_9_mid_save_leaves_temps_that_the_next_cleanup_removes(tmp_path, li
     run.mkdir()
     live_tmp = touch(str(run / f".tmp-model-9-pid{live_child.pid}-t{start_time(live_child.pid)}{DATA}.tempstate3"))
     left = []
-    for attempt in range(5):
+    for _attempt in range(5):
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(run)], stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         # Kill it the moment a save after the first (which completed) is being written.
         while time.time() < deadline and proc.poll() is None:
-            if latest_checkpoint(str(run)) and any(n.startswith(".tmp-model-") and n != os.path.basename(live_tmp)
-                                                   for n in os.listdir(run)):
+            if latest_checkpoint(str(run)) and any(
+                n.startswith(".tmp-model-") and n != os.path.basename(live_tmp) for n in os.listdir(run)
+            ):
                 break
             time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
@@ -148,4 +149,3 @@ def test_kill_9_mid_save_leaves_temps_that_the_next_cleanup_removes(tmp_path, li
     # The complete checkpoints the writer renamed into place stay, and the newest is whole.
     newest = latest_checkpoint(str(run))
     assert newest is not None and os.path.getsize(newest + DATA) == 4 * 4 * (1 << 20)
-

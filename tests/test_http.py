@@ -5,8 +5,10 @@ import pytest
 from rapgen.http import RetryPolicy, retryable
 
 
-@pytest.mark.parametrize("status, expected", [(500, True), (503, True), (408, True), (429, True),
-                                              (404, False), (403, False), (401, False), (416, False)])
+@pytest.mark.parametrize(
+    "status, expected",
+    [(500, True), (503, True), (408, True), (429, True), (404, False), (403, False), (401, False), (416, False)],
+)
 def test_what_is_retryable(status, expected):
     assert retryable(status) is expected
 

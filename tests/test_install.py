@@ -66,8 +66,15 @@ def test_the_suite_imports_the_installed_package():
 @needs_install
 def test_every_module_imports_from_the_install(tmp_path):
     names = source_modules()
-    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL], input=json.dumps(names), cwd=tmp_path,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL],
+        input=json.dumps(names),
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     files = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(files) == sorted(names)
@@ -87,8 +94,11 @@ def test_the_install_holds_no_module_the_source_tree_lacks():
     import rapgen
 
     package = pathlib.Path(rapgen.__file__).resolve().parent
-    installed = sorted(".".join(["rapgen", *p.relative_to(package).with_suffix("").parts]).removesuffix(".__init__")
-                       for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    installed = sorted(
+        ".".join(["rapgen", *p.relative_to(package).with_suffix("").parts]).removesuffix(".__init__")
+        for p in package.rglob("*.py")
+        if "__pycache__" not in p.parts
+    )
     stale = sorted(set(installed) - set(source_modules()) - {"rapgen.__main__"})
     assert stale == [], f"installed, not in the source tree: {stale}"
 

@@ -70,23 +70,50 @@ def test_the_clean_package_passes(tmp_path):
     assert all_violations(write_package(tmp_path, CLEAN)) == {rule: [] for rule in RULES}
 
 
-@pytest.mark.parametrize("rule, file, line, needle", [
-    ("layers", "fileio.py", "from rapgen.data.lyrics import clean\n",
-     "rapgen.fileio:1: import of rapgen.data.lyrics (layer 2) from layer 0"),
-    ("layers", "fileio.py", "def f():\n    import rapgen.finetune.loop\n",
-     "rapgen.fileio:2: function-local import of rapgen.finetune.loop (layer 5) from layer 0"),
-    ("layers", "finetune/loop.py", "from rapgen import train\n", "import of rapgen (layer 8) from layer 5"),
-    ("layers", "loose.py", "", "rapgen.loose: in no layer"),
-    ("cycles", "model/hparams.py", "def f():\n    from rapgen.model.folders import load\n",
-     "import cycle among rapgen.model.folders, rapgen.model.gpt2, rapgen.model.hparams"),
-    ("cycles", "data/lyrics.py", "from . import lyrics\n", "import cycle among rapgen.data.lyrics"),
-    ("local imports", "finetune/loop.py", "def f():\n    from rapgen.model.hparams import HParams\n",
-     "rapgen.finetune.loop:2: function-local import of rapgen.model.hparams, which imports no heavy library"),
-    ("private names", "data/lyrics.py", "from rapgen.model.hparams import _check\n",
-     "rapgen.data.lyrics:1: imports _check from rapgen.model.hparams"),
-    ("private names", "data/lyrics.py", "from rapgen.model import hparams\nx = hparams._check\n",
-     "rapgen.data.lyrics:2: reads rapgen.model.hparams._check"),
-])
+@pytest.mark.parametrize(
+    "rule, file, line, needle",
+    [
+        (
+            "layers",
+            "fileio.py",
+            "from rapgen.data.lyrics import clean\n",
+            "rapgen.fileio:1: import of rapgen.data.lyrics (layer 2) from layer 0",
+        ),
+        (
+            "layers",
+            "fileio.py",
+            "def f():\n    import rapgen.finetune.loop\n",
+            "rapgen.fileio:2: function-local import of rapgen.finetune.loop (layer 5) from layer 0",
+        ),
+        ("layers", "finetune/loop.py", "from rapgen import train\n", "import of rapgen (layer 8) from layer 5"),
+        ("layers", "loose.py", "", "rapgen.loose: in no layer"),
+        (
+            "cycles",
+            "model/hparams.py",
+            "def f():\n    from rapgen.model.folders import load\n",
+            "import cycle among rapgen.model.folders, rapgen.model.gpt2, rapgen.model.hparams",
+        ),
+        ("cycles", "data/lyrics.py", "from . import lyrics\n", "import cycle among rapgen.data.lyrics"),
+        (
+            "local imports",
+            "finetune/loop.py",
+            "def f():\n    from rapgen.model.hparams import HParams\n",
+            "rapgen.finetune.loop:2: function-local import of rapgen.model.hparams, which imports no heavy library",
+        ),
+        (
+            "private names",
+            "data/lyrics.py",
+            "from rapgen.model.hparams import _check\n",
+            "rapgen.data.lyrics:1: imports _check from rapgen.model.hparams",
+        ),
+        (
+            "private names",
+            "data/lyrics.py",
+            "from rapgen.model import hparams\nx = hparams._check\n",
+            "rapgen.data.lyrics:2: reads rapgen.model.hparams._check",
+        ),
+    ],
+)
 def test_a_planted_mistake_is_found(tmp_path, rule, file, line, needle):
     files = dict(CLEAN)
     files[file] = line + files.get(file, "")

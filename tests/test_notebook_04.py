@@ -60,7 +60,7 @@ def test_04_judges_the_songs_and_highlights_the_copy(ran):
     text, _ = texts(nb)
     assert "<<Lil Tofu - Fresh One>>" in text and "rhyme density" in text
     assert "longest copied span" in text and "Lil Tofu - Oat Milk Money" in text
-    assert f"<mark title=\"copied from Lil Tofu - Oat Milk Money\">{COPIED}</mark>" in text
+    assert f'<mark title="copied from Lil Tofu - Oat Milk Money">{COPIED}</mark>' in text
     assert "best by both: song" in text
 
 

@@ -8,9 +8,10 @@ import types
 
 import pytest
 
-from support.helpers import ROOT
 import rapgen.notebook as notebook
 from rapgen.errors import RapgenError
+
+from support.helpers import ROOT
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 
@@ -73,12 +74,20 @@ def test_setup_report_leaves_the_kernels_environment_alone(tmp_path):
     # environment after setup_report must be exactly what importing TensorFlow leaves.
     import subprocess
 
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS", "RAPGEN_DEBUG")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS", "RAPGEN_DEBUG")
+    }
     show = "import json, os, sys; assert 'tensorflow' in sys.modules; print(json.dumps(dict(os.environ)))"
     after = {}
     for name, call in (("plain", "import tensorflow"), ("report", "import rapgen.notebook as n; n.setup_report()")):
-        done = subprocess.run([sys.executable, "-c", f"{call}; {show}"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", f"{call}; {show}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         after[name] = json.loads(done.stdout.strip().splitlines()[-1])
     assert after["report"] == after["plain"]
@@ -155,7 +164,9 @@ def test_run_artists_reads_the_runs_dataset(tmp_path, vocab_dir, capsys):
     shutil.copy(SAMPLE_LYRICS, dataset)
     run = fake_run(tmp_path / "run1", 4, 1_000_000, vocab_dir=vocab_dir, dataset=dataset)
     artists = notebook.run_artists(run)
-    assert sorted(artists) == sorted(["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost"])
+    assert sorted(artists) == sorted(
+        ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost"]
+    )
     assert "6 artists" in capsys.readouterr().out
     dataset.unlink()
     assert notebook.run_artists(run) == []

@@ -86,8 +86,9 @@ def test_cells_define_nothing(name):
     for i, cell in enumerate(code_cells(load(name))):
         tree = ast.parse(python_source(cell.source))
         for node in ast.walk(tree):
-            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), \
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), (
                 f"{name}: code cell {i} defines {type(node).__name__} at line {node.lineno}"
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -131,7 +132,10 @@ def test_setup_installs_on_colab_only_and_reports(name):
     setup = cells[1].source
     assert 'IN_COLAB = "google.colab" in sys.modules' in setup
     install = re.search(
-        r'^if IN_COLAB:\n\s+get_ipython\(\)\.system\("pip install -q git\+https://github\.com/[\w.-]+/rapgen"\)', setup, re.M)
+        r'^if IN_COLAB:\n\s+get_ipython\(\)\.system\("pip install -q git\+https://github\.com/[\w.-]+/rapgen"\)',
+        setup,
+        re.M,
+    )
     assert install, "pip install from the repository, under `if IN_COLAB:`"
     assert " -e " not in setup and "--editable" not in setup
     assert "rapgen.notebook.setup_report()" in setup
@@ -145,8 +149,9 @@ def test_each_code_cell_follows_a_sentence(name):
     cells = load(name).cells
     for i, cell in enumerate(cells):
         if cell.cell_type == "code":
-            assert i > 0 and cells[i - 1].cell_type == "markdown" and cells[i - 1].source.strip(), \
+            assert i > 0 and cells[i - 1].cell_type == "markdown" and cells[i - 1].source.strip(), (
                 f"{name}: cell {i} has no markdown above it"
+            )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -179,8 +184,16 @@ class SampleGenius:
         for song in songs:
             artist_id = self.artists.setdefault(song.artist, len(self.artists) + 1)
             song_id = 1000 + len(self.songs)
-            self.songs.append({"id": song_id, "title": song.title, "path": f"/song-{song_id}-lyrics",
-                               "artist": song.artist, "artist_id": artist_id, "lyrics": song.lyrics})
+            self.songs.append(
+                {
+                    "id": song_id,
+                    "title": song.title,
+                    "path": f"/song-{song_id}-lyrics",
+                    "artist": song.artist,
+                    "artist_id": artist_id,
+                    "lyrics": song.lyrics,
+                }
+            )
         self.headers = []  # (path, Authorization header or None)
         self.lock = threading.Lock()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -202,8 +215,13 @@ class SampleGenius:
         self.server.server_close()
 
     def listing(self, song):
-        return {"id": song["id"], "title": song["title"], "path": song["path"], "instrumental": False,
-                "primary_artist": {"id": song["artist_id"], "name": song["artist"]}}
+        return {
+            "id": song["id"],
+            "title": song["title"],
+            "path": song["path"],
+            "instrumental": False,
+            "primary_artist": {"id": song["artist_id"], "name": song["artist"]},
+        }
 
     def _handler(self):
         fake = self
@@ -233,7 +251,7 @@ class SampleGenius:
                 if url.path.startswith("/api/"):
                     if self.headers.get("Authorization") != f"Bearer {FAKE_TOKEN}":
                         return self.send(401, b'{"meta": {"status": 401}}', "application/json")
-                    route = url.path[len("/api"):]
+                    route = url.path[len("/api") :]
                     if route == "/search":
                         q = query.get("q", [""])[0].casefold()
                         mine = [s for s in fake.songs if s["artist"].casefold() == q]
@@ -247,9 +265,11 @@ class SampleGenius:
                 if song is None:
                     return self.send(404, b"<html><body>not found</body></html>", "text/html")
                 lines = "<br/>".join(html.escape(line) for line in song["lyrics"].split("\n"))
-                page = (f"<html><head><title>{html.escape(song['title'])} Lyrics</title></head><body>"
-                        f"<div data-exclude-from-selection=\"true\">{len(song['title'])} Contributors</div>"
-                        f"<div data-lyrics-container=\"true\">{lines}</div></body></html>")
+                page = (
+                    f"<html><head><title>{html.escape(song['title'])} Lyrics</title></head><body>"
+                    f'<div data-exclude-from-selection="true">{len(song["title"])} Contributors</div>'
+                    f'<div data-lyrics-container="true">{lines}</div></body></html>'
+                )
                 self.send(200, page.encode("utf-8"), "text/html; charset=utf-8")
 
         return Handler
@@ -266,8 +286,9 @@ class Kernel:
         from jupyter_client.manager import KernelManager
 
         spec = self.write_spec(spec_root)
-        self.km = KernelManager(kernel_name="rapgen-test",
-                                kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+        self.km = KernelManager(
+            kernel_name="rapgen-test", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)])
+        )
         self.km.start_kernel(cwd=str(cwd), env=env)
         self.kc = self.km.client()
         self.kc.start_channels()
@@ -278,10 +299,15 @@ class Kernel:
         """A kernel spec that starts this interpreter (so the kernel imports the rapgen under test)."""
         spec = pathlib.Path(spec_root) / "kernels" / "rapgen-test"
         spec.mkdir(parents=True, exist_ok=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "rapgen tests", "language": "python",
-        }))
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": "rapgen tests",
+                    "language": "python",
+                }
+            )
+        )
         return spec
 
     def close(self):
@@ -315,8 +341,9 @@ class Kernel:
                 texts.append(answer.replace("\x04", "^D") + "\n")
                 self.kc.input(answer)
 
-            reply = self.kc.execute_interactive(cell.source, allow_stdin=True, timeout=CELL_TIMEOUT_S,
-                                                output_hook=on_output, stdin_hook=on_input)
+            reply = self.kc.execute_interactive(
+                cell.source, allow_stdin=True, timeout=CELL_TIMEOUT_S, output_hook=on_output, stdin_hook=on_input
+            )
             text = ANSI.sub("", "".join(texts))
             outputs.append(text)
             if reply["content"]["status"] != "ok":
@@ -334,10 +361,13 @@ def headless(nb, cwd, env, spec_root):
     from nbclient import NotebookClient
 
     Kernel.write_spec(spec_root)
-    km = KernelManager(kernel_name="rapgen-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(pathlib.Path(spec_root) / "kernels")]))
-    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="rapgen-test",
-                            resources={"metadata": {"path": str(cwd)}})
+    km = KernelManager(
+        kernel_name="rapgen-test",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(pathlib.Path(spec_root) / "kernels")]),
+    )
+    client = NotebookClient(
+        nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="rapgen-test", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute(env=env)
     outputs = []
     for cell in code_cells(nb):
@@ -346,7 +376,9 @@ def headless(nb, cwd, env, spec_root):
             if out.output_type == "stream":
                 texts.append(out.text)
             elif out.output_type in ("execute_result", "display_data"):
-                texts.append(out.data.get("text/plain", "") + ("\n[image/png]" if "image/png" in out.data else "") + "\n")
+                texts.append(
+                    out.data.get("text/plain", "") + ("\n[image/png]" if "image/png" in out.data else "") + "\n"
+                )
         outputs.append(ANSI.sub("", "".join(texts)))
     return outputs
 
@@ -361,17 +393,19 @@ class Lab:
         self.mirror, self.genius = mirror, genius
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPGEN_", "COLAB_", "GENIUS_", "JPY_"))}
         env.pop("MPLBACKEND", None)
-        env.update({
-            "RAPGEN_SMOKE": "1",
-            "RAPGEN_MODEL_URL": mirror.url,
-            "RAPGEN_SMOKE_GENIUS_API": genius.url + "/api",
-            "RAPGEN_SMOKE_GENIUS_WEB": genius.url,
-            "GENIUS_ACCESS_TOKEN": FAKE_TOKEN,
-            "IPYTHONDIR": str(self.root / "ipython"),
-            "NO_PROXY": "127.0.0.1,localhost",
-            "no_proxy": "127.0.0.1,localhost",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        })
+        env.update(
+            {
+                "RAPGEN_SMOKE": "1",
+                "RAPGEN_MODEL_URL": mirror.url,
+                "RAPGEN_SMOKE_GENIUS_API": genius.url + "/api",
+                "RAPGEN_SMOKE_GENIUS_WEB": genius.url,
+                "GENIUS_ACCESS_TOKEN": FAKE_TOKEN,
+                "IPYTHONDIR": str(self.root / "ipython"),
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+            }
+        )
         self.env = env
 
     def run_headless(self, name):

@@ -62,10 +62,9 @@ def timed_session(gpt2, times: list, want):
 
 
 def check(spec: dict) -> dict:
+    import gpt_2_simple as gpt2
     import numpy as np
     import tensorflow as tf
-
-    import gpt_2_simple as gpt2
     from gpt_2_simple.src import model
 
     size = spec["size"]
@@ -77,8 +76,11 @@ def check(spec: dict) -> dict:
     ids = tf.compat.v1.placeholder(tf.int32, [1, None])
     logits = model.model(hparams=hparams, X=ids, reuse=True)["logits"]
     got = sess.run(logits, feed_dict={ids: ref["ids"]})
-    return {"max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
-            "logit_scale": float(np.max(np.abs(ref["logits"]))), **versions()}
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
+        "logit_scale": float(np.max(np.abs(ref["logits"]))),
+        **versions(),
+    }
 
 
 def train(spec: dict) -> dict:
@@ -86,27 +88,46 @@ def train(spec: dict) -> dict:
 
     times = []
     # The training step's fetches are the tuple (opt_apply, loss, summary_loss) with a feed_dict.
-    sess = timed_session(gpt2, times, lambda fetches, kw: isinstance(fetches, tuple) and len(fetches) == 3
-                         and kw.get("feed_dict") is not None)
+    sess = timed_session(
+        gpt2,
+        times,
+        lambda fetches, kw: isinstance(fetches, tuple) and len(fetches) == 3 and kw.get("feed_dict") is not None,
+    )
     n = 1 + spec["warmup"] + spec["steps"]
     with tempfile.TemporaryDirectory(prefix="gpt2simple-bench-") as tmp:
         with Timer() as total:
-            gpt2.finetune(sess, common.DATASET, steps=n, model_name=spec["size"], model_dir=MODELS,
-                          batch_size=1, accumulate_gradients=1, learning_rate=1e-4, restore_from="fresh",
-                          run_name="bench", checkpoint_dir=tmp, sample_every=10**9, save_every=10**9,
-                          print_every=1, optimizer="adam")
+            gpt2.finetune(
+                sess,
+                common.DATASET,
+                steps=n,
+                model_name=spec["size"],
+                model_dir=MODELS,
+                batch_size=1,
+                accumulate_gradients=1,
+                learning_rate=1e-4,
+                restore_from="fresh",
+                run_name="bench",
+                checkpoint_dir=tmp,
+                sample_every=10**9,
+                save_every=10**9,
+                print_every=1,
+                optimizer="adam",
+            )
     if len(times) != n:
         raise RuntimeError(f"expected {n} timed training steps, saw {len(times)}")
-    step_s = times[1 + spec["warmup"]:]
-    return {"first_step_s": times[0], "finetune_call_s": total.s,
-            **common.summarize_steps(step_s, common.BATCH * common.LENGTH), **versions()}
+    step_s = times[1 + spec["warmup"] :]
+    return {
+        "first_step_s": times[0],
+        "finetune_call_s": total.s,
+        **common.summarize_steps(step_s, common.BATCH * common.LENGTH),
+        **versions(),
+    }
 
 
 def sample(spec: dict) -> dict:
+    import gpt_2_simple as gpt2
     import numpy as np
     import tensorflow as tf
-
-    import gpt_2_simple as gpt2
     from gpt_2_simple.src import encoder, model
     from gpt_2_simple.src import sample as gsample
 
@@ -115,8 +136,17 @@ def sample(spec: dict) -> dict:
     sess = timed_session(gpt2, run_times, lambda fetches, kw: kw.get("feed_dict") is not None)
     with Timer() as load:
         gpt2.load_gpt2(sess, model_name=size, model_dir=MODELS)
-    kwargs = dict(model_name=size, model_dir=MODELS, prefix=common.PROMPT, length=length, nsamples=batch,
-                  batch_size=batch, temperature=1.0, top_k=40, return_as_list=True)
+    kwargs = dict(
+        model_name=size,
+        model_dir=MODELS,
+        prefix=common.PROMPT,
+        length=length,
+        nsamples=batch,
+        batch_size=batch,
+        temperature=1.0,
+        top_k=40,
+        return_as_list=True,
+    )
     calls = []
     for seed in range(1 + spec["warm_runs"]):
         with Timer() as t:
@@ -130,17 +160,25 @@ def sample(spec: dict) -> dict:
     hparams = model.default_hparams()
     hparams.override_from_dict(common.SIZES[size])
     context = tf.compat.v1.placeholder(tf.int32, [batch, None])
-    op = gsample.sample_sequence(hparams=hparams, length=length, context=context, batch_size=batch,
-                                 temperature=1.0, top_k=40)
+    op = gsample.sample_sequence(
+        hparams=hparams, length=length, context=context, batch_size=batch, temperature=1.0, top_k=40
+    )
     feed = {context: np.array(batch * [enc.encode(common.PROMPT)], np.int32)}
     sess.run(op, feed_dict=feed)
     with Timer() as reused:
         out = sess.run(op, feed_dict=feed)
     assert out.shape[1] == len(enc.encode(common.PROMPT)) + length
-    return {"load_s": load.s, "first_s": calls[0], "warm_s": warm, "best_s": best,
-            "run_s": run_times[1 + warm.index(best)], "graph_reused_s": reused.s,
-            "tokens_per_s": batch * length / best, "graph_reused_tokens_per_s": batch * length / reused.s,
-            **versions()}
+    return {
+        "load_s": load.s,
+        "first_s": calls[0],
+        "warm_s": warm,
+        "best_s": best,
+        "run_s": run_times[1 + warm.index(best)],
+        "graph_reused_s": reused.s,
+        "tokens_per_s": batch * length / best,
+        "graph_reused_tokens_per_s": batch * length / reused.s,
+        **versions(),
+    }
 
 
 def cold(spec: dict) -> dict:
@@ -148,8 +186,17 @@ def cold(spec: dict) -> dict:
 
     sess = gpt2.start_tf_sess()
     gpt2.load_gpt2(sess, model_name=spec["size"], model_dir=MODELS)
-    texts = gpt2.generate(sess, model_name=spec["size"], model_dir=MODELS, prefix=common.PROMPT,
-                          length=spec["length"], temperature=1.0, top_k=40, seed=1, return_as_list=True)
+    texts = gpt2.generate(
+        sess,
+        model_name=spec["size"],
+        model_dir=MODELS,
+        prefix=common.PROMPT,
+        length=spec["length"],
+        temperature=1.0,
+        top_k=40,
+        seed=1,
+        return_as_list=True,
+    )
     print(texts[0])
     return versions()
 

@@ -36,23 +36,32 @@ def versions() -> dict:
     import keras_hub
     import tensorflow as tf
 
-    return {"keras_hub": keras_hub.__version__, "keras": keras.__version__, "tf": tf.__version__,
-            "backend": keras.config.backend()}
+    return {
+        "keras_hub": keras_hub.__version__,
+        "keras": keras.__version__,
+        "tf": tf.__version__,
+        "backend": keras.config.backend(),
+    }
 
 
 def load(size: str, policy: str = "float32"):
     """GPT2CausalLM (no preprocessor) with the exported weights; fails on any unset or misshaped array."""
     import keras
-    import numpy as np
-
     import keras_hub
+    import numpy as np
 
     keras.mixed_precision.set_global_policy(policy)
     hp = common.SIZES[size]
     E, H = hp["n_embd"], hp["n_head"]
-    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=hp["n_vocab"], num_layers=hp["n_layer"], num_heads=H,
-                                             hidden_dim=E, intermediate_dim=4 * E, dropout=0.0,
-                                             max_sequence_length=hp["n_ctx"])
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=hp["n_vocab"],
+        num_layers=hp["n_layer"],
+        num_heads=H,
+        hidden_dim=E,
+        intermediate_dim=4 * E,
+        dropout=0.0,
+        max_sequence_length=hp["n_ctx"],
+    )
     w = np.load(common.weights_npz(size))
     assigned = set()
 
@@ -73,8 +82,8 @@ def load(size: str, policy: str = "float32"):
         attn = layer._self_attention_layer
         qkv_w, qkv_b = w[p + "attn/c_attn/w"][0], w[p + "attn/c_attn/b"]  # [E, 3E], [3E]
         for j, dense in enumerate((attn.query_dense, attn.key_dense, attn.value_dense)):
-            put(dense.kernel, None, qkv_w[:, j * E:(j + 1) * E])  # -> [E, H, D]
-            put(dense.bias, None, qkv_b[j * E:(j + 1) * E])  # -> [H, D]
+            put(dense.kernel, None, qkv_w[:, j * E : (j + 1) * E])  # -> [E, H, D]
+            put(dense.bias, None, qkv_b[j * E : (j + 1) * E])  # -> [H, D]
         put(attn.output_dense.kernel, p + "attn/c_proj/w")  # [1, E, E] -> [H, D, E]
         put(attn.output_dense.bias, p + "attn/c_proj/b")
         put(layer._feedforward_intermediate_dense.kernel, p + "mlp/c_fc/w")
@@ -96,8 +105,11 @@ def check(spec: dict) -> dict:
     model = load(spec["size"])
     ids = ref["ids"]
     got = np.asarray(model({"token_ids": ids, "padding_mask": np.ones_like(ids)}), np.float32)
-    return {"max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
-            "logit_scale": float(np.max(np.abs(ref["logits"]))), **versions()}
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
+        "logit_scale": float(np.max(np.abs(ref["logits"]))),
+        **versions(),
+    }
 
 
 def train(spec: dict) -> dict:
@@ -107,13 +119,16 @@ def train(spec: dict) -> dict:
     policy = "mixed_bfloat16" if spec["dtype"] == "bfloat16" else "float32"
     with Timer() as setup:
         model = load(spec["size"], policy)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), weighted_metrics=[])
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=[],
+        )
     tokens = np.load(common.TOKENS)
     n = 1 + spec["warmup"] + spec["steps"]
     starts = [(i * 997) % (len(tokens) - common.LENGTH - 1) for i in range(n)]
-    x = np.stack([tokens[s:s + common.LENGTH] for s in starts]).astype(np.int32)  # [n, T]
-    y = np.stack([tokens[s + 1:s + common.LENGTH + 1] for s in starts]).astype(np.int32)  # [n, T]
+    x = np.stack([tokens[s : s + common.LENGTH] for s in starts]).astype(np.int32)  # [n, T]
+    y = np.stack([tokens[s + 1 : s + common.LENGTH + 1] for s in starts]).astype(np.int32)  # [n, T]
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -129,19 +144,32 @@ def train(spec: dict) -> dict:
             self.times.append(self.t.s)
 
     timer = StepTimer()
-    model.fit(x={"token_ids": x, "padding_mask": np.ones_like(x)}, y=y, batch_size=common.BATCH, epochs=1,
-              shuffle=False, verbose=0, callbacks=[timer])
+    model.fit(
+        x={"token_ids": x, "padding_mask": np.ones_like(x)},
+        y=y,
+        batch_size=common.BATCH,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+        callbacks=[timer],
+    )
     if len(timer.times) != n or not np.isfinite(timer.losses[-1]):
         raise RuntimeError(f"{len(timer.times)} steps timed of {n}, last loss {timer.losses[-1]}")
-    return {"setup_s": setup.s, "first_step_s": timer.times[0], "loss_first": timer.losses[0],
-            "loss_last": timer.losses[-1], "jit_compile": bool(model.jit_compile), "policy": policy,
-            **common.summarize_steps(timer.times[1 + spec["warmup"]:], common.BATCH * common.LENGTH), **versions()}
+    return {
+        "setup_s": setup.s,
+        "first_step_s": timer.times[0],
+        "loss_first": timer.losses[0],
+        "loss_last": timer.losses[-1],
+        "jit_compile": bool(model.jit_compile),
+        "policy": policy,
+        **common.summarize_steps(timer.times[1 + spec["warmup"] :], common.BATCH * common.LENGTH),
+        **versions(),
+    }
 
 
 def sample(spec: dict) -> dict:
-    import numpy as np
-
     import keras_hub
+    import numpy as np
 
     with Timer() as load_t:
         model = load(spec["size"])
@@ -149,9 +177,9 @@ def sample(spec: dict) -> dict:
     prompt = common.prompt_ids()
     batch, length = spec["batch"], spec["length"]
     ids = np.zeros([batch, len(prompt) + length], np.int32)
-    ids[:, :len(prompt)] = prompt
+    ids[:, : len(prompt)] = prompt
     mask = np.zeros_like(ids, dtype=bool)
-    mask[:, :len(prompt)] = True
+    mask[:, : len(prompt)] = True
 
     def call():
         out = model.generate({"token_ids": ids, "padding_mask": mask}, stop_token_ids=None)
@@ -164,8 +192,15 @@ def sample(spec: dict) -> dict:
         with Timer() as t:
             call()
         warm.append(t.s)
-    return {"load_s": load_t.s, "first_s": first.s, "warm_s": warm, "best_s": min(warm),
-            "tokens_per_s": batch * length / min(warm), "jit_compile": bool(model.jit_compile), **versions()}
+    return {
+        "load_s": load_t.s,
+        "first_s": first.s,
+        "warm_s": warm,
+        "best_s": min(warm),
+        "tokens_per_s": batch * length / min(warm),
+        "jit_compile": bool(model.jit_compile),
+        **versions(),
+    }
 
 
 if __name__ == "__main__":

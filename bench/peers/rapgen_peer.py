@@ -27,14 +27,14 @@ from common import Timer  # noqa: E402
 
 
 def prepare(spec: dict) -> dict:
+    import bench_train
     import numpy as np
 
-    import bench_train
-    from rapgen.model.folders import check_model_dir, init, read_weights, save_model
-    from rapgen.model.loading import load_model
     from rapgen.model.encoder import load_encoder
-    from rapgen.model.hparams import HParams
+    from rapgen.model.folders import check_model_dir, init, read_weights, save_model
     from rapgen.model.gpt2 import GPT2, initial_weights
+    from rapgen.model.hparams import HParams
+    from rapgen.model.loading import load_model
 
     vocab = spec["vocab_dir"]
     made = []
@@ -97,6 +97,7 @@ def peaks(spec: dict) -> dict:
 
     out = {}
     for dtype in ("float32", "bfloat16"):
+
         def make_pair(n, dtype=dtype):
             a = tf.random.normal([n, n], dtype=tf.float32)
             return tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
@@ -111,15 +112,22 @@ def train(spec: dict) -> dict:
 
     bench_train.VARIANTS["bfloat16"] = dict(optimizer="adam", recompute=False, mixed_precision="bfloat16")
     variant = "default (adam)" if spec["dtype"] == "float32" else "bfloat16"
-    r = bench_train.child({"model_dir": common.model_dir(spec["size"]), "dataset": common.DATASET,
-                           "variant": variant, "steps": spec["steps"], "warmup": spec["warmup"]})
+    r = bench_train.child(
+        {
+            "model_dir": common.model_dir(spec["size"]),
+            "dataset": common.DATASET,
+            "variant": variant,
+            "steps": spec["steps"],
+            "warmup": spec["warmup"],
+        }
+    )
     r.update(common.summarize_steps(r["step_s"], common.BATCH * common.LENGTH))
     return r
 
 
 def sample(spec: dict) -> dict:
-    from rapgen.model.loading import load_model
     from rapgen.model.encoder import load_encoder
+    from rapgen.model.loading import load_model
     from rapgen.write.generation import generate
 
     folder = common.model_dir(spec["size"])
@@ -139,8 +147,14 @@ def sample(spec: dict) -> dict:
         with Timer() as t:
             call(2 + i)
         warm.append(t.s)
-    return {"load_s": load.s, "first_s": first.s, "warm_s": warm, "best_s": min(warm),
-            "tokens_per_s": batch * length / min(warm), **tf_versions()}
+    return {
+        "load_s": load.s,
+        "first_s": first.s,
+        "warm_s": warm,
+        "best_s": min(warm),
+        "tokens_per_s": batch * length / min(warm),
+        **tf_versions(),
+    }
 
 
 def encode(spec: dict) -> dict:

@@ -32,8 +32,13 @@ def encode(spec: dict) -> dict:
     ids = enc.encode(text, allowed_special={bench_core.EOT})
     seconds = time.perf_counter() - t
     digest = hashlib.sha256(array.array("i", ids).tobytes()).hexdigest()  # int32, as rapgen's side hashes
-    return {"mb": n_mb, "tokens": len(ids), "sha256": digest, "mb_s": n_mb / seconds,
-            "tiktoken": importlib.metadata.version("tiktoken")}
+    return {
+        "mb": n_mb,
+        "tokens": len(ids),
+        "sha256": digest,
+        "mb_s": n_mb / seconds,
+        "tiktoken": importlib.metadata.version("tiktoken"),
+    }
 
 
 if __name__ == "__main__":

@@ -44,16 +44,27 @@ def load(size: str):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     hp = common.SIZES[size]
-    config = GPT2Config(vocab_size=hp["n_vocab"], n_positions=hp["n_ctx"], n_embd=hp["n_embd"],
-                        n_layer=hp["n_layer"], n_head=hp["n_head"], resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, layer_norm_epsilon=1e-5, activation_function="gelu_new",
-                        tie_word_embeddings=True, bos_token_id=common.EOT_ID, eos_token_id=common.EOT_ID)
+    config = GPT2Config(
+        vocab_size=hp["n_vocab"],
+        n_positions=hp["n_ctx"],
+        n_embd=hp["n_embd"],
+        n_layer=hp["n_layer"],
+        n_head=hp["n_head"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        activation_function="gelu_new",
+        tie_word_embeddings=True,
+        bos_token_id=common.EOT_ID,
+        eos_token_id=common.EOT_ID,
+    )
     model = GPT2LMHeadModel(config)
     arrays = np.load(common.weights_npz(size))
     renames = {"wte": "wte.weight", "wpe": "wpe.weight", "ln_f/g": "ln_f.weight", "ln_f/b": "ln_f.bias"}
     state = {}
     for name in arrays.files:
-        short = name[len("model/"):]
+        short = name[len("model/") :]
         if short in renames:
             key = renames[short]
         else:  # h3/attn/c_attn/w -> h.3.attn.c_attn.weight; ln_1/g -> ln_1.weight
@@ -81,9 +92,12 @@ def check(spec: dict) -> dict:
     model = load(spec["size"]).eval()
     with torch.inference_mode():
         got = model(input_ids=torch.from_numpy(ref["ids"]).long()).logits.numpy()
-    return {"max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
-            "logit_scale": float(np.max(np.abs(ref["logits"]))),
-            "attn_implementation": model.config._attn_implementation, **versions()}
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - ref["logits"]))),
+        "logit_scale": float(np.max(np.abs(ref["logits"]))),
+        "attn_implementation": model.config._attn_implementation,
+        **versions(),
+    }
 
 
 def peaks(spec: dict) -> dict:
@@ -92,6 +106,7 @@ def peaks(spec: dict) -> dict:
 
     out = {}
     for dtype in (torch.float32, torch.bfloat16):
+
         def make_pair(n, dtype=dtype):
             a = torch.randn(n, n).to(dtype)
             return a, a.t().contiguous()
@@ -112,13 +127,12 @@ def train(spec: dict) -> dict:
         model = load(spec["size"]).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         tokens = np.load(common.TOKENS)
-    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if spec["dtype"] == "bfloat16"
-           else contextlib.nullcontext())
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if spec["dtype"] == "bfloat16" else contextlib.nullcontext()
     n_vocab = common.SIZES[spec["size"]]["n_vocab"]
     times, losses = [], []
     for i in range(1 + spec["warmup"] + spec["steps"]):
         start = (i * 997) % (len(tokens) - common.LENGTH - 1)
-        window = torch.from_numpy(tokens[start:start + common.LENGTH + 1].astype(np.int64))[None]  # [1, T+1]
+        window = torch.from_numpy(tokens[start : start + common.LENGTH + 1].astype(np.int64))[None]  # [1, T+1]
         with Timer() as t:
             opt.zero_grad(set_to_none=True)
             with amp:
@@ -130,8 +144,14 @@ def train(spec: dict) -> dict:
         losses.append(float(loss))
     if not np.isfinite(losses[-1]):
         raise RuntimeError(f"loss {losses[-1]}")
-    return {"setup_s": setup.s, "first_step_s": times[0], "loss_first": losses[0], "loss_last": losses[-1],
-            **common.summarize_steps(times[1 + spec["warmup"]:], common.BATCH * common.LENGTH), **versions()}
+    return {
+        "setup_s": setup.s,
+        "first_step_s": times[0],
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        **common.summarize_steps(times[1 + spec["warmup"] :], common.BATCH * common.LENGTH),
+        **versions(),
+    }
 
 
 def sample(spec: dict) -> dict:
@@ -146,9 +166,18 @@ def sample(spec: dict) -> dict:
     def call(seed):
         torch.manual_seed(seed)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=40,
-                                 temperature=1.0, top_p=1.0, max_new_tokens=length, min_new_tokens=length,
-                                 use_cache=True, pad_token_id=common.EOT_ID)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_k=40,
+                temperature=1.0,
+                top_p=1.0,
+                max_new_tokens=length,
+                min_new_tokens=length,
+                use_cache=True,
+                pad_token_id=common.EOT_ID,
+            )
         assert out.shape == (batch, len(ref_ids) + length), out.shape
 
     with Timer() as first:
@@ -158,8 +187,14 @@ def sample(spec: dict) -> dict:
         with Timer() as t:
             call(2 + i)
         warm.append(t.s)
-    return {"load_s": load_t.s, "first_s": first.s, "warm_s": warm, "best_s": min(warm),
-            "tokens_per_s": batch * length / min(warm), **versions()}
+    return {
+        "load_s": load_t.s,
+        "first_s": first.s,
+        "warm_s": warm,
+        "best_s": min(warm),
+        "tokens_per_s": batch * length / min(warm),
+        **versions(),
+    }
 
 
 if __name__ == "__main__":

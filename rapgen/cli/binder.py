@@ -25,8 +25,8 @@ import inspect
 import re
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from rapgen.errors import RapgenError
 from rapgen.checks import bool_word, closest, true_false
+from rapgen.errors import RapgenError
 
 
 def is_flag(token: str) -> bool:
@@ -68,7 +68,9 @@ def _flag_name(key: str, typed: str, params: Dict[str, inspect.Parameter], bare:
     raise RapgenError(f"unknown flag {typed} for `{label}`{hint} (`{label} --help` lists its flags)")
 
 
-def bind(label: str, fn: Callable, argv: Sequence[str], repeatable: Sequence[str] = ()) -> Tuple[List[object], Dict[str, object]]:
+def bind(
+    label: str, fn: Callable, argv: Sequence[str], repeatable: Sequence[str] = ()
+) -> Tuple[List[object], Dict[str, object]]:
     """argv -> (positional values, keyword values) for `fn`, or a RapgenError naming the mistake.
 
     Every value is returned by name (the positional list is empty), so `fn(*args, **kwargs)`
@@ -77,8 +79,11 @@ def bind(label: str, fn: Callable, argv: Sequence[str], repeatable: Sequence[str
     `label` is the command as typed (`rapgen collect csv`); flags in `repeatable` may be given
     several times and arrive as a list (`--where a --where b`).
     """
-    params = {name: p for name, p in inspect.signature(fn).parameters.items()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = {
+        name: p
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
     positional_names = [n for n, p in params.items() if p.kind == p.POSITIONAL_OR_KEYWORD]
     given: Dict[str, object] = {}
     loose: List[str] = []
@@ -141,6 +146,11 @@ def _convert(name: str, param: inspect.Parameter, value):
     if _only_bool(param):
         return true_false(f"--{name}", value)
     parsed = parse_value(value)
-    if _takes_bool(param) and isinstance(parsed, str) and bool_word(parsed) is not None and parsed.lower() in ("true", "false"):
+    if (
+        _takes_bool(param)
+        and isinstance(parsed, str)
+        and bool_word(parsed) is not None
+        and parsed.lower() in ("true", "false")
+    ):
         return parsed.lower() == "true"
     return parsed

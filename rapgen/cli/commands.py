@@ -75,7 +75,9 @@ def _resolve(argv):
         if not rest or rest[0].startswith("-"):
             if rest and rest[0] in ("--help", "-h"):
                 return target, path, rest
-            raise RapgenError(f"{argv[0]} needs a source: {', '.join(target)} (e.g. rapgen {argv[0]} {next(iter(target))} --help)")
+            raise RapgenError(
+                f"{argv[0]} needs a source: {', '.join(target)} (e.g. rapgen {argv[0]} {next(iter(target))} --help)"
+            )
         if rest[0] not in target:
             raise unknown_name(f"{argv[0]} source", rest[0], list(target))
         target, path, rest = target[rest[0]], path + [rest[0]], rest[1:]

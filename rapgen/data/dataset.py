@@ -59,7 +59,7 @@ def read_text(path: str, encoding: str = "utf-8") -> str:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         raise RapgenError(
-            f"{path} is not valid {encoding}: byte offset {e.start} ({raw[e.start:e.start + 1]!r}); "
+            f"{path} is not valid {encoding}: byte offset {e.start} ({raw[e.start : e.start + 1]!r}); "
             f"pass --encoding (e.g. latin-1 or cp1252) if the file uses another"
         ) from None
     except LookupError:
@@ -84,7 +84,9 @@ def expand_paths(dataset: str) -> List[str]:
             raise RapgenError(f"folder {dataset} holds no .txt or .npz files")
         return sorted(files)
     if glob.has_magic(dataset):
-        files = sorted(f for f in glob.glob(dataset, recursive=True) if os.path.isfile(f) and not f.endswith(CACHE_SUFFIX))
+        files = sorted(
+            f for f in glob.glob(dataset, recursive=True) if os.path.isfile(f) and not f.endswith(CACHE_SUFFIX)
+        )
         if not files:
             raise RapgenError(f"the pattern {dataset} matches no files")
         return files
@@ -144,7 +146,9 @@ def _cache_path(source: str) -> str:
     return source.rstrip("/\\") + CACHE_SUFFIX
 
 
-def encode_files(files: List[str], encoder, encoding: str = "utf-8", cache: Optional[str] = None, quiet: bool = False) -> np.ndarray:
+def encode_files(
+    files: List[str], encoder, encoding: str = "utf-8", cache: Optional[str] = None, quiet: bool = False
+) -> np.ndarray:
     """Tokens of several files; text files are encoded once and cached by a hash of their text."""
     texts, arrays, unseparated = [], [], []
     for path in files:
@@ -158,8 +162,11 @@ def encode_files(files: List[str], encoder, encoding: str = "utf-8", cache: Opti
         n = len(unseparated) - 1
         more = f" (and {n} more file{'s' if n > 1 else ''})" if n else ""
         # Still trained: a file of one long text is a choice a user may make.
-        print(f"warning: {unseparated[0]}{more} has no line holding only {SEPARATOR}, so it trains as one song: "
-              f"end each song with such a line (rapgen collect writes them)", file=sys.stderr)
+        print(
+            f"warning: {unseparated[0]}{more} has no line holding only {SEPARATOR}, so it trains as one song: "
+            f"end each song with such a line (rapgen collect writes them)",
+            file=sys.stderr,
+        )
     if texts:
         digest = hashlib.sha256()
         for t in texts:
@@ -269,8 +276,14 @@ def load_tokens(dataset: str, encoder, encoding: str = "utf-8", quiet: bool = Fa
     return tokens
 
 
-def load_dataset(dataset: str, encoder, val_fraction: float = 0.0, val_dataset: Optional[str] = None,
-                 encoding: str = "utf-8", quiet: bool = False) -> Dataset:
+def load_dataset(
+    dataset: str,
+    encoder,
+    val_fraction: float = 0.0,
+    val_dataset: Optional[str] = None,
+    encoding: str = "utf-8",
+    quiet: bool = False,
+) -> Dataset:
     tokens = load_tokens(dataset, encoder, encoding, quiet)
     n_songs = len(song_slices(tokens))
     if val_dataset:
@@ -286,10 +299,12 @@ def _fill_window(tokens: np.ndarray, length: int) -> np.ndarray:
     if len(tokens) >= length + 1:
         return tokens
     body = tokens[1:] if len(tokens) > 1 and tokens[0] == EOT_ID and tokens[-1] == EOT_ID else tokens
-    return np.concatenate([tokens[:len(tokens) - len(body)], np.tile(body, (length + 1) // len(body) + 1)])
+    return np.concatenate([tokens[: len(tokens) - len(body)], np.tile(body, (length + 1) // len(body) + 1)])
 
 
-def training_batch(tokens: np.ndarray, step: int, batch_size: int, length: int, seed: int, micro: int = 0) -> np.ndarray:
+def training_batch(
+    tokens: np.ndarray, step: int, batch_size: int, length: int, seed: int, micro: int = 0
+) -> np.ndarray:
     """int32 [batch_size, length + 1] windows at random offsets, a pure function of (seed, step, micro).
 
     A dataset shorter than one window is repeated until it fills one.
@@ -298,7 +313,7 @@ def training_batch(tokens: np.ndarray, step: int, batch_size: int, length: int, 
     n = len(tokens)
     rng = np.random.default_rng([seed, step, micro])
     starts = rng.integers(0, n - length, size=batch_size)  # offsets 0 .. n - length - 1
-    return np.stack([tokens[s:s + length + 1] for s in starts]).astype(np.int32)
+    return np.stack([tokens[s : s + length + 1] for s in starts]).astype(np.int32)
 
 
 def validation_windows(tokens: np.ndarray, length: int, max_windows: int) -> np.ndarray:
@@ -306,7 +321,7 @@ def validation_windows(tokens: np.ndarray, length: int, max_windows: int) -> np.
     tokens = _fill_window(tokens, length)
     n = len(tokens)
     k = max(1, min(max_windows, (n - 1) // length))
-    return np.stack([tokens[i * length:i * length + length + 1] for i in range(k)]).astype(np.int32)
+    return np.stack([tokens[i * length : i * length + length + 1] for i in range(k)]).astype(np.int32)
 
 
 # -- artists, info and the `encode` command -------------------------------------------
@@ -340,8 +355,9 @@ def encoder_for(model: Optional[str], models_dir: str):
     return load_encoder(folder)
 
 
-def dataset_info(dataset: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8",
-                 quiet: bool = False) -> DatasetInfo:
+def dataset_info(
+    dataset: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8", quiet: bool = False
+) -> DatasetInfo:
     """Songs, tokens and the artists with their song counts; prints a table unless quiet.
 
     >>> dataset_info("data/sample_lyrics.txt").artists     # doctest: +SKIP
@@ -356,8 +372,14 @@ def dataset_info(dataset: str, model: Optional[str] = None, models_dir: str = "m
     return info
 
 
-def encode(in_path: str, out_path: str, model: Optional[str] = None, models_dir: str = "models",
-           encoding: str = "utf-8", quiet: bool = False) -> str:
+def encode(
+    in_path: str,
+    out_path: str,
+    model: Optional[str] = None,
+    models_dir: str = "models",
+    encoding: str = "utf-8",
+    quiet: bool = False,
+) -> str:
     """Pre-encode a lyrics file, folder or glob into an .npz of uint16 tokens (`tokens`).
 
     `rapgen encode data/rap.txt data/rap.npz`; `rapgen train --dataset data/rap.npz` reads it.

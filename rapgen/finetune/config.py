@@ -96,7 +96,9 @@ class TrainConfig:
         if not self.dataset:
             raise RapgenError("--dataset is required: a lyrics .txt, a folder, a glob or an .npz from `rapgen encode`")
         if not isinstance(self.steps, int) or self.steps == 0 or self.steps < -1:  # this flag's own rule
-            raise RapgenError(f"--steps must be a positive step to reach, or -1 to train until interrupted; got {self.steps!r}")
+            raise RapgenError(
+                f"--steps must be a positive step to reach, or -1 to train until interrupted; got {self.steps!r}"
+            )
         for name in ("batch_size", "accumulate_gradients", "val_batches", "sample_num", "max_checkpoints"):
             positive_int(f"--{name}", getattr(self, name))
         for name in ("save_every", "val_every", "sample_every", "print_every", "sample_length", "warmup_steps"):
@@ -105,7 +107,9 @@ class TrainConfig:
         between("--val_fraction", self.val_fraction, 0, 1, hi_included=False)
         positive_number("--learning_rate", self.learning_rate)
         check_mixed_precision(self.mixed_precision)
-        known_name("--optimizer", self.optimizer, ("auto",) + OPTIMIZERS)  # the list rapgen.finetune.memory and rapgen.finetune.optim name too
+        known_name(
+            "--optimizer", self.optimizer, ("auto",) + OPTIMIZERS
+        )  # the list rapgen.finetune.memory and rapgen.finetune.optim name too
         for name in ("recompute", "only_train_transformer_layers"):
             true_false_auto(f"--{name}", getattr(self, name))
         if self.memory_gb is not None:
@@ -146,4 +150,3 @@ def say(cfg, message):
         from tqdm.auto import tqdm  # not at the top: a mistake in `rapgen train`'s flags imports no tqdm
 
         tqdm.write(message)
-

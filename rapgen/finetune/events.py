@@ -106,8 +106,9 @@ class EventLog:
         if tags not in self._writers:
             writer, meta = self.writer, self.scalar_meta
 
-            @tf.function(input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([len(tags)], tf.float32)],
-                         autograph=False)
+            @tf.function(
+                input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([len(tags)], tf.float32)], autograph=False
+            )
             def write(step, values):  # values: [len(tags)] float32
                 with writer.as_default():
                     for i, tag in enumerate(tags):
@@ -154,7 +155,9 @@ def read_events(folder: str) -> Dict[str, List[Tuple[int, object]]]:
             event = tf.compat.v1.Event.FromString(record)
             for value in event.summary.value:
                 item = tf.make_ndarray(value.tensor).item()
-                out.setdefault(value.tag, []).append((event.step, item.decode("utf-8") if isinstance(item, bytes) else item))
+                out.setdefault(value.tag, []).append(
+                    (event.step, item.decode("utf-8") if isinstance(item, bytes) else item)
+                )
     return out
 
 
@@ -173,8 +176,10 @@ def show_tensorboard(logdir: str = "checkpoints") -> None:
         shell = get_ipython() if get_ipython else None
     if shell is None:
         # Headless (CI) and plain Jupyter: starting a server from here would outlive the notebook.
-        print(f"TensorBoard: run `tensorboard --logdir {logdir}` and open http://localhost:6006 "
-              f"(on Colab this cell shows it here); every run's log.csv holds the same figures")
+        print(
+            f"TensorBoard: run `tensorboard --logdir {logdir}` and open http://localhost:6006 "
+            f"(on Colab this cell shows it here); every run's log.csv holds the same figures"
+        )
         return
     shell.run_line_magic("load_ext", "tensorboard")
     shell.run_line_magic("tensorboard", f"--logdir {logdir}")

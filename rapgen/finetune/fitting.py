@@ -56,11 +56,23 @@ def describe(settings: dict) -> str:
     return " + ".join(parts)
 
 
-def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 1, sequence_length: Optional[int] = None,
-                    mixed_precision_dtype: str = "float32", accumulate_gradients: int = 1, margin: float = 0.1,
-                    model_name: Optional[str] = None, optimizer: Optional[str] = None, recompute: Optional[bool] = None,
-                    only_train_transformer_layers: Optional[bool] = None, lora_rank=0,
-                    lora_targets: tuple = LORA_TARGETS, auto_rank: int = DEFAULT_AUTO_RANK) -> dict:
+def choose_settings(
+    hparams: HParams,
+    memory_bytes: float,
+    *,
+    batch_size: int = 1,
+    sequence_length: Optional[int] = None,
+    mixed_precision_dtype: str = "float32",
+    accumulate_gradients: int = 1,
+    margin: float = 0.1,
+    model_name: Optional[str] = None,
+    optimizer: Optional[str] = None,
+    recompute: Optional[bool] = None,
+    only_train_transformer_layers: Optional[bool] = None,
+    lora_rank=0,
+    lora_targets: tuple = LORA_TARGETS,
+    auto_rank: int = DEFAULT_AUTO_RANK,
+) -> dict:
     """The fastest of CANDIDATES whose estimated peak fits (1 - margin) x memory_bytes.
 
     optimizer, recompute, only_train_transformer_layers: None lets the chooser decide; a
@@ -79,11 +91,21 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
     budget = memory_bytes * (1 - margin)
     name = model_name or f"n_layer {hp.n_layer}, n_embd {hp.n_embd}"
     where = f"{name} on {memory_bytes / GIB:.1f} GiB"
-    common = dict(batch_size=batch_size, compute_dtype=mixed_precision_dtype, accumulate_gradients=accumulate_gradients,
-                  lora_targets=lora_targets)
-    pins = {k: v for k, v in (("optimizer", None if optimizer is None else check_optimizer(optimizer)),
-                              ("recompute", recompute), ("only_train_transformer_layers", only_train_transformer_layers))
-            if v is not None}
+    common = dict(
+        batch_size=batch_size,
+        compute_dtype=mixed_precision_dtype,
+        accumulate_gradients=accumulate_gradients,
+        lora_targets=lora_targets,
+    )
+    pins = {
+        k: v
+        for k, v in (
+            ("optimizer", None if optimizer is None else check_optimizer(optimizer)),
+            ("recompute", recompute),
+            ("only_train_transformer_layers", only_train_transformer_layers),
+        )
+        if v is not None
+    }
     full = [{**s, "lora_rank": 0} for s in CANDIDATES]
     if lora_rank == "auto":
         ordered = full + [{**s, "lora_rank": auto_rank} for s in LORA_CANDIDATES]
@@ -100,8 +122,13 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
     for settings in candidates:
         est = estimate_memory(hp, sequence_length=T, **settings, **common)
         if est["total"] <= budget:
-            return {**settings, "fits": True, "estimate": est, "max_sequence_length": T,
-                    "reason": f"{where}: {describe(settings)}, est. peak {est['total'] / GIB:.1f} GiB"}
+            return {
+                **settings,
+                "fits": True,
+                "estimate": est,
+                "max_sequence_length": T,
+                "reason": f"{where}: {describe(settings)}, est. peak {est['total'] / GIB:.1f} GiB",
+            }
 
     # Nothing fits at this length: the longest window the smallest configuration fits.
     smallest = candidates[-1]
@@ -122,9 +149,14 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
         # What does not depend on the window: weights, gradients, slots, the update's copy.
         floor = estimate_memory(hp, sequence_length=2, **smallest, **common)["total"]
         hint = f"no sequence_length fits: weights, gradients and the update alone need est. {floor / GIB:.1f} GiB"
-    return {**smallest, "fits": False, "estimate": est, "max_sequence_length": longest,
-            "reason": f"{where}: nothing fits at {T} tokens x batch {batch_size}: even {describe(smallest)} needs "
-                      f"est. {est['total'] / GIB:.1f} GiB, over {budget / GIB:.1f} GiB ({margin:.0%} kept free); {hint}"}
+    return {
+        **smallest,
+        "fits": False,
+        "estimate": est,
+        "max_sequence_length": longest,
+        "reason": f"{where}: nothing fits at {T} tokens x batch {batch_size}: even {describe(smallest)} needs "
+        f"est. {est['total'] / GIB:.1f} GiB, over {budget / GIB:.1f} GiB ({margin:.0%} kept free); {hint}",
+    }
 
 
 # -- a run's "auto" settings ----------------------------------------------------------
@@ -132,8 +164,15 @@ def choose_settings(hparams: HParams, memory_bytes: float, *, batch_size: int = 
 MEMORY_FIELDS = ("optimizer", "recompute", "only_train_transformer_layers")
 
 
-def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtype: str, replicas: int,
-                           recorded: dict, resume: Optional[str] = None) -> None:
+def choose_memory_settings(
+    cfg: TrainConfig,
+    hparams: HParams,
+    length: int,
+    dtype: str,
+    replicas: int,
+    recorded: dict,
+    resume: Optional[str] = None,
+) -> None:
     """Replace "auto" in optimizer / recompute / only_train_transformer_layers / lora_rank, in place.
 
     A resumed run keeps what its train.json recorded (`recorded`, rapgen.finetune.run.Run.recorded_settings),
@@ -149,19 +188,25 @@ def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtyp
             cfg.lora_rank = recorded_lora
         elif cfg.lora_rank != recorded_lora:
             what = f"LoRA rank {recorded_lora}" if recorded_lora else "full fine-tuning (no LoRA)"
-            raise RapgenError(f"{os.path.dirname(resume)} was trained with {what}: continue it with --lora_rank "
-                              f"{recorded_lora} (or auto), or start a new --run_name for --lora_rank {cfg.lora_rank}")
+            raise RapgenError(
+                f"{os.path.dirname(resume)} was trained with {what}: continue it with --lora_rank "
+                f"{recorded_lora} (or auto), or start a new --run_name for --lora_rank {cfg.lora_rank}"
+            )
         if recorded_lora:
             # The adapters' scale and targets are part of the state: a resumed run keeps them, and
             # one asked for other values (not the defaults) is refused as another rank is.
             info = read_info(os.path.dirname(resume))
             alpha, targets = float(info["alpha"]), tuple(info["targets"])
             if cfg.lora_alpha is not None and float(cfg.lora_alpha) != alpha:
-                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_alpha {alpha:g}: continue it "
-                                  f"without --lora_alpha, or start a new --run_name for --lora_alpha {cfg.lora_alpha:g}")
+                raise RapgenError(
+                    f"{os.path.dirname(resume)} was trained with --lora_alpha {alpha:g}: continue it "
+                    f"without --lora_alpha, or start a new --run_name for --lora_alpha {cfg.lora_alpha:g}"
+                )
             if cfg.lora_targets not in (targets, LORA_TARGETS):
-                raise RapgenError(f"{os.path.dirname(resume)} was trained with --lora_targets {','.join(targets)}: "
-                                  f"continue it without --lora_targets, or start a new --run_name for these targets")
+                raise RapgenError(
+                    f"{os.path.dirname(resume)} was trained with --lora_targets {','.join(targets)}: "
+                    f"continue it without --lora_targets, or start a new --run_name for these targets"
+                )
             cfg.lora_alpha, cfg.lora_targets = alpha, targets
     auto = [f for f in MEMORY_FIELDS if getattr(cfg, f) == "auto"]
     if not auto and cfg.lora_rank != "auto":
@@ -180,20 +225,35 @@ def choose_memory_settings(cfg: TrainConfig, hparams: HParams, length: int, dtyp
                 setattr(cfg, name, value)
         if cfg.lora_rank == "auto":
             cfg.lora_rank = 0
-        say(cfg, "memory: the device's memory is unknown, so adam without recompute, no LoRA (--memory_gb GiB lets rapgen choose)")
+        say(
+            cfg,
+            "memory: the device's memory is unknown, so adam without recompute, no LoRA (--memory_gb GiB lets rapgen choose)",
+        )
         return
     pinned = {f: getattr(cfg, f) for f in MEMORY_FIELDS if f not in auto}
-    choice = choose_settings(hparams, budget * GIB, batch_size=cfg.batch_size // replicas, sequence_length=length,
-                             mixed_precision_dtype=dtype, accumulate_gradients=cfg.accumulate_gradients,
-                             model_name=str(cfg.model or DEFAULT_MODEL), optimizer=pinned.get("optimizer"),
-                             recompute=pinned.get("recompute"),
-                             only_train_transformer_layers=pinned.get("only_train_transformer_layers"),
-                             lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets, auto_rank=DEFAULT_AUTO_RANK)
+    choice = choose_settings(
+        hparams,
+        budget * GIB,
+        batch_size=cfg.batch_size // replicas,
+        sequence_length=length,
+        mixed_precision_dtype=dtype,
+        accumulate_gradients=cfg.accumulate_gradients,
+        model_name=str(cfg.model or DEFAULT_MODEL),
+        optimizer=pinned.get("optimizer"),
+        recompute=pinned.get("recompute"),
+        only_train_transformer_layers=pinned.get("only_train_transformer_layers"),
+        lora_rank=cfg.lora_rank,
+        lora_targets=cfg.lora_targets,
+        auto_rank=DEFAULT_AUTO_RANK,
+    )
     for name in auto:
         setattr(cfg, name, choice[name])
     cfg.lora_rank = choice["lora_rank"]
-    say(cfg, f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers, --lora_rank and "
-             f"--memory_gb override it; `rapgen plan` shows the estimate)")
+    say(
+        cfg,
+        f"memory: {choice['reason']} (--optimizer, --recompute, --only_train_transformer_layers, --lora_rank and "
+        f"--memory_gb override it; `rapgen plan` shows the estimate)",
+    )
     if not choice["fits"]:
         say(cfg, "warning: this may run out of memory")
 
@@ -226,17 +286,29 @@ def format_estimate(est: dict) -> str:
         ("workspace", est["workspace"], True),
         ("runtime (CUDA context, reserve)", est["runtime"], True),
     ]
-    lines = [f"  {label:<38} {value / GIB:>7.2f} GiB" + ("" if counted else "   (not at the peak)")
-             for label, value, counted in rows]
+    lines = [
+        f"  {label:<38} {value / GIB:>7.2f} GiB" + ("" if counted else "   (not at the peak)")
+        for label, value, counted in rows
+    ]
     lines.append(f"  {'estimated peak':<38} {est['total'] / GIB:>7.2f} GiB   (at the {est['peak_at']} step)")
     return "\n".join(lines)
 
 
-def plan(model: str = DEFAULT_MODEL, models_dir: str = "models", batch_size: int = 1, sequence_length: Optional[int] = None,
-         optimizer: str = "adam", recompute: bool = False, mixed_precision: str = "off",
-         only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
-         memory_gb: Optional[float] = None, margin: float = 0.1, lora_rank: Union[int, str] = 0,
-         lora_targets: str = DEFAULT_LORA_TARGETS) -> None:
+def plan(
+    model: str = DEFAULT_MODEL,
+    models_dir: str = "models",
+    batch_size: int = 1,
+    sequence_length: Optional[int] = None,
+    optimizer: str = "adam",
+    recompute: bool = False,
+    mixed_precision: str = "off",
+    only_train_transformer_layers: bool = False,
+    accumulate_gradients: int = 1,
+    memory_gb: Optional[float] = None,
+    margin: float = 0.1,
+    lora_rank: Union[int, str] = 0,
+    lora_targets: str = DEFAULT_LORA_TARGETS,
+) -> None:
     """Print the estimated peak memory of fine-tuning, and with --memory_gb what fits.
 
     --model: 124M, 355M, 774M, 1558M (no download needed) or a model directory.
@@ -254,7 +326,9 @@ def plan(model: str = DEFAULT_MODEL, models_dir: str = "models", batch_size: int
     recompute = true_false("--recompute", recompute)
     frozen = true_false("--only_train_transformer_layers", only_train_transformer_layers)
     if sequence_length is not None:
-        between("--sequence_length", sequence_length, 2, hp.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hp.n_ctx})")
+        between(
+            "--sequence_length", sequence_length, 2, hp.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hp.n_ctx})"
+        )
     if memory_gb is not None:
         positive_number("--memory_gb", memory_gb, unit="GiB")
     between("--margin", margin, 0, 1, hi_included=False)
@@ -264,28 +338,63 @@ def plan(model: str = DEFAULT_MODEL, models_dir: str = "models", batch_size: int
     T = sequence_length or hp.n_ctx
     # The table shows one configuration: auto's LoRA rank when asked for LoRA "auto".
     shown_rank = DEFAULT_AUTO_RANK if lora_rank == "auto" else lora_rank
-    settings = dict(optimizer=check_optimizer(optimizer), recompute=recompute, only_train_transformer_layers=frozen,
-                    lora_rank=shown_rank)
-    est = estimate_memory(hp, batch_size=batch_size, sequence_length=T, compute_dtype=dtype,
-                          accumulate_gradients=accumulate_gradients, lora_targets=lora_targets, **settings)
-    print(f"{name}: {est['parameters'] / 1e6:.1f}M parameters ({est['trained_parameters'] / 1e6:.1f}M trained), "
-          f"batch {batch_size} x {T} tokens, {describe(settings)}, {dtype} compute")
+    settings = dict(
+        optimizer=check_optimizer(optimizer),
+        recompute=recompute,
+        only_train_transformer_layers=frozen,
+        lora_rank=shown_rank,
+    )
+    est = estimate_memory(
+        hp,
+        batch_size=batch_size,
+        sequence_length=T,
+        compute_dtype=dtype,
+        accumulate_gradients=accumulate_gradients,
+        lora_targets=lora_targets,
+        **settings,
+    )
+    print(
+        f"{name}: {est['parameters'] / 1e6:.1f}M parameters ({est['trained_parameters'] / 1e6:.1f}M trained), "
+        f"batch {batch_size} x {T} tokens, {describe(settings)}, {dtype} compute"
+    )
     print(format_estimate(est))
     if memory_gb is not None:
-        choice = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T, mixed_precision_dtype=dtype,
-                                 accumulate_gradients=accumulate_gradients, margin=margin, model_name=name,
-                                 lora_rank=lora_rank, lora_targets=lora_targets, auto_rank=DEFAULT_AUTO_RANK)
+        choice = choose_settings(
+            hp,
+            memory_gb * GIB,
+            batch_size=batch_size,
+            sequence_length=T,
+            mixed_precision_dtype=dtype,
+            accumulate_gradients=accumulate_gradients,
+            margin=margin,
+            model_name=name,
+            lora_rank=lora_rank,
+            lora_targets=lora_targets,
+            auto_rank=DEFAULT_AUTO_RANK,
+        )
         print(choice["reason"])
         if not choice["fits"] and lora_rank == 0:
             # `rapgen train`'s default (--lora_rank auto) goes on to LoRA here: say whether it fits.
-            lora = choose_settings(hp, memory_gb * GIB, batch_size=batch_size, sequence_length=T,
-                                   mixed_precision_dtype=dtype, accumulate_gradients=accumulate_gradients,
-                                   margin=margin, model_name=name, lora_rank=DEFAULT_AUTO_RANK, lora_targets=lora_targets)
+            lora = choose_settings(
+                hp,
+                memory_gb * GIB,
+                batch_size=batch_size,
+                sequence_length=T,
+                mixed_precision_dtype=dtype,
+                accumulate_gradients=accumulate_gradients,
+                margin=margin,
+                model_name=name,
+                lora_rank=DEFAULT_AUTO_RANK,
+                lora_targets=lora_targets,
+            )
             if lora["fits"]:
                 print(f"with LoRA (what `rapgen train` picks by default here): {lora['reason'].partition(': ')[2]}")
                 choice = lora
         if choice["fits"]:
-            flags = f"--optimizer {choice['optimizer']}" + (" --recompute True" if choice["recompute"] else "") + (
-                " --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "") + (
-                f" --lora_rank {choice['lora_rank']}" if choice["lora_rank"] else "")
+            flags = (
+                f"--optimizer {choice['optimizer']}"
+                + (" --recompute True" if choice["recompute"] else "")
+                + (" --only_train_transformer_layers True" if choice["only_train_transformer_layers"] else "")
+                + (f" --lora_rank {choice['lora_rank']}" if choice["lora_rank"] else "")
+            )
             print(f"  rapgen train ... {flags}")

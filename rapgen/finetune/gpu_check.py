@@ -106,10 +106,21 @@ def _peak_memory_gib(gpu: bool, reset: bool = False) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
 
 
-def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: int = 1024,
-              sequence_length: Optional[int] = None, batch_size: int = 1, train_steps: int = 5,
-              sample_tokens: int = 64, sample_batch_sizes: Sequence[int] = (1, 8),
-              xla: Sequence[bool] = (False, True), mixed_precision: str = "auto", quiet: bool = False) -> dict:
+def gpu_check(
+    *,
+    n_layer: int = 12,
+    n_embd: int = 768,
+    n_head: int = 12,
+    n_ctx: int = 1024,
+    sequence_length: Optional[int] = None,
+    batch_size: int = 1,
+    train_steps: int = 5,
+    sample_tokens: int = 64,
+    sample_batch_sizes: Sequence[int] = (1, 8),
+    xla: Sequence[bool] = (False, True),
+    mixed_precision: str = "auto",
+    quiet: bool = False,
+) -> dict:
     """Train and sample a GPT-2 of this shape on this machine's device; print and return the figures.
 
     Returns {"device", "compute_capability", "dtype", "peak_flops", "peak_source", "train": [{"xla",
@@ -119,8 +130,15 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
     >>> gpu_check(n_layer=2, n_embd=32, n_head=2, n_ctx=32, train_steps=2, sample_tokens=4, quiet=True)["dtype"]  # doctest: +SKIP
     'float32'
     """
-    for label, value in (("n_layer", n_layer), ("n_embd", n_embd), ("n_head", n_head), ("n_ctx", n_ctx),
-                         ("batch_size", batch_size), ("train_steps", train_steps), ("sample_tokens", sample_tokens)):
+    for label, value in (
+        ("n_layer", n_layer),
+        ("n_embd", n_embd),
+        ("n_head", n_head),
+        ("n_ctx", n_ctx),
+        ("batch_size", batch_size),
+        ("train_steps", train_steps),
+        ("sample_tokens", sample_tokens),
+    ):
         positive_int(label, value)  # bare names: gpu_check is a script and a function, not a rapgen flag
     length = n_ctx if sequence_length is None else sequence_length
     between("sequence_length", length, 2, n_ctx, integer=True, hi_label=f"n_ctx ({n_ctx})")
@@ -145,26 +163,44 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
     dtype = compute_dtype(mixed_precision)
     peak, source = dense_peak(name, capability, dtype)
     gpu = capability is not None
-    say(f"device: {name}" + (f" (compute capability {capability[0]}.{capability[1]})" if gpu else " (no GPU)")
-        + f", {dtype} compute, dense peak {peak / 1e12:.2f} TFLOP/s ({source})")
-    say(f"model: {n_layer} layers, {n_embd} wide, {n_head} heads, {hp.n_params() / 1e6:.1f}M parameters; "
-        f"training batch {batch_size} x {length} tokens, Adam")
+    say(
+        f"device: {name}"
+        + (f" (compute capability {capability[0]}.{capability[1]})" if gpu else " (no GPU)")
+        + f", {dtype} compute, dense peak {peak / 1e12:.2f} TFLOP/s ({source})"
+    )
+    say(
+        f"model: {n_layer} layers, {n_embd} wide, {n_head} heads, {hp.n_params() / 1e6:.1f}M parameters; "
+        f"training batch {batch_size} x {length} tokens, Adam"
+    )
     parts = estimate_memory(hp, batch_size=batch_size, sequence_length=length, optimizer="adam", compute_dtype=dtype)
     # Like with like: TensorFlow's GPU allocator does not count the CUDA context, which the plan's
     # runtime term stands for; a CPU process's peak counts TensorFlow's libraries, which it also stands for.
     estimate = (parts["total"] - parts["runtime"] if gpu else parts["total"]) / 2**30
-    memory_note = ("allocated by TensorFlow; rapgen plan estimates {:.2f} without the CUDA context" if gpu
-                   else "whole process; rapgen plan estimates {:.2f}")
+    memory_note = (
+        "allocated by TensorFlow; rapgen plan estimates {:.2f} without the CUDA context"
+        if gpu
+        else "whole process; rapgen plan estimates {:.2f}"
+    )
     flops = train_flops(hp.n_params(), n_layer, n_embd, batch_size, length)
-    out = {"device": name, "compute_capability": capability, "dtype": dtype, "peak_flops": peak,
-           "peak_source": source, "train": [], "sample": []}
+    out = {
+        "device": name,
+        "compute_capability": capability,
+        "dtype": dtype,
+        "peak_flops": peak,
+        "peak_source": source,
+        "train": [],
+        "sample": [],
+    }
 
     for use_xla in xla:
         gc.collect()
         _peak_memory_gib(gpu, reset=True)
         model = GPT2(hp, seed=0, compute_dtype=dtype)
-        trainer = Trainer(TrainConfig(dataset="random tokens", optimizer="adam", recompute=False, xla=bool(use_xla)),
-                          model, list(model.variables_by_name))
+        trainer = Trainer(
+            TrainConfig(dataset="random tokens", optimizer="adam", recompute=False, xla=bool(use_xla)),
+            model,
+            list(model.variables_by_name),
+        )
         times, loss, first_loss = [], None, None
         rng = np.random.default_rng(0)  # the same batches with and without XLA
         for i in range(train_steps + 1):  # the first call traces and compiles: timed apart
@@ -174,13 +210,22 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
             times.append(time.perf_counter() - t0)
             first_loss = loss if i == 0 else first_loss
         step_s = sum(times[1:]) / train_steps
-        row = {"xla": bool(use_xla), "tokens_per_s": batch_size * length / step_s, "mfu": flops / step_s / peak,
-               "first_step_s": times[0], "peak_memory_gib": _peak_memory_gib(gpu), "estimate_gib": estimate,
-               "first_loss": first_loss, "loss": loss}
+        row = {
+            "xla": bool(use_xla),
+            "tokens_per_s": batch_size * length / step_s,
+            "mfu": flops / step_s / peak,
+            "first_step_s": times[0],
+            "peak_memory_gib": _peak_memory_gib(gpu),
+            "estimate_gib": estimate,
+            "first_loss": first_loss,
+            "loss": loss,
+        }
         out["train"].append(row)
-        say(f"train{' with XLA' if use_xla else ''}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}, "
+        say(
+            f"train{' with XLA' if use_xla else ''}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}, "
             f"first step {row['first_step_s']:.1f} s, peak memory {row['peak_memory_gib']:.2f} GiB "
-            f"({memory_note.format(estimate)}), loss {loss:.2f}")
+            f"({memory_note.format(estimate)}), loss {loss:.2f}"
+        )
         del trainer, model
 
     gc.collect()
@@ -194,6 +239,8 @@ def gpu_check(*, n_layer: int = 12, n_embd: int = 768, n_head: int = 12, n_ctx: 
         seconds = time.perf_counter() - t0
         row = {"batch_size": b, "tokens_per_s": sum(len(r) for r in rows) / seconds, "first_call_s": first}
         out["sample"].append(row)
-        say(f"sample at batch {b}: {row['tokens_per_s']:,.1f} tokens/s ({sample_tokens} new tokens a row, "
-            f"top-k 40; the first call took {first:.1f} s)")
+        say(
+            f"sample at batch {b}: {row['tokens_per_s']:,.1f} tokens/s ({sample_tokens} new tokens a row, "
+            f"top-k 40; the first call took {first:.1f} s)"
+        )
     return out

@@ -154,7 +154,9 @@ def _run(cfg: TrainConfig) -> dict:
     source_dir, hparams = run.starting_model(resume)
 
     length = cfg.sequence_length or hparams.n_ctx
-    between("--sequence_length", length, 2, hparams.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hparams.n_ctx})")
+    between(
+        "--sequence_length", length, 2, hparams.n_ctx, integer=True, hi_label=f"the model's n_ctx ({hparams.n_ctx})"
+    )
     encoder = load_encoder(source_dir)
     data = load_dataset(cfg.dataset, encoder, cfg.val_fraction, cfg.val_dataset, cfg.encoding, cfg.quiet)
     artists = sorted({a for a in song_artists(data.train, encoder) if a})
@@ -163,8 +165,12 @@ def _run(cfg: TrainConfig) -> dict:
     strategy = make_strategy(cfg.distribute)
     if cfg.batch_size % strategy.num_replicas_in_sync:
         n = strategy.num_replicas_in_sync
-        raise RapgenError(f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}")
-    choose_memory_settings(cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run.recorded_settings(), resume=resume)
+        raise RapgenError(
+            f"--batch_size {cfg.batch_size} does not split evenly over {n} devices: use a multiple of {n}"
+        )
+    choose_memory_settings(
+        cfg, hparams, length, dtype, strategy.num_replicas_in_sync, run.recorded_settings(), resume=resume
+    )
     lora_info = adapter_values = None
     if cfg.lora_rank:
         # LoRA: the frozen base (verified against lora.json when resuming) and the run's adapters.
@@ -177,12 +183,18 @@ def _run(cfg: TrainConfig) -> dict:
     with strategy.scope():  # variables and optimizer slots get a copy on every device
         # A LoRA run's base is never updated: held in the compute type, it takes half the
         # memory with mixed precision and skips a cast per matmul.
-        model = GPT2(hparams, compute_dtype=dtype, weights=weights, variable_dtype=dtype if cfg.lora_rank else "float32")
+        model = GPT2(
+            hparams, compute_dtype=dtype, weights=weights, variable_dtype=dtype if cfg.lora_rank else "float32"
+        )
         del weights  # the variables hold their own copy
         if cfg.lora_rank:
             train_names = list(attach(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.seed, adapter_values))
         else:
-            train_names = [n for n in model.variables_by_name if cfg.only_train_transformer_layers is not True or n.startswith("model/h")]
+            train_names = [
+                n
+                for n in model.variables_by_name
+                if cfg.only_train_transformer_layers is not True or n.startswith("model/h")
+            ]
         trainer = Trainer(cfg, model, train_names, strategy)
         if resume is not None:
             try:
@@ -197,18 +209,24 @@ def _run(cfg: TrainConfig) -> dict:
         say(cfg, f"{run.dir} is already at step {trainer.step} (--steps {cfg.steps}): nothing to do")
         return _result(run.dir, trainer.step, None, None, BestSoFar.read(resume, run.dir), "steps")
 
-    say(cfg, f"{'resuming' if resume else 'starting'} {run.dir} at step {trainer.step}: {data.n_songs} songs, "
-             f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
-             f"{', recompute' if cfg.recompute is True else ''}"
-             f"{', frozen embeddings' if cfg.only_train_transformer_layers is True and not cfg.lora_rank else ''}"
-             f"{f', LoRA rank {cfg.lora_rank} on a frozen base' if cfg.lora_rank else ''}, "
-             f"{describe(strategy)}")
+    say(
+        cfg,
+        f"{'resuming' if resume else 'starting'} {run.dir} at step {trainer.step}: {data.n_songs} songs, "
+        f"{len(data.train)} training tokens, {len(artists)} artists, {dtype} compute, {cfg.optimizer}"
+        f"{', recompute' if cfg.recompute is True else ''}"
+        f"{', frozen embeddings' if cfg.only_train_transformer_layers is True and not cfg.lora_rank else ''}"
+        f"{f', LoRA rank {cfg.lora_rank} on a frozen base' if cfg.lora_rank else ''}, "
+        f"{describe(strategy)}",
+    )
     val = validation_windows(data.val, length, cfg.val_batches * cfg.batch_size) if data.val is not None else None
     best = BestSoFar.read(resume, run.dir)  # the best so far and the patience count, as the checkpoint left them
     if cfg.early_stop and best.bad >= cfg.early_stop:
         # An uninterrupted run would have stopped here too: the same command does nothing more.
-        say(cfg, f"{run.dir} stopped early at step {trainer.step} ({best.bad} validations without a loss below "
-                 f"{best.val_loss:.4f} of step {best.step}): --early_stop 0, or a larger N, trains on")
+        say(
+            cfg,
+            f"{run.dir} stopped early at step {trainer.step} ({best.bad} validations without a loss below "
+            f"{best.val_loss:.4f} of step {best.step}): --early_stop 0, or a larger N, trains on",
+        )
         return _result(run.dir, trainer.step, None, None, best, "early_stop")
 
     progress = Progress(cfg, run, trainer.step)
@@ -218,13 +236,19 @@ def _run(cfg: TrainConfig) -> dict:
     last_saved = trainer.step
     try:
         while cfg.steps == -1 or trainer.step < cfg.steps:
-            batches = np.stack([
-                training_batch(data.train, trainer.step, cfg.batch_size, length, cfg.seed, micro=j)
-                for j in range(cfg.accumulate_gradients)
-            ])  # [k, B, T+1]
+            batches = np.stack(
+                [
+                    training_batch(data.train, trainer.step, cfg.batch_size, length, cfg.seed, micro=j)
+                    for j in range(cfg.accumulate_gradients)
+                ]
+            )  # [k, B, T+1]
             lr = trainer.learning_rate(trainer.step)
             t0 = time.time()
-            loss = float(trainer.train_step(tf.constant(batches), tf.constant(lr, tf.float32), tf.constant(trainer.step, tf.int64)))
+            loss = float(
+                trainer.train_step(
+                    tf.constant(batches), tf.constant(lr, tf.float32), tf.constant(trainer.step, tf.int64)
+                )
+            )
             if not math.isfinite(loss):
                 raise RapgenError(f"the loss became {loss} at step {trainer.step + 1}: lower --learning_rate")
             trainer.step += 1
@@ -240,15 +264,28 @@ def _run(cfg: TrainConfig) -> dict:
             samples, figures = None, {}  # samples come before the log row, which records their figures
             if cfg.sample_every and trainer.step % cfg.sample_every == 0:
                 samples, figures = sample_during_training(trainer, encoder, artists, cfg, run.dir, data.train)
-            progress.report(trainer.step, loss, lr, speed, float(trainer.loss_scale.numpy()), row_val, new_best, best,
-                            samples, figures)
+            progress.report(
+                trainer.step,
+                loss,
+                lr,
+                speed,
+                float(trainer.loss_scale.numpy()),
+                row_val,
+                new_best,
+                best,
+                samples,
+                figures,
+            )
             if cfg.save_every and trainer.step % cfg.save_every == 0:
                 progress.flush()  # the events up to this checkpoint go to the mirror with it
                 run.save(trainer, best, lora_info)
                 last_saved = trainer.step
             if stopped == "early_stop":
-                say(cfg, f"early stop at step {trainer.step}: {best.bad} validations without a loss below "
-                         f"{best.val_loss:.4f} of step {best.step} (kept as model-best)")
+                say(
+                    cfg,
+                    f"early stop at step {trainer.step}: {best.bad} validations without a loss below "
+                    f"{best.val_loss:.4f} of step {best.step} (kept as model-best)",
+                )
                 break
     except KeyboardInterrupt:
         stopped = "interrupted"
@@ -265,7 +302,9 @@ def _validate(trainer: Trainer, windows, batch_size: int) -> float:
     """The mean loss over the validation windows, batch_size at a time."""
     import tensorflow as tf  # as in `_run`
 
-    losses = [float(trainer.eval_loss(tf.constant(windows[i:i + batch_size]))) for i in range(0, len(windows), batch_size)]
+    losses = [
+        float(trainer.eval_loss(tf.constant(windows[i : i + batch_size]))) for i in range(0, len(windows), batch_size)
+    ]
     return float(np.mean(losses))
 
 
@@ -278,34 +317,68 @@ class Progress:
         self.cfg = cfg
         self.log = run.open_log(step)
         self.events = EventLog(os.path.join(run.dir, EVENTS_FOLDER), step) if cfg.tensorboard else None
-        self.bar = tqdm(total=None if cfg.steps == -1 else cfg.steps, initial=step, disable=cfg.quiet, unit="step",
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=None if cfg.steps == -1 else cfg.steps,
+            initial=step,
+            disable=cfg.quiet,
+            unit="step",
+            dynamic_ncols=True,
+        )
         self.avg = [0.0, 0.0]  # the loss's moving average: decayed sum, decayed count
         self.val_loss = None  # the last one measured
         self.start = time.time()
 
-    def report(self, step: int, loss: float, lr: float, speed: float, loss_scale: float, val_loss: Optional[float],
-               new_best: bool, best: BestSoFar, samples: Optional[str], figures: dict) -> None:
+    def report(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        speed: float,
+        loss_scale: float,
+        val_loss: Optional[float],
+        new_best: bool,
+        best: BestSoFar,
+        samples: Optional[str],
+        figures: dict,
+    ) -> None:
         """Record step `step` everywhere (val_loss: None when this step did not validate)."""
         cfg = self.cfg
         self.avg = [self.avg[0] * 0.99 + loss, self.avg[1] * 0.99 + 1.0]
         avg = self.avg[0] / self.avg[1]
         if val_loss is not None:
             self.val_loss = val_loss
-        self.log.write(step=step, loss=f"{loss:.5f}", avg_loss=f"{avg:.5f}",
-                       val_loss="" if val_loss is None else f"{val_loss:.5f}", learning_rate=f"{lr:.3g}",
-                       tokens_per_sec=f"{speed:.1f}", time=f"{time.time() - self.start:.2f}",
-                       best="1" if new_best else "", sample_rhyme_density=figures.get("sample_rhyme_density", ""),
-                       sample_copied_tokens=figures.get("sample_copied_tokens", ""))
+        self.log.write(
+            step=step,
+            loss=f"{loss:.5f}",
+            avg_loss=f"{avg:.5f}",
+            val_loss="" if val_loss is None else f"{val_loss:.5f}",
+            learning_rate=f"{lr:.3g}",
+            tokens_per_sec=f"{speed:.1f}",
+            time=f"{time.time() - self.start:.2f}",
+            best="1" if new_best else "",
+            sample_rhyme_density=figures.get("sample_rhyme_density", ""),
+            sample_copied_tokens=figures.get("sample_copied_tokens", ""),
+        )
         if self.events is not None:
-            self.events.scalars(step, loss=loss, avg_loss=avg, learning_rate=lr, tokens_per_sec=speed,
-                                loss_scale=loss_scale, val_loss=val_loss,
-                                best_val_loss=None if val_loss is None else best.val_loss)
+            self.events.scalars(
+                step,
+                loss=loss,
+                avg_loss=avg,
+                learning_rate=lr,
+                tokens_per_sec=speed,
+                loss_scale=loss_scale,
+                val_loss=val_loss,
+                best_val_loss=None if val_loss is None else best.val_loss,
+            )
             if samples is not None:
                 self.events.text(step, "samples", samples)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg:.3f}", val="-" if self.val_loss is None else f"{self.val_loss:.3f}",
-                             tok_s=f"{speed:.0f}")
+        self.bar.set_postfix(
+            loss=f"{loss:.3f}",
+            avg=f"{avg:.3f}",
+            val="-" if self.val_loss is None else f"{self.val_loss:.3f}",
+            tok_s=f"{speed:.0f}",
+        )
         if cfg.print_every and step % cfg.print_every == 0:
             say(cfg, f"[{step}] loss={loss:.3f} avg={avg:.3f}" + ("" if val_loss is None else f" val={val_loss:.3f}"))
         if new_best and cfg.print_every:
@@ -325,6 +398,12 @@ class Progress:
 
 def _result(run_dir, step, loss, val_loss, best, stopped) -> dict:
     """What `train` returns: where and how far the run got, its last losses, its best, and why it stopped."""
-    return {"run_dir": run_dir, "step": step, "loss": loss, "val_loss": val_loss,
-            "best_val_loss": None if best.step < 0 else best.val_loss, "best_step": None if best.step < 0 else best.step,
-            "stopped": stopped}
+    return {
+        "run_dir": run_dir,
+        "step": step,
+        "loss": loss,
+        "val_loss": val_loss,
+        "best_val_loss": None if best.step < 0 else best.val_loss,
+        "best_step": None if best.step < 0 else best.step,
+        "stopped": stopped,
+    }

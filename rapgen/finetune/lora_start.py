@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # for the annotation only: rapgen.finetune.config imports thi
     from rapgen.finetune.config import TrainConfig
 
 
-def training_base(cfg: TrainConfig, source_dir: str,
-                  resume: Optional[str]) -> Tuple[str, dict, Optional[Dict[str, np.ndarray]]]:
+def training_base(
+    cfg: TrainConfig, source_dir: str, resume: Optional[str]
+) -> Tuple[str, dict, Optional[Dict[str, np.ndarray]]]:
     """(base checkpoint prefix, lora.json's record, adapter values or None) for a LoRA run of `cfg`.
 
     A resumed LoRA run keeps its recorded base (verified) and adapters; a new one records its base.
@@ -32,22 +33,30 @@ def training_base(cfg: TrainConfig, source_dir: str,
     if resume is not None:
         run_dir = os.path.dirname(resume)
         if not is_lora_run(run_dir):
-            raise RapgenError(f"--lora_rank {cfg.lora_rank} cannot continue {resume}, a full checkpoint: start a LoRA run "
-                              f"from it with --model {run_dir} --restore_from fresh and a new --run_name")
+            raise RapgenError(
+                f"--lora_rank {cfg.lora_rank} cannot continue {resume}, a full checkpoint: start a LoRA run "
+                f"from it with --model {run_dir} --restore_from fresh and a new --run_name"
+            )
         info = read_info(run_dir)
         # A new Colab session resuming from Drive: a released base is fetched, as a new run's is.
         adapters = read_adapters(resume, flag="--restore_from")  # before a base is fetched for it
         return ensure_base(run_dir, cfg.models_dir, quiet=cfg.quiet), info, adapters
     refuse_lora_source(source_dir)
     base_prefix = check_model_dir(source_dir)
-    return base_prefix, base_info(cfg.model or DEFAULT_MODEL, base_prefix, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets), None
+    return (
+        base_prefix,
+        base_info(cfg.model or DEFAULT_MODEL, base_prefix, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets),
+        None,
+    )
 
 
 def refuse_lora_source(source_dir: str) -> None:
     """A new run does not start from a LoRA run folder (its checkpoint holds adapters, not a model)."""
     if is_lora_run(source_dir):
-        raise RapgenError(f"--model {source_dir} is a LoRA run: fold it into a full model first with "
-                          f"`rapgen merge {source_dir} OUT`, then train on --model OUT")
+        raise RapgenError(
+            f"--model {source_dir} is a LoRA run: fold it into a full model first with "
+            f"`rapgen merge {source_dir} OUT`, then train on --model OUT"
+        )
 
 
 def recorded_rank(resume: Optional[str]) -> Optional[int]:

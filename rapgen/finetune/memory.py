@@ -90,10 +90,19 @@ def lora_slot_bytes(hparams: HParams, optimizer: str, lora_rank: int, lora_targe
     return 4 * total
 
 
-def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: Optional[int] = None,
-                    optimizer: str = "adam", recompute: bool = False, compute_dtype: str = "float32",
-                    only_train_transformer_layers: bool = False, accumulate_gradients: int = 1,
-                    lora_rank: int = 0, lora_targets: tuple = LORA_TARGETS) -> dict:
+def estimate_memory(
+    hparams: HParams,
+    *,
+    batch_size: int = 1,
+    sequence_length: Optional[int] = None,
+    optimizer: str = "adam",
+    recompute: bool = False,
+    compute_dtype: str = "float32",
+    only_train_transformer_layers: bool = False,
+    accumulate_gradients: int = 1,
+    lora_rank: int = 0,
+    lora_targets: tuple = LORA_TARGETS,
+) -> dict:
     """Peak memory of one training step, in bytes, by part.
 
     Returns {"weights", "gradients", "optimizer", "activations", "logits", "update",
@@ -113,7 +122,11 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     optimizer = check_optimizer(optimizer)
     one_of("compute dtype", compute_dtype, tuple(DTYPE_BYTES))
     T = hp.n_ctx if sequence_length is None else sequence_length
-    for name, value in (("batch_size", batch_size), ("sequence_length", T), ("accumulate_gradients", accumulate_gradients)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("sequence_length", T),
+        ("accumulate_gradients", accumulate_gradients),
+    ):
         positive_int(f"--{name}", value)
     if T > hp.n_ctx:
         raise RapgenError(f"--sequence_length {T} is longer than the model's n_ctx ({hp.n_ctx})")
@@ -135,8 +148,11 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     # Trainer.train_step: one dense float32 accumulator per trained variable (tf.zeros_like at
     # the start, each gradient added as the backward pass produces it), held to the update.
     gradients = 4 * n_train
-    slots = lora_slot_bytes(hp, optimizer, lora_rank, lora_targets) if lora else \
-        optimizer_slot_bytes(hp, optimizer, only_train_transformer_layers)
+    slots = (
+        lora_slot_bytes(hp, optimizer, lora_rank, lora_targets)
+        if lora
+        else optimizer_slot_bytes(hp, optimizer, only_train_transformer_layers)
+    )
 
     # -- activations kept for the backward pass (what the gradient ops read) ------------
     bte, bhtt = B * T * E, B * H * T * T  # a [B, T, E] tensor; one attention matrix [B, H, T, T]
@@ -146,7 +162,8 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     block = (
         2 * layer_norm  # ln_1, ln_2
         + 3 * c * bte  # q, k, v (the scores' and the output's matmuls read them)
-        + 4 * bhtt + (c * bhtt if mixed else 0)  # softmax output (float32; its gradient reads it), and its cast
+        + 4 * bhtt
+        + (c * bhtt if mixed else 0)  # softmax output (float32; its gradient reads it), and its cast
         + c * bte  # the heads merged back, input of c_proj
         # gelu(h) = 0.5 h (1 + tanh(a (h + 0.044715 h^3))), unfused: h, 0.044715 h, 0.044715 h^2,
         # tanh, 0.5 h and 1 + tanh are each read by a gradient, plus gelu's output (c_fc's
@@ -176,7 +193,9 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     # The backward pass ends holding wte's gradient three times: the logits matmul's (dense,
     # held since the backward pass began), the embedding lookup's made dense to be added to
     # it, and their sum. Then each variable's update makes temporaries of its size.
-    update = (3 * 4 * V * E if embeddings_trained else 0) + UPDATE_TEMPORARIES[optimizer] * 4 * counts["largest_trained"]
+    update = (3 * 4 * V * E if embeddings_trained else 0) + UPDATE_TEMPORARIES[optimizer] * 4 * counts[
+        "largest_trained"
+    ]
     if compute_dtype == "float16":
         # Dynamic loss scaling checks every gradient is finite: a boolean per entry, one
         # variable at a time.
@@ -186,11 +205,19 @@ def estimate_memory(hparams: HParams, *, batch_size: int = 1, sequence_length: O
     update_peak = weights + gradients + slots + update
     total = max(forward_peak, update_peak) + WORKSPACE_BYTES + RUNTIME_BYTES
     return {
-        "weights": int(weights), "gradients": int(gradients), "optimizer": int(slots),
-        "activations": int(activations), "logits": int(logits), "update": int(update),
-        "workspace": WORKSPACE_BYTES, "runtime": RUNTIME_BYTES, "total": int(total),
+        "weights": int(weights),
+        "gradients": int(gradients),
+        "optimizer": int(slots),
+        "activations": int(activations),
+        "logits": int(logits),
+        "update": int(update),
+        "workspace": WORKSPACE_BYTES,
+        "runtime": RUNTIME_BYTES,
+        "total": int(total),
         "peak_at": "forward" if forward_peak >= update_peak else "update",
-        "parameters": counts["total"], "trained_parameters": n_train, "lora_rank": int(lora_rank),
+        "parameters": counts["total"],
+        "trained_parameters": n_train,
+        "lora_rank": int(lora_rank),
     }
 
 

@@ -91,8 +91,12 @@ def mirror(src: str, dst: str, prune: bool = True) -> int:
     # A checkpoint rewritten in place (model-best) may keep its data file's size and, within a
     # second, its time; its small .index, which holds every tensor's checksum, differs then, so
     # the data of a changed index is copied too.
-    rewritten = {rel[: -len(".index")] for rel in want if rel.endswith(".index") and (
-        rel not in have or not _same(os.path.join(src, rel), os.path.join(dst, rel), want[rel], have[rel]))}
+    rewritten = {
+        rel[: -len(".index")]
+        for rel in want
+        if rel.endswith(".index")
+        and (rel not in have or not _same(os.path.join(src, rel), os.path.join(dst, rel), want[rel], have[rel]))
+    }
     # A rewritten checkpoint's old index goes first and every data file is copied before any
     # .index (the folder's `checkpoint` index last): a copy cut short (a Colab disconnect) then
     # leaves that checkpoint without an index, which nothing lists, never a new index beside old

@@ -37,7 +37,9 @@ class Optimizer:
         self.var_slots: List[tuple] = [() for _ in self.variables]
 
     def _slot(self, var_name, suffix, shape):
-        slot = tf.Variable(tf.zeros(shape, tf.float32), trainable=False, name=(var_name + "/" + suffix).replace("/", "_"))
+        slot = tf.Variable(
+            tf.zeros(shape, tf.float32), trainable=False, name=(var_name + "/" + suffix).replace("/", "_")
+        )
         self.slots[f"{var_name}/{suffix}"] = slot
         return slot
 
@@ -67,7 +69,10 @@ class Adam(Optimizer):
     def __init__(self, variables, beta1=0.9, beta2=0.999, epsilon=1e-8):
         super().__init__(variables)
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.var_slots = [(self._slot(n, "Adam", v.shape), self._slot(n, "Adam_1", v.shape)) for n, v in zip(self.names, self.variables)]
+        self.var_slots = [
+            (self._slot(n, "Adam", v.shape), self._slot(n, "Adam_1", v.shape))
+            for n, v in zip(self.names, self.variables)
+        ]
 
     def hyper(self, learning_rate, step):
         t = tf.cast(step, tf.float32) + 1.0  # updates done, this one included
@@ -76,8 +81,16 @@ class Adam(Optimizer):
     def update(self, var, grad, m, v, lr, beta1_power, beta2_power):
         # m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); var -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)
         tf.raw_ops.ResourceApplyAdam(
-            var=var.handle, m=m.handle, v=v.handle, beta1_power=beta1_power, beta2_power=beta2_power, lr=lr,
-            beta1=tf.constant(self.beta1), beta2=tf.constant(self.beta2), epsilon=tf.constant(self.epsilon), grad=grad,
+            var=var.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=beta1_power,
+            beta2_power=beta2_power,
+            lr=lr,
+            beta1=tf.constant(self.beta1),
+            beta2=tf.constant(self.beta2),
+            epsilon=tf.constant(self.epsilon),
+            grad=grad,
         )
 
 
@@ -93,7 +106,12 @@ class Adafactor(Optimizer):
         for name, var in zip(self.names, self.variables):
             shape = [d for d in var.shape if d != 1]  # c_attn's [1, E, 3E] is a matrix
             if len(shape) >= 2:
-                self.var_slots.append((self._slot(name, "Adafactor_vr", shape[:-1]), self._slot(name, "Adafactor_vc", shape[:-2] + shape[-1:])))
+                self.var_slots.append(
+                    (
+                        self._slot(name, "Adafactor_vr", shape[:-1]),
+                        self._slot(name, "Adafactor_vc", shape[:-2] + shape[-1:]),
+                    )
+                )
             else:
                 self.var_slots.append((self._slot(name, "Adafactor_v", var.shape),))
 

@@ -48,7 +48,11 @@ def run_checkpoints(folder: str):
 
     `model-best` is not one of them: it is never pruned, nor named by the `checkpoint` index.
     """
-    return [p for p in list_checkpoints(folder) if re.fullmatch(r"model-\d+", os.path.basename(p))] if os.path.isdir(folder) else []
+    return (
+        [p for p in list_checkpoints(folder) if re.fullmatch(r"model-\d+", os.path.basename(p))]
+        if os.path.isdir(folder)
+        else []
+    )
 
 
 def read_counter(folder: str) -> Optional[int]:
@@ -71,7 +75,11 @@ def expected_hparams(model, models_dir) -> Optional[HParams]:
         return HParams.load(str(model))
     if str(model) in MODEL_SIZES or str(model) in MODEL_ALIASES:
         local = os.path.join(models_dir, MODEL_ALIASES.get(str(model), str(model)))
-        return HParams.load(local) if os.path.exists(os.path.join(local, "hparams.json")) else HParams.for_model(str(model))
+        return (
+            HParams.load(local)
+            if os.path.exists(os.path.join(local, "hparams.json"))
+            else HParams.for_model(str(model))
+        )
     return None
 
 
@@ -114,8 +122,11 @@ class Run:
                 # A partial Drive sync is not copied over a complete local run.
                 verify_checkpoint(remote, flag="--restore_from", also_in=[run_dir])
                 if local:
-                    say(cfg, f"the mirror {remote_dir} is at step {step_of(remote)}, newer than {run_dir} at step "
-                             f"{step_of(local)}: copying it in from the mirror")
+                    say(
+                        cfg,
+                        f"the mirror {remote_dir} is at step {step_of(remote)}, newer than {run_dir} at step "
+                        f"{step_of(local)}: copying it in from the mirror",
+                    )
                 else:
                     say(cfg, f"restoring {cfg.run_name} from the mirror {remote_dir}")
                 mirror(remote_dir, run_dir, prune=False)
@@ -142,7 +153,9 @@ class Run:
             return verify_checkpoint(found, flag="--restore_from")
         if os.path.exists(path + ".index"):
             return verify_checkpoint(path, flag="--restore_from")
-        raise RapgenError(f"--restore_from must be latest, fresh, a checkpoint prefix or a folder; {path} is none of these")
+        raise RapgenError(
+            f"--restore_from must be latest, fresh, a checkpoint prefix or a folder; {path} is none of these"
+        )
 
     def starting_model(self, resume: Optional[str]):
         """(folder, hparams) of the model the run starts from: the resumed checkpoint's folder, or the
@@ -185,7 +198,10 @@ class Run:
             # The new run then mirrors into a clean folder.
             aside = f"{self.mirror_dir}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
             os.rename(self.mirror_dir, aside)
-            say(self.cfg, f"--overwrite: the old mirror {self.mirror_dir} is kept as {aside} (delete it to free Drive space)")
+            say(
+                self.cfg,
+                f"--overwrite: the old mirror {self.mirror_dir} is kept as {aside} (delete it to free Drive space)",
+            )
 
     def open_log(self, resume_step: int) -> "RunLog":
         """log.csv, cut back to `resume_step` and open for appending."""
@@ -213,11 +229,11 @@ class Run:
         tensors.update((best or BestSoFar()).tensors())
         write_checkpoint(prefix, tensors)
         kept = self.checkpoints()
-        for old in kept[:-cfg.max_checkpoints]:
+        for old in kept[: -cfg.max_checkpoints]:
             for suffix in (".index", ".data-00000-of-00001"):
                 if os.path.exists(old + suffix):
                     os.unlink(old + suffix)
-        kept = kept[-cfg.max_checkpoints:]
+        kept = kept[-cfg.max_checkpoints :]
         write_checkpoint_index(self.dir, kept)
         atomic_write_text(os.path.join(self.dir, COUNTER_FILE), f"{trainer.step}\n")
         atomic_write_text(os.path.join(self.dir, SETTINGS_FILE), json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
@@ -248,7 +264,10 @@ class Run:
             mirror(self.dir, self.mirror_dir)
         except OSError as e:
             # The local checkpoint is complete; losing the mirror once must not stop training.
-            say(self.cfg, f"warning: could not mirror to {self.cfg.drive_dir} ({e.strerror or e}); the next save tries again")
+            say(
+                self.cfg,
+                f"warning: could not mirror to {self.cfg.drive_dir} ({e.strerror or e}); the next save tries again",
+            )
         except MirrorIsNewer as e:
             # Another machine trained this run further: keep both, the user chooses.
             say(self.cfg, f"warning: {e}")
@@ -285,9 +304,11 @@ class BestSoFar:
         import tensorflow as tf  # not at the top: this module is read without TensorFlow (rapgen train's checks)
 
         # float64: the comparison after a resume must see the very number it saw before.
-        return {"rapgen/best_val_loss": tf.constant(self.val_loss, tf.float64),
-                "rapgen/best_step": tf.constant(self.step, tf.int64),
-                "rapgen/bad_validations": tf.constant(self.bad, tf.int64)}
+        return {
+            "rapgen/best_val_loss": tf.constant(self.val_loss, tf.float64),
+            "rapgen/best_step": tf.constant(self.step, tf.int64),
+            "rapgen/bad_validations": tf.constant(self.bad, tf.int64),
+        }
 
     @classmethod
     def read(cls, prefix: Optional[str], run_dir: str) -> "BestSoFar":
@@ -300,9 +321,11 @@ class BestSoFar:
         reader = tf.train.load_checkpoint(prefix)
         if not all(reader.has_tensor(name) for name in cls.TENSORS):
             return cls()
-        return cls(val_loss=float(reader.get_tensor("rapgen/best_val_loss")),
-                   step=int(reader.get_tensor("rapgen/best_step")),
-                   bad=int(reader.get_tensor("rapgen/bad_validations")))
+        return cls(
+            val_loss=float(reader.get_tensor("rapgen/best_val_loss")),
+            step=int(reader.get_tensor("rapgen/best_step")),
+            bad=int(reader.get_tensor("rapgen/bad_validations")),
+        )
 
 
 class RunLog:
@@ -311,8 +334,18 @@ class RunLog:
     # sample_*: figures of the samples written at that step (rapgen.judge.rhyme, rapgen.judge.originality):
     # a longest copied span that grows as the loss falls is the model memorising its data.
     # best: 1 where the validation loss was a new lowest and model-best was written.
-    FIELDS = ["step", "loss", "avg_loss", "val_loss", "learning_rate", "tokens_per_sec", "time",
-              "sample_rhyme_density", "sample_copied_tokens", "best"]
+    FIELDS = [
+        "step",
+        "loss",
+        "avg_loss",
+        "val_loss",
+        "learning_rate",
+        "tokens_per_sec",
+        "time",
+        "sample_rhyme_density",
+        "sample_copied_tokens",
+        "best",
+    ]
 
     def __init__(self, path, resume_step):
         self.path = path

@@ -31,8 +31,10 @@ def sample_figures(texts, tokens, encoder):
     if not songs:
         return {}
     scores = Judge("auto", index_for_tokens(tokens, encoder), encoder).judge(songs)
-    return {"sample_rhyme_density": f"{sum(s['rhyme_density'] for s in scores) / len(scores):.3f}",
-            "sample_copied_tokens": str(max(s["copied_tokens"] for s in scores))}
+    return {
+        "sample_rhyme_density": f"{sum(s['rhyme_density'] for s in scores) / len(scores):.3f}",
+        "sample_copied_tokens": str(max(s["copied_tokens"] for s in scores)),
+    }
 
 
 def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None):
@@ -48,15 +50,27 @@ def sample_during_training(trainer, encoder, artists, cfg, run_dir, tokens=None)
     texts = []
     if length > 0:
         # Every artist in one batch: each row is the song its prompt gets alone (rapgen.write.generation).
-        rows = generate(model, contexts, length, temperature=options.temperature, top_k=options.top_k,
-                        top_p=options.top_p, seed=rng.randrange(2**31), stop_at_end=options.stop_at_end)
+        rows = generate(
+            model,
+            contexts,
+            length,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            seed=rng.randrange(2**31),
+            stop_at_end=options.stop_at_end,
+        )
         texts = [p + encoder.decode([t for t in row if t != EOT_ID]) for p, row in zip(prompts, rows)]
     os.makedirs(os.path.join(run_dir, "samples"), exist_ok=True)
     divider = "\n" + "=" * 40 + "\n"
     saved = divider.join(texts) + "\n"
     atomic_write_text(os.path.join(run_dir, "samples", f"step-{trainer.step}.txt"), saved)
     figures = sample_figures(texts, tokens, encoder) if tokens is not None else {}
-    said = f" (rhyme density {figures['sample_rhyme_density']}, longest copied span " \
-           f"{figures['sample_copied_tokens']} tokens)" if figures else ""
+    said = (
+        f" (rhyme density {figures['sample_rhyme_density']}, longest copied span "
+        f"{figures['sample_copied_tokens']} tokens)"
+        if figures
+        else ""
+    )
     say(cfg, f"======== samples at step {trainer.step}{said} ========\n" + divider.join(texts))
     return saved, figures

@@ -54,13 +54,21 @@ class Trainer:
         self.variables = list(self.train_vars.values())
         self.recompute = cfg.recompute is True
         if cfg.xla and self.replicas > 1:
-            raise RapgenError(f"--xla True compiles the step for one device, not {self.replicas}: use --distribute off, or --xla False")
-        step_signature = [tf.TensorSpec([None, None, None], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64)]
+            raise RapgenError(
+                f"--xla True compiles the step for one device, not {self.replicas}: use --distribute off, or --xla False"
+            )
+        step_signature = [
+            tf.TensorSpec([None, None, None], tf.int32),
+            tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([], tf.int64),
+        ]
         # autograph=False: the Python here is plain graph building (tf.while_loop, tf.cond).
-        self.train_step = tf.function(self._train_step, input_signature=step_signature, autograph=False,
-                                      jit_compile=bool(cfg.xla))
-        self.eval_loss = tf.function(self._eval_loss, input_signature=[tf.TensorSpec([None, None], tf.int32)],
-                                     autograph=False)
+        self.train_step = tf.function(
+            self._train_step, input_signature=step_signature, autograph=False, jit_compile=bool(cfg.xla)
+        )
+        self.eval_loss = tf.function(
+            self._eval_loss, input_signature=[tf.TensorSpec([None, None], tf.int32)], autograph=False
+        )
 
     # -- the compiled step, outermost first ---------------------------------------------
 
@@ -78,13 +86,14 @@ class Trainer:
         ctx = tf.distribute.get_replica_context()
         b = tf.shape(batches)[1] // replicas
         start = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * b
-        mine = batches[:, start:start + b]  # [k, b, T+1]
+        mine = batches[:, start : start + b]  # [k, b, T+1]
         k = tf.shape(mine)[0]
         # An explicit tf.while_loop, as the function is traced without autograph (whose
         # source conversion warns on Python 3.13+). parallel_iterations=1: micro-batches
         # exist to bound memory, so one at a time, never two activations sets at once.
         _, total, grads = tf.while_loop(
-            lambda j, total, grads: j < k, functools.partial(self._micro_batch, mine),
+            lambda j, total, grads: j < k,
+            functools.partial(self._micro_batch, mine),
             (tf.constant(0), tf.constant(0.0), [tf.zeros_like(v) for v in self.variables]),
             parallel_iterations=1,
         )

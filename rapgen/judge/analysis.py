@@ -45,7 +45,7 @@ class Judge:
         words = transcribe(flat, self.source)  # one espeak-ng call for all songs
         results, at = [], 0
         for song, lines in zip(songs, song_lines):
-            report = report_from_words(lines, words[at:at + len(lines)], self.source)
+            report = report_from_words(lines, words[at : at + len(lines)], self.source)
             at += len(lines)
             results.append(self._result(song, report))
         return results
@@ -53,37 +53,58 @@ class Judge:
     def _result(self, song: Song, report) -> dict:
         syllables = [line.syllables for line in report.lines]
         result = {
-            "artist": song.artist, "title": song.title, "phonetics": report.source,
-            "rhyme_density": report.density, "words": report.words, "lines": len(report.lines),
+            "artist": song.artist,
+            "title": song.title,
+            "phonetics": report.source,
+            "rhyme_density": report.density,
+            "words": report.words,
+            "lines": len(report.lines),
             "syllables_per_line": round(sum(syllables) / len(syllables), 2) if syllables else 0.0,
-            "scheme": report.scheme, "line_details": [vars(line) for line in report.lines],
+            "scheme": report.scheme,
+            "line_details": [vars(line) for line in report.lines],
         }
         if self.index is not None:
             # Section headers ("[Verse 1: Lil Tofu]") are in every song: copying one copies no lyrics.
             found = copied(self.index, self.encoder.encode(strip_sections(song.lyrics)), self.encoder)
-            result.update({
-                "copied_tokens": found.longest_tokens, "copied_words": found.longest_words,
-                "copied_text": found.span, "copied_from": f"{found.artist} - {found.title}" if found.longest_tokens else "",
-                "ngram8_share": found.ngram_share,
-                "tfidf_max": round(max_tfidf_similarity(song.lyrics, artist_songs(self.index, song.artist, self.encoder)), 4)
-                if song.artist else None,
-            })
+            result.update(
+                {
+                    "copied_tokens": found.longest_tokens,
+                    "copied_words": found.longest_words,
+                    "copied_text": found.span,
+                    "copied_from": f"{found.artist} - {found.title}" if found.longest_tokens else "",
+                    "ngram8_share": found.ngram_share,
+                    "tfidf_max": round(
+                        max_tfidf_similarity(song.lyrics, artist_songs(self.index, song.artist, self.encoder)), 4
+                    )
+                    if song.artist
+                    else None,
+                }
+            )
         return result
 
 
 def format_table(result: dict) -> str:
     """One song's figures and its lines with syllables and scheme letters."""
     head = f"<<{result['artist']} - {result['title']}>>" if result["artist"] else "(no header)"
-    rows = [head,
-            f"  rhyme density {result['rhyme_density']:.2f} ({result['phonetics']}), {result['words']} words, "
-            f"{result['syllables_per_line']:.1f} syllables per line, scheme {result['scheme'] or '-'}"]
+    rows = [
+        head,
+        f"  rhyme density {result['rhyme_density']:.2f} ({result['phonetics']}), {result['words']} words, "
+        f"{result['syllables_per_line']:.1f} syllables per line, scheme {result['scheme'] or '-'}",
+    ]
     if "copied_tokens" in result:
-        copied = "none (under 8 tokens)" if not result["copied_tokens"] else (
-            f"{result['copied_tokens']} tokens / {result['copied_words']} words from {result['copied_from']}: "
-            f"\"{' / '.join(result['copied_text'].splitlines())[:80]}\"")
+        copied = (
+            "none (under 8 tokens)"
+            if not result["copied_tokens"]
+            else (
+                f"{result['copied_tokens']} tokens / {result['copied_words']} words from {result['copied_from']}: "
+                f'"{" / ".join(result["copied_text"].splitlines())[:80]}"'
+            )
+        )
         tfidf = "-" if result["tfidf_max"] is None else f"{result['tfidf_max']:.2f}"
-        rows.append(f"  longest copied span {copied}; 8-grams in the training set {100 * result['ngram8_share']:.1f}%; "
-                    f"tf-idf max {tfidf}")
+        rows.append(
+            f"  longest copied span {copied}; 8-grams in the training set {100 * result['ngram8_share']:.1f}%; "
+            f"tf-idf max {tfidf}"
+        )
     for line in result["line_details"]:
         rows.append(f"  {line['letter']} {line['syllables']:3d}  {line['text']}")
     return "\n".join(rows)
@@ -94,7 +115,7 @@ def highlight_html(result: dict, lyrics: str) -> str:
     body = html.escape(lyrics)
     span = html.escape(result.get("copied_text") or "")
     if span and span in body:
-        body = body.replace(span, f"<mark title=\"copied from {html.escape(result['copied_from'])}\">{span}</mark>", 1)
+        body = body.replace(span, f'<mark title="copied from {html.escape(result["copied_from"])}">{span}</mark>', 1)
     return "<pre>" + body + "</pre>"
 
 
@@ -118,8 +139,10 @@ def best(results: List[dict], rank: str = "both", quiet: bool = False) -> int:
     if not quiet:
         r = results[chosen]
         copied = f", longest copied span {r['copied_tokens']} tokens" if "copied_tokens" in r else ""
-        print(f"best by {rank}: song {chosen + 1}, <<{r['artist']} - {r['title']}>> "
-              f"(rhyme density {r['rhyme_density']:.2f}{copied})")
+        print(
+            f"best by {rank}: song {chosen + 1}, <<{r['artist']} - {r['title']}>> "
+            f"(rhyme density {r['rhyme_density']:.2f}{copied})"
+        )
     return chosen
 
 

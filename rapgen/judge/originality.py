@@ -53,7 +53,7 @@ def ngram_hashes(tokens: np.ndarray, n: int = N) -> np.ndarray:
     h = np.zeros(count, np.uint64)
     with np.errstate(over="ignore"):
         for k in range(n):
-            h = h * _MULT + t[k:k + count] + np.uint64(1)  # +1: a token 0 still changes the hash
+            h = h * _MULT + t[k : k + count] + np.uint64(1)  # +1: a token 0 still changes the hash
     return h
 
 
@@ -77,7 +77,7 @@ def _songs(tokens: np.ndarray, encoder):
         starts = np.concatenate([[0], starts])
     songs = []
     for s in starts.tolist():
-        head = encoder.decode(tokens[s:s + 64].tolist()).split("\n", 1)[0]
+        head = encoder.decode(tokens[s : s + 64].tolist()).split("\n", 1)[0]
         parsed = parse_header(head)
         songs.append(list(parsed) if parsed else ["", ""])
     return starts.astype(np.int64), songs
@@ -93,7 +93,7 @@ def ngram_keys(tokens: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
     keys = np.empty(count, np.uint32)
     for a in range(0, count, chunk):
         b = min(a + chunk, count)
-        keys[a:b] = ngram_hashes(tokens[a:b + N - 1]) >> np.uint64(32)
+        keys[a:b] = ngram_hashes(tokens[a : b + N - 1]) >> np.uint64(32)
     return keys
 
 
@@ -126,8 +126,10 @@ def _read(folder: str, digest: str) -> Optional[Index]:
             return None
         with open(os.path.join(folder, "songs.json"), encoding="utf-8") as f:
             songs = json.load(f)
-        arrays = {name: np.load(os.path.join(folder, name + ".npy"), mmap_mode="r")
-                  for name in ("tokens", "keys", "positions", "song_starts")}
+        arrays = {
+            name: np.load(os.path.join(folder, name + ".npy"), mmap_mode="r")
+            for name in ("tokens", "keys", "positions", "song_starts")
+        }
     except (OSError, ValueError, KeyError):
         return None  # absent or damaged: built again
     return Index(arrays["tokens"], arrays["keys"], arrays["positions"], np.asarray(arrays["song_starts"]), songs)
@@ -205,9 +207,9 @@ def _occurrences(index: Index, sample: np.ndarray) -> List[np.ndarray]:
     tokens = index.tokens
     for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist())):
         hits = []
-        want = sample[i:i + N]
-        for pos in np.asarray(index.positions[a:min(b, a + MAX_CANDIDATES * 4)]).tolist():
-            if np.array_equal(tokens[pos:pos + N], want):
+        want = sample[i : i + N]
+        for pos in np.asarray(index.positions[a : min(b, a + MAX_CANDIDATES * 4)]).tolist():
+            if np.array_equal(tokens[pos : pos + N], want):
                 hits.append(pos)
                 if len(hits) >= MAX_CANDIDATES:
                     break
@@ -229,7 +231,7 @@ def copied(index: Index, sample_tokens: Sequence[int], encoder=None) -> Copied:
     for i, positions in enumerate(hits):
         for pos in positions.tolist():
             limit = min(len(sample) - i, len(index.tokens) - pos)
-            same = np.asarray(index.tokens[pos:pos + limit]) == sample[i:i + limit]
+            same = np.asarray(index.tokens[pos : pos + limit]) == sample[i : i + limit]
             length = limit if same.all() else int(np.argmin(same))
             if length > best_len:
                 best_len, best_at, best_pos = length, i, pos
@@ -237,7 +239,7 @@ def copied(index: Index, sample_tokens: Sequence[int], encoder=None) -> Copied:
     if best_len < N:
         return Copied(0, 0, "", "", "", round(share, 4))
     song = index.songs[index.song_of(best_pos)] if index.songs else ["", ""]
-    text = encoder.decode(sample[best_at:best_at + best_len].tolist()) if encoder is not None else ""
+    text = encoder.decode(sample[best_at : best_at + best_len].tolist()) if encoder is not None else ""
     return Copied(best_len, len(text.split()), text.strip(), song[0], song[1], round(share, 4))
 
 
@@ -280,6 +282,6 @@ def artist_songs(index: Index, artist: str, encoder) -> List[str]:
     bounds = np.concatenate([index.song_starts, [len(index.tokens) + 1]])
     for k, (name, _) in enumerate(index.songs):
         if name.casefold() == wanted:
-            text = encoder.decode(np.asarray(index.tokens[bounds[k]:bounds[k + 1] - 1]).tolist())
+            text = encoder.decode(np.asarray(index.tokens[bounds[k] : bounds[k + 1] - 1]).tolist())
             out.append(text.split("\n", 1)[1] if "\n" in text else "")
     return out

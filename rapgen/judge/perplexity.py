@@ -42,19 +42,25 @@ def token_losses(model, tokens: np.ndarray, batch_size: int = 4) -> np.ndarray:
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=batch[:, 1:], logits=logits)  # [B, T-1]
 
     out = []
-    windows = [tokens[s:s + n_ctx].astype(np.int32) for s in window_starts(len(tokens), n_ctx)]
+    windows = [tokens[s : s + n_ctx].astype(np.int32) for s in window_starts(len(tokens), n_ctx)]
     # Full windows go in batches; the last, shorter one on its own (one more trace at most).
     full = [w for w in windows if len(w) == n_ctx]
     for i in range(0, len(full), batch_size):
-        out.extend(losses(tf.constant(np.stack(full[i:i + batch_size]))).numpy())
+        out.extend(losses(tf.constant(np.stack(full[i : i + batch_size]))).numpy())
     for w in windows:
         if len(w) != n_ctx and len(w) > 1:
             out.extend(losses(tf.constant(w[None])).numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def score(file: str, model: Optional[str] = None, models_dir: str = "models", encoding: str = "utf-8",
-          batch_size: int = 4, checkpoint: Optional[str] = None) -> dict:
+def score(
+    file: str,
+    model: Optional[str] = None,
+    models_dir: str = "models",
+    encoding: str = "utf-8",
+    batch_size: int = 4,
+    checkpoint: Optional[str] = None,
+) -> dict:
     """`{"tokens", "loss", "perplexity"}` of a text file under a model (tokens = predicted tokens)."""
     positive_int("--batch_size", batch_size)
     check_checkpoint(checkpoint)

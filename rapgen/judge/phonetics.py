@@ -49,8 +49,21 @@ _ESPEAK_MARKS = re.compile(r"[:#_!|%=\-12456789]")  # length, variant and pause 
 
 # CMU ARPAbet vowels -> the shared vowel alphabet ("" = schwa, a syllable with no rhyme sound).
 _CMU_VOWELS = {
-    "AA": "A", "AE": "a", "AH": "V", "AO": "o", "AW": "aU", "AY": "ai", "EH": "e", "ER": "3",
-    "EY": "ei", "IH": "i", "IY": "i", "OW": "oU", "OY": "oi", "UH": "U", "UW": "u",
+    "AA": "A",
+    "AE": "a",
+    "AH": "V",
+    "AO": "o",
+    "AW": "aU",
+    "AY": "ai",
+    "EH": "e",
+    "ER": "3",
+    "EY": "ei",
+    "IH": "i",
+    "IY": "i",
+    "OW": "oU",
+    "OY": "oi",
+    "UH": "U",
+    "UW": "u",
 }
 
 
@@ -138,8 +151,9 @@ def _clean_line(line: str) -> str:
 
 def _run_espeak(text: str) -> str:
     try:
-        done = subprocess.run([ESPEAK, "-x", "-q", "-v", "en-us"], input=text, capture_output=True, text=True,
-                              timeout=600, check=False)
+        done = subprocess.run(
+            [ESPEAK, "-x", "-q", "-v", "en-us"], input=text, capture_output=True, text=True, timeout=600, check=False
+        )
     except FileNotFoundError:
         raise RapgenError(INSTALL_ESPEAK) from None
     if done.returncode != 0:
@@ -195,7 +209,7 @@ def _arpabet_word(phones: Sequence[str], text: str) -> Word:
     syllables, stressed, vowels = 0, [], []
     rhyme_from = 0
     for phone in phones:
-        base, digit = phone.rstrip("012"), phone[len(phone.rstrip("012")):]
+        base, digit = phone.rstrip("012"), phone[len(phone.rstrip("012")) :]
         if base not in _CMU_VOWELS:
             continue
         if digit == "1":
@@ -209,16 +223,41 @@ def _arpabet_word(phones: Sequence[str], text: str) -> Word:
 
 
 _LTS_GROUPS = {  # letter-to-sound guesses for vowel letter groups
-    "ee": "i", "ea": "i", "ie": "i", "ey": "ei", "ay": "ei", "ai": "ei", "ei": "ei", "oo": "u", "ou": "aU",
-    "ow": "oU", "oa": "oU", "oi": "oi", "oy": "oi", "au": "o", "aw": "o", "ue": "u", "ui": "u",
-    "a": "a", "e": "e", "i": "i", "o": "o", "u": "V", "y": "i",
+    "ee": "i",
+    "ea": "i",
+    "ie": "i",
+    "ey": "ei",
+    "ay": "ei",
+    "ai": "ei",
+    "ei": "ei",
+    "oo": "u",
+    "ou": "aU",
+    "ow": "oU",
+    "oa": "oU",
+    "oi": "oi",
+    "oy": "oi",
+    "au": "o",
+    "aw": "o",
+    "ue": "u",
+    "ui": "u",
+    "a": "a",
+    "e": "e",
+    "i": "i",
+    "o": "o",
+    "u": "V",
+    "y": "i",
 }
 
 
 def _guess_word(word: str) -> Word:
     """A rough letter-to-sound reading for a word the dictionary lacks: one syllable per vowel group."""
     letters = re.sub(r"[^a-z]", "", word.lower())
-    if len(letters) > 2 and letters.endswith("e") and letters[-2] not in "aeiouy" and re.search(r"[aeiouy]", letters[:-1]):
+    if (
+        len(letters) > 2
+        and letters.endswith("e")
+        and letters[-2] not in "aeiouy"
+        and re.search(r"[aeiouy]", letters[:-1])
+    ):
         letters = letters[:-1]  # silent final e
     groups = re.findall(r"[aeiou]+|(?<=[^aeiou])y", letters)
     vowels: List[str] = []

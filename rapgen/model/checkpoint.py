@@ -118,7 +118,9 @@ def checkpoint_problem(prefix: str) -> Optional[str]:
     return None
 
 
-def damaged_checkpoint_error(prefix: str, problem: str, flag: str = "--checkpoint", also_in: List[str] = ()) -> RapgenError:
+def damaged_checkpoint_error(
+    prefix: str, problem: str, flag: str = "--checkpoint", also_in: List[str] = ()
+) -> RapgenError:
     """The one-line error for a damaged checkpoint, naming an older complete one to use instead."""
     folders = [os.path.dirname(prefix) or "."] + [f for f in also_in if f and os.path.isdir(f)]
     for folder in folders:

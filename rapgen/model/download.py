@@ -136,8 +136,7 @@ def download(
                 _remove(dest + ".part")  # a leftover from an older, interrupted run
                 _say(quiet, f"{filename}: already complete")
                 continue
-            fetcher.fetch(url, dest, expected_size=expected, optional=filename in OPTIONAL,
-                          check=CHECKS.get(filename))
+            fetcher.fetch(url, dest, expected_size=expected, optional=filename in OPTIONAL, check=CHECKS.get(filename))
     except BaseException:  # Ctrl-C included: an empty folder left behind would pass for a model
         _tidy(model_dir, created)
         raise
@@ -250,8 +249,10 @@ class _Fetcher:
                     policy = RetryPolicy(retries=self.retries, first_wait=RETRY_WAIT_S, max_wait=MAX_RETRY_WAIT_S)
                     wait = policy.server_wait_s(e.retry_after, failures - 1)
                     if policy.too_long(wait):
-                        raise RapgenError(f"{url}: the server asks to wait {wait:.0f} s ({e}): try again later, or "
-                                          f"use a mirror with --base_url or {ENV_BASE_URL}") from None
+                        raise RapgenError(
+                            f"{url}: the server asks to wait {wait:.0f} s ({e}): try again later, or "
+                            f"use a mirror with --base_url or {ENV_BASE_URL}"
+                        ) from None
                     _say(self.quiet, policy.retry_line(name, str(e), wait, failures - 1))
                     time.sleep(wait)
                 else:
@@ -270,8 +271,10 @@ class _Fetcher:
             # "restart": the server cannot continue the part, which is gone; start at zero.
             failures += 1
             if failures > self.retries:
-                raise RapgenError(f"{url} keeps answering ranges that do not continue the download: "
-                                  f"use a mirror with --base_url or {ENV_BASE_URL}")
+                raise RapgenError(
+                    f"{url} keeps answering ranges that do not continue the download: "
+                    f"use a mirror with --base_url or {ENV_BASE_URL}"
+                )
         self._finish(url, part, dest, expected_size, check)
         return True
 
@@ -282,8 +285,10 @@ class _Fetcher:
         mirror = f"use a mirror with --base_url or {ENV_BASE_URL}"
         resume = "; what was received is kept: run the same command again to resume" if received else ""
         if error.host:
-            return (f"could not connect to {error.host} ({error.problem}; {failures} attempts): check your internet "
-                    f"connection, or {mirror}{resume}")
+            return (
+                f"could not connect to {error.host} ({error.problem}; {failures} attempts): check your internet "
+                f"connection, or {mirror}{resume}"
+            )
         then = "run the same command again to resume, or " if received else "try again later, or "
         return f"giving up on {url} after {failures} attempts without progress ({error}); {then}{mirror}"
 
@@ -332,15 +337,18 @@ class _Fetcher:
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             if self._progress is not None:  # the body had started: say how far it got
                 got, expected = self._progress
-                raise _Retry(f"the body stopped after {got} of {expected or 'unknown'} bytes "
-                             f"({type(e).__name__})") from None
+                raise _Retry(
+                    f"the body stopped after {got} of {expected or 'unknown'} bytes ({type(e).__name__})"
+                ) from None
             raise _Retry(no_answer(e, self.timeout), host=urllib.parse.urlsplit(url).netloc) from None
         except requests.RequestException as e:
             raise RapgenError(f"cannot download {url}: {short(e)}") from None
         if expected_size is not None and offset + received > expected_size:
             _remove(part)
-            raise RapgenError(f"{url} sent more than the {expected_size} bytes hparams.json needs: "
-                              "the mirror serves a different model")
+            raise RapgenError(
+                f"{url} sent more than the {expected_size} bytes hparams.json needs: "
+                "the mirror serves a different model"
+            )
         if length is not None and received != length:
             raise _Retry(f"the body stopped after {received} of {length} bytes")  # urllib3 usually says first
         if expected_size is not None and offset + received != expected_size:
@@ -355,10 +363,20 @@ class _Fetcher:
         received = 0
         self._progress = (0, length)
         try:
-            with open(part, "ab" if offset else "wb") as f, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=label, disable=self.quiet, leave=True, file=sys.stderr,
-            ) as bar:
+            with (
+                open(part, "ab" if offset else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=label,
+                    disable=self.quiet,
+                    leave=True,
+                    file=sys.stderr,
+                ) as bar,
+            ):
                 f.truncate(offset)
                 for chunk in response.iter_content(CHUNK_BYTES):
                     if chunk:
@@ -372,8 +390,7 @@ class _Fetcher:
             raise  # a network problem (requests' errors are OSErrors too): the caller retries
         except OSError as e:
             raise RapgenError(
-                f"cannot write {part} ({e.strerror or e}): free some disk space or choose "
-                "another --models_dir"
+                f"cannot write {part} ({e.strerror or e}): free some disk space or choose another --models_dir"
             ) from None
         return received
 

@@ -28,9 +28,7 @@ EOT = "<|endoftext|>"
 
 # GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, each optionally after
 # one space; runs of whitespace keep their last space for the next word (`\s+(?!\S)`).
-WORD_PATTERN = regex.compile(
-    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+WORD_PATTERN = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,9 +39,7 @@ def bytes_to_unicode() -> Dict[int, str]:
     hyphen…) are moved to code points 256 and up, so no merge rule holds whitespace.
     """
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     mapping = {b: chr(b) for b in printable}
     shift = 0
@@ -91,7 +87,7 @@ class Encoder:
             while True:
                 # Merge every occurrence of this pair, left to right, as GPT-2 does. The pairs
                 # a merge creates contain the merged symbol, so none of them is this pair.
-                parts[i:i + 2] = [parts[i] + parts[i + 1]]
+                parts[i : i + 2] = [parts[i] + parts[i + 1]]
                 del pair_ranks[i]
                 if i > 0:
                     pair_ranks[i - 1] = ranks.get((parts[i - 1], parts[i]), none)
@@ -163,9 +159,7 @@ def _read(path: str, what: str) -> str:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
-        raise RapgenError(
-            f"{path} is missing: {what} comes with every model (rapgen download 124M)"
-        ) from None
+        raise RapgenError(f"{path} is missing: {what} comes with every model (rapgen download 124M)") from None
 
 
 @functools.lru_cache(maxsize=4)

@@ -55,8 +55,9 @@ VOCAB_FILES = ("encoder.json", "vocab.bpe")
 DEFAULT_RUN = os.path.join("checkpoints", "run1")
 
 
-def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", download: bool = False,
-                      quiet: bool = False) -> str:
+def resolve_model_dir(
+    model: Optional[str] = None, models_dir: str = "models", download: bool = False, quiet: bool = False
+) -> str:
     """A model name (looked up under models_dir) or a path -> an existing model directory.
 
     No model means the fine-tuned run `checkpoints/run1` when it exists (as in gpt-2-simple),
@@ -86,8 +87,10 @@ def resolve_model_dir(model: Optional[str] = None, models_dir: str = "models", d
                 f"model {model} is not in {models_dir}/: run `rapgen download {model} --models_dir {models_dir}` first"
             )
         if needs_download(path):
-            raise RapgenError(f"{path} holds an unfinished download of {model}: run "
-                              f"`rapgen download {model} --models_dir {models_dir}` to finish it")
+            raise RapgenError(
+                f"{path} holds an unfinished download of {model}: run "
+                f"`rapgen download {model} --models_dir {models_dir}` to finish it"
+            )
         return path
     if os.sep in model or "/" in model or os.path.exists(model):
         raise RapgenError(f"model directory {model} does not exist (or is not a folder)")
@@ -144,16 +147,20 @@ def choose_checkpoint(model_dir: str, checkpoint: Optional[str] = None) -> str:
         return latest
     best = best_checkpoint(model_dir)
     if best is None and checkpoint == "best":
-        raise RapgenError(f"--checkpoint best: {model_dir} has no {BEST} (a run keeps one only when it validates, "
-                          f"--val_every N): use --checkpoint latest, or leave --checkpoint out")
+        raise RapgenError(
+            f"--checkpoint best: {model_dir} has no {BEST} (a run keeps one only when it validates, "
+            f"--val_every N): use --checkpoint latest, or leave --checkpoint out"
+        )
     return best or latest
 
 
 def choice_note(model_dir: str, checkpoint: Optional[str], prefix: str) -> Optional[str]:
     """The line saying which checkpoint was used where it is not obvious: a run's model-best taken by default."""
     if checkpoint is None and os.path.basename(prefix) == BEST:
-        return (f"using {prefix}, the run's lowest validation loss (--checkpoint latest takes "
-                f"{latest_checkpoint(model_dir)}, the newest)")
+        return (
+            f"using {prefix}, the run's lowest validation loss (--checkpoint latest takes "
+            f"{latest_checkpoint(model_dir)}, the newest)"
+        )
     return None
 
 
@@ -198,7 +205,9 @@ def read_weights(prefix: str, hparams: HParams, flag: str = "--checkpoint") -> D
     return weights
 
 
-def save_model(model, model_dir: str, vocab_dir: str, step: Optional[int] = None, keep: Optional[List[str]] = None) -> str:
+def save_model(
+    model, model_dir: str, vocab_dir: str, step: Optional[int] = None, keep: Optional[List[str]] = None
+) -> str:
     """Write a model directory (`model.ckpt`, or `model-<step>` when step is given); returns the prefix.
 
     `keep` lists older prefixes to keep naming in the `checkpoint` index.
@@ -261,15 +270,19 @@ def init(
     `--n_layer 12 --n_embd 768 --n_head 12 --n_ctx 1024`. Never overwrites a model.
     """
     model_dir = check_output_folder(model_dir, "MODEL_DIR")
-    if os.path.isdir(model_dir) and (os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)):
+    if os.path.isdir(model_dir) and (
+        os.path.exists(os.path.join(model_dir, "checkpoint")) or list_checkpoints(model_dir)
+    ):
         raise RapgenError(f"{model_dir} already holds a model: choose another folder (nothing was overwritten)")
     non_negative_int("--seed", seed)
     hparams = HParams(n_vocab=n_vocab, n_ctx=n_ctx, n_embd=n_embd, n_head=n_head, n_layer=n_layer)
     source = find_vocab_dir(vocab_dir, models_dir)
     encoder = load_encoder(source)  # a damaged encoder.json or vocab.bpe is refused before anything is written
     if n_vocab < encoder.n_vocab:
-        raise RapgenError(f"--n_vocab {n_vocab} is smaller than the vocabulary's {encoder.n_vocab} tokens: "
-                          f"use --n_vocab {encoder.n_vocab} (GPT-2's own) or more")
+        raise RapgenError(
+            f"--n_vocab {n_vocab} is smaller than the vocabulary's {encoder.n_vocab} tokens: "
+            f"use --n_vocab {encoder.n_vocab} (GPT-2's own) or more"
+        )
     from rapgen.model.gpt2 import GPT2  # TensorFlow: only once every argument is known to be good
 
     save_model(GPT2(hparams, seed=seed), model_dir, source)

@@ -86,8 +86,14 @@ class GPT2(tf.Module):
     adapters a LoRA run trains (`rapgen.model.lora`), empty otherwise.
     """
 
-    def __init__(self, hparams: HParams, seed: Optional[int] = None, compute_dtype=tf.float32,
-                 weights: Optional[Dict[str, np.ndarray]] = None, variable_dtype=tf.float32):
+    def __init__(
+        self,
+        hparams: HParams,
+        seed: Optional[int] = None,
+        compute_dtype=tf.float32,
+        weights: Optional[Dict[str, np.ndarray]] = None,
+        variable_dtype=tf.float32,
+    ):
         super().__init__(name="gpt2")
         self.hparams = hparams
         self.compute_dtype = tf.as_dtype(compute_dtype)
@@ -198,10 +204,14 @@ class GPT2(tf.Module):
             positions = tf.maximum(positions[None, :] - pad[:, None], 0)  # [B, T]
         checks = [
             tf.debugging.assert_non_negative(tokens, message="token ids must be >= 0"),
-            tf.debugging.assert_less(tokens, tf.constant(hp.n_vocab, tf.int32),
-                                     message=f"token id out of range: the vocabulary has {hp.n_vocab} ids"),
-            tf.debugging.assert_less(positions, tf.constant(hp.n_ctx, tf.int32),
-                                     message=f"positions beyond the context of {hp.n_ctx} tokens"),
+            tf.debugging.assert_less(
+                tokens,
+                tf.constant(hp.n_vocab, tf.int32),
+                message=f"token id out of range: the vocabulary has {hp.n_vocab} ids",
+            ),
+            tf.debugging.assert_less(
+                positions, tf.constant(hp.n_ctx, tf.int32), message=f"positions beyond the context of {hp.n_ctx} tokens"
+            ),
         ]
         with tf.control_dependencies(checks):
             return tf.identity(tokens), tf.identity(positions)  # [B, T], [T] or [B, T]
@@ -211,7 +221,9 @@ class GPT2(tf.Module):
         hp = self.hparams
         if pad is not None:
             pad = tf.convert_to_tensor(pad, tf.int32)  # [B]
-        tokens, positions = self._check_inputs(tf.convert_to_tensor(tokens, tf.int32), past_length, pad)  # [B, T], [T] or [B, T]
+        tokens, positions = self._check_inputs(
+            tf.convert_to_tensor(tokens, tf.int32), past_length, pad
+        )  # [B, T], [T] or [B, T]
         # Gather from plain reads, not from the variables: a gather on a variable switches it to
         # copy-on-read, after which every dense read (the logits) copies all 154 MB of wte.
         wte = tf.convert_to_tensor(self.v("wte"))  # [V, E]
@@ -283,6 +295,4 @@ class GPT2(tf.Module):
     def loss(self, tokens, recompute=False):
         """Mean cross-entropy (nats) of predicting tokens[:, 1:] from tokens[:, :-1]."""
         logits = self.forward(tokens[:, :-1], recompute=recompute)  # [B, T-1, V]
-        return tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:], logits=logits)
-        )
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens[:, 1:], logits=logits))

@@ -89,11 +89,15 @@ class HParams:
         e = self.n_embd
         per_block = (
             2 * e  # ln_1
-            + e * 3 * e + 3 * e  # attn/c_attn
-            + e * e + e  # attn/c_proj
+            + e * 3 * e
+            + 3 * e  # attn/c_attn
+            + e * e
+            + e  # attn/c_proj
             + 2 * e  # ln_2
-            + e * 4 * e + 4 * e  # mlp/c_fc
-            + 4 * e * e + e  # mlp/c_proj
+            + e * 4 * e
+            + 4 * e  # mlp/c_fc
+            + 4 * e * e
+            + e  # mlp/c_proj
         )
         return self.n_vocab * e + self.n_ctx * e + self.n_layer * per_block + 2 * e
 
@@ -104,13 +108,21 @@ def variable_shapes(hp: HParams) -> "dict[str, tuple]":
     shapes = {"model/wte": (hp.n_vocab, E), "model/wpe": (hp.n_ctx, E)}
     for i in range(hp.n_layer):
         p = f"model/h{i}/"
-        shapes.update({
-            p + "ln_1/g": (E,), p + "ln_1/b": (E,),
-            p + "attn/c_attn/w": (1, E, 3 * E), p + "attn/c_attn/b": (3 * E,),
-            p + "attn/c_proj/w": (1, E, E), p + "attn/c_proj/b": (E,),
-            p + "ln_2/g": (E,), p + "ln_2/b": (E,),
-            p + "mlp/c_fc/w": (1, E, 4 * E), p + "mlp/c_fc/b": (4 * E,),
-            p + "mlp/c_proj/w": (1, 4 * E, E), p + "mlp/c_proj/b": (E,),
-        })
+        shapes.update(
+            {
+                p + "ln_1/g": (E,),
+                p + "ln_1/b": (E,),
+                p + "attn/c_attn/w": (1, E, 3 * E),
+                p + "attn/c_attn/b": (3 * E,),
+                p + "attn/c_proj/w": (1, E, E),
+                p + "attn/c_proj/b": (E,),
+                p + "ln_2/g": (E,),
+                p + "ln_2/b": (E,),
+                p + "mlp/c_fc/w": (1, E, 4 * E),
+                p + "mlp/c_fc/b": (4 * E,),
+                p + "mlp/c_proj/w": (1, 4 * E, E),
+                p + "mlp/c_proj/b": (E,),
+            }
+        )
     shapes.update({"model/ln_f/g": (E,), "model/ln_f/b": (E,)})
     return shapes

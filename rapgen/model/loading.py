@@ -19,8 +19,13 @@ from rapgen.model.hparams import HParams
 from rapgen.model.lora_run import is_lora_run, lora_run_weights
 
 
-def load_model(model: Optional[str] = None, models_dir: str = "models", checkpoint: Optional[str] = None,
-               compute_dtype="float32", variable_dtype="float32"):
+def load_model(
+    model: Optional[str] = None,
+    models_dir: str = "models",
+    checkpoint: Optional[str] = None,
+    compute_dtype="float32",
+    variable_dtype="float32",
+):
     """A `GPT2` with weights from a model name, model directory or run directory.
 
     `checkpoint` (`choose_checkpoint`): None takes a run's `model-best` when it has one, else the

@@ -33,7 +33,13 @@ def lora_target_names(targets: Union[str, Sequence[str]]) -> tuple:
     >>> lora_target_names(["c_fc", "c_attn", "c_fc"])
     ('c_fc', 'c_attn')
     """
-    names = targets.split(",") if isinstance(targets, str) else list(targets) if isinstance(targets, (list, tuple)) else None
+    names = (
+        targets.split(",")
+        if isinstance(targets, str)
+        else list(targets)
+        if isinstance(targets, (list, tuple))
+        else None
+    )
     names = [str(n).strip() for n in names or [] if str(n).strip()]
     if not names:
         raise RapgenError(f"--lora_targets must name projections among {', '.join(LORA_TARGETS)}, got {targets!r}")
@@ -51,8 +57,12 @@ def adapter_shapes(hparams: HParams, rank: int, targets=LORA_TARGETS) -> Dict[st
     E = hparams.n_embd
     wanted = lora_target_names(targets)
     layer = {"attn/c_attn": (E, 3 * E), "attn/c_proj": (E, E), "mlp/c_fc": (E, 4 * E), "mlp/c_proj": (4 * E, E)}
-    return {f"h{i}/{name}": shape for i in range(hparams.n_layer) for name, shape in layer.items()
-            if name.split("/")[1] in wanted}
+    return {
+        f"h{i}/{name}": shape
+        for i in range(hparams.n_layer)
+        for name, shape in layer.items()
+        if name.split("/")[1] in wanted
+    }
 
 
 def adapter_parameter_count(hparams: HParams, rank: int, targets=LORA_TARGETS) -> int:
@@ -89,8 +99,14 @@ class Adapter:
         return tf.reshape(y, tf.concat([lead_shape, [n_out]], axis=0))  # [..., out]
 
 
-def attach(model, rank: int, alpha: Optional[float] = None, targets=LORA_TARGETS, seed: int = 0,
-           values: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, "object"]:
+def attach(
+    model,
+    rank: int,
+    alpha: Optional[float] = None,
+    targets=LORA_TARGETS,
+    seed: int = 0,
+    values: Optional[Dict[str, np.ndarray]] = None,
+) -> Dict[str, "object"]:
     """Give `model` (a GPT2) adapters through its `adapters` hook; returns name -> tf.Variable.
 
     values: A and B by checkpoint name (a resumed run's); default `initial_adapters(seed)`.
@@ -107,7 +123,9 @@ def attach(model, rank: int, alpha: Optional[float] = None, targets=LORA_TARGETS
         a_name, b_name = f"{PREFIX}{name}/A", f"{PREFIX}{name}/B"
         for key in (a_name, b_name):
             if key not in values:
-                raise RapgenError(f"the LoRA checkpoint has no {key}: its lora.json does not match it (rank or targets)")
+                raise RapgenError(
+                    f"the LoRA checkpoint has no {key}: its lora.json does not match it (rank or targets)"
+                )
         a = tf.Variable(values[a_name].astype(np.float32), name=a_name.replace("/", "_"))  # [in, r]
         b = tf.Variable(values[b_name].astype(np.float32), name=b_name.replace("/", "_"))  # [r, out]
         made[a_name], made[b_name] = a, b
@@ -129,7 +147,7 @@ def merged_weights(base: Dict[str, np.ndarray], adapters: Dict[str, np.ndarray],
     out = dict(base)
     for key in adapters:
         if key.startswith(PREFIX) and key.endswith("/A"):
-            name = key[len(PREFIX):-2]
+            name = key[len(PREFIX) : -2]
             a, b = adapters[key], adapters[f"{PREFIX}{name}/B"]  # [in, r], [r, out]
             w = "model/" + name + "/w"
             # float64 product: the merged weights should differ from the unmerged path only by float32 rounding.

@@ -50,7 +50,9 @@ def read_info(folder: str) -> dict:
             info = json.load(f)
         int(info["rank"]), float(info["alpha"]), list(info["targets"]), str(info["base_sha256"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RapgenError(f"{path} is damaged ({e.__class__.__name__}): copy it again from the run's Drive mirror") from None
+        raise RapgenError(
+            f"{path} is damaged ({e.__class__.__name__}): copy it again from the run's Drive mirror"
+        ) from None
     return info
 
 
@@ -97,11 +99,17 @@ def find_base(run_dir: str, info: dict, models_dir: str = "models") -> str:
     if wrong is not None:
         raise RapgenError(
             f"LoRA run {run_dir} was trained on other weights than {wrong} (its SHA-256 differs from the one "
-            f"lora.json records): put the original base model {given} back there, or train the run again")
-    fix = f"`rapgen download {given} --models_dir {models_dir}`" if given in MODEL_SIZES or given in MODEL_ALIASES \
+            f"lora.json records): put the original base model {given} back there, or train the run again"
+        )
+    fix = (
+        f"`rapgen download {given} --models_dir {models_dir}`"
+        if given in MODEL_SIZES or given in MODEL_ALIASES
         else f"copy the base model folder back to {info.get('base_dir') or given}"
-    raise RapgenError(f"LoRA run {run_dir} needs its base model {given}, which is not in {models_dir}/ "
-                      f"nor at {info.get('base_dir') or given}: {fix} (or give --models_dir)")
+    )
+    raise RapgenError(
+        f"LoRA run {run_dir} needs its base model {given}, which is not in {models_dir}/ "
+        f"nor at {info.get('base_dir') or given}: {fix} (or give --models_dir)"
+    )
 
 
 def ensure_base(run: str, models_dir: str = "models", quiet: bool = False) -> str:
@@ -134,8 +142,10 @@ def read_adapters(prefix: str, flag: str = "--checkpoint") -> Dict[str, np.ndarr
     reader = tf.train.load_checkpoint(prefix)
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith(PREFIX) and n.endswith(("/A", "/B"))]
     if not names:
-        raise RapgenError(f"checkpoint {prefix} holds no LoRA adapters, yet its folder has a lora.json: "
-                          f"it is damaged; copy the run again from its Drive mirror")
+        raise RapgenError(
+            f"checkpoint {prefix} holds no LoRA adapters, yet its folder has a lora.json: "
+            f"it is damaged; copy the run again from its Drive mirror"
+        )
     adapters = {}
     for name in names:
         try:
@@ -153,8 +163,10 @@ def lora_run_weights(run_dir: str, prefix: str, hparams: HParams, models_dir: st
     base_prefix = find_base(run_dir, info, models_dir)
     base_hparams = HParams.load(os.path.dirname(base_prefix))
     if base_hparams != hparams:
-        raise RapgenError(f"the base model {base_prefix} has another shape than LoRA run {run_dir}'s hparams.json: "
-                          f"copy hparams.json from the base model into the run folder")
+        raise RapgenError(
+            f"the base model {base_prefix} has another shape than LoRA run {run_dir}'s hparams.json: "
+            f"copy hparams.json from the base model into the run folder"
+        )
     adapters = read_adapters(prefix)
     return merged_weights(read_weights(base_prefix, hparams), adapters, info["alpha"] / info["rank"])
 
@@ -174,8 +186,10 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
     if not os.path.isdir(run):
         raise RapgenError(f"RUN {run} is not a folder: give a LoRA run folder such as checkpoints/run1")
     if not is_lora_run(run):
-        raise RapgenError(f"RUN {run} is not a LoRA run (it has no {LORA_FILE}): it is a full model folder already, "
-                          f"every rapgen command and other GPT-2 tools take it as it is")
+        raise RapgenError(
+            f"RUN {run} is not a LoRA run (it has no {LORA_FILE}): it is a full model folder already, "
+            f"every rapgen command and other GPT-2 tools take it as it is"
+        )
     if os.path.isdir(out) and (os.path.exists(os.path.join(out, "checkpoint")) or list_checkpoints(out)):
         raise RapgenError(f"OUT {out} already holds a model: choose another folder (nothing was overwritten)")
     if os.path.abspath(out) == os.path.abspath(run):

@@ -99,6 +99,7 @@ def is_complete(model_dir: str) -> bool:
 
 # --- content checks: what each small file must look like (an HTML page fails them) ---
 
+
 def _check_hparams(path: str) -> None:
     HParams.load(path)
 

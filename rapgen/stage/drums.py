@@ -63,7 +63,7 @@ def drum_loop(bars: int, bpm: float, sr: int = SAMPLE_RATE, seed: int = 0) -> np
     for beat, drum in pattern(bars):
         start = int(round(beat * 60.0 / bpm * sr))
         sound = sounds[drum][: total - start]
-        out[start:start + len(sound)] += sound
+        out[start : start + len(sound)] += sound
     peak = float(np.max(np.abs(out))) or 1.0
     return out / peak
 

@@ -62,15 +62,20 @@ def speak(text: str, rate: int) -> np.ndarray:
     """espeak-ng's speech of one line at `rate` words per minute: float32 [n] at 22.05 kHz."""
     try:
         # The text goes in on stdin: a line such as "-yeah" would read as an option on the command line.
-        done = subprocess.run([ESPEAK, "-v", "en-us", "-s", str(int(rate)), "--stdout"], input=text.encode("utf-8"),
-                              capture_output=True, timeout=120, check=False)
+        done = subprocess.run(
+            [ESPEAK, "-v", "en-us", "-s", str(int(rate)), "--stdout"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
     except FileNotFoundError:
         raise RapgenError(INSTALL_ESPEAK) from None
     data = done.stdout
     at = data.find(b"data")
     if done.returncode != 0 or at < 0:
         raise RapgenError(f"espeak-ng could not speak {text[:40]!r}: check that `espeak-ng -v en-us` works")
-    pcm = np.frombuffer(data[at + 8:len(data) - (len(data) - at - 8) % 2], np.int16)
+    pcm = np.frombuffer(data[at + 8 : len(data) - (len(data) - at - 8) % 2], np.int16)
     return pcm.astype(np.float32) / 32768.0
 
 
@@ -152,8 +157,9 @@ def _read_beat(librosa, path: str) -> np.ndarray:
     try:
         y, sr = soundfile.read(path, dtype="float32", always_2d=True)  # [n, channels]
     except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-        raise RapgenError(f"--beat {path} is not a readable audio file ({str(e).splitlines()[0][:80]}): "
-                          f"give a WAV, FLAC or OGG") from None
+        raise RapgenError(
+            f"--beat {path} is not a readable audio file ({str(e).splitlines()[0][:80]}): give a WAV, FLAC or OGG"
+        ) from None
     y = y.mean(axis=1)  # [n]
     if sr != SAMPLE_RATE and len(y):
         y = librosa.resample(y, orig_sr=sr, target_sr=SAMPLE_RATE)
@@ -237,9 +243,17 @@ def perform(
         y, _ = librosa.effects.trim(speak(text, rate), top_db=35)
         fitted, beats = fit_line(librosa, y, words, bpm)
         start = int(round(i * bar_n + LEAD * sr))
-        voice[start:start + len(fitted)] = fitted[: total - start]
-        details.append({"text": text, "syllables": syllables, "rate": rate, "start": start / sr,
-                        "end": (start + len(fitted)) / sr, "stress_beats": beats})
+        voice[start : start + len(fitted)] = fitted[: total - start]
+        details.append(
+            {
+                "text": text,
+                "syllables": syllables,
+                "rate": rate,
+                "start": start / sr,
+                "end": (start + len(fitted)) / sr,
+                "stress_beats": beats,
+            }
+        )
     mix = BEAT_GAIN * drums + VOICE_GAIN * voice
     mix = (0.89 * mix / (float(np.max(np.abs(mix))) or 1.0)).astype(np.float32)  # peak at -1 dBFS
     atomic_write_bytes(out, wav_bytes(mix))

@@ -112,7 +112,7 @@ def _generation_function(model):
             tf.TensorSpec([], tf.float32),  # top_p
             tf.TensorSpec([2], tf.int32),  # seed
             tf.TensorSpec([], tf.bool),  # stop at <|endoftext|>
-        ]
+        ],
     )
     def generate(context, pad, row_ids, done, length, temperature, top_k, top_p, seed, stop_at_end):
         hp = model.hparams
@@ -132,7 +132,9 @@ def _generation_function(model):
             pos = tf.where(i == 0, 0, T0 + i - 1)  # slot of tokens[:, 0]; row b's position is slot - pad[b]
             logits, present = model.step(tokens, cache, pos, pad)  # [B, V], [L, 2, B, H, T, D]
             # Write the new keys/values into slots pos .. pos + T - 1.
-            present = tf.pad(present, [[0, 0], [0, 0], [0, 0], [0, 0], [pos, S - pos - T], [0, 0]])  # [L, 2, B, H, S, D]
+            present = tf.pad(
+                present, [[0, 0], [0, 0], [0, 0], [0, 0], [pos, S - pos - T], [0, 0]]
+            )  # [L, 2, B, H, S, D]
             slots = tf.range(S)
             slot = tf.reshape(tf.logical_and(slots >= pos, slots < pos + T), [1, 1, 1, 1, -1, 1])  # [1, 1, 1, 1, S, 1]
             cache = tf.where(slot, present, cache)  # [L, 2, B, H, S, D]
@@ -148,7 +150,13 @@ def _generation_function(model):
         # The cache is allocated full size, so only the tokens fed in change shape (the
         # prompt, then one per row) and the loop compiles once.
         start = (tf.constant(0), context, cache, done, out)
-        invariants = (tf.TensorShape([]), tf.TensorShape([None, None]), cache.shape, tf.TensorShape([None]), tf.TensorShape(None))
+        invariants = (
+            tf.TensorShape([]),
+            tf.TensorShape([None, None]),
+            cache.shape,
+            tf.TensorShape([None]),
+            tf.TensorShape(None),
+        )
         n, _, _, _, out = tf.while_loop(cond, body, start, shape_invariants=invariants)
         return tf.reshape(tf.transpose(out.gather(tf.range(n))), [B, n])  # [B, n]
 
@@ -159,8 +167,9 @@ def _generation_function(model):
 def _prompts(context) -> List[List[int]]:
     """`context` as a list of prompts: one list of ids stays one prompt, a list of lists is several."""
     items = list(context)
-    if items and all(isinstance(item, (list, tuple)) or hasattr(item, "tolist") and getattr(item, "ndim", 0) == 1
-                     for item in items):
+    if items and all(
+        isinstance(item, (list, tuple)) or hasattr(item, "tolist") and getattr(item, "ndim", 0) == 1 for item in items
+    ):
         return [[int(t) for t in item] for item in items]
     return [[int(t) for t in items]]
 
@@ -213,14 +222,29 @@ def generate(
     check_prompt(longest if all(prompts) else 0, n_ctx)
     check_sampling_options(length, temperature, top_k, top_p, batch_size, window=window)
     check_length(longest, length, n_ctx, window)
-    settings = GenerationSettings(length, temperature, top_k, top_p, stop_at_end, window,
-                                  check_stride(stride, n_ctx) if window == "slide" else None, header_ids)
-    return generate_checked(model, prompts, settings, batch_size, random.randrange(2**31) if seed is None else seed,
-                            on_step)
+    settings = GenerationSettings(
+        length,
+        temperature,
+        top_k,
+        top_p,
+        stop_at_end,
+        window,
+        check_stride(stride, n_ctx) if window == "slide" else None,
+        header_ids,
+    )
+    return generate_checked(
+        model, prompts, settings, batch_size, random.randrange(2**31) if seed is None else seed, on_step
+    )
 
 
-def generate_checked(model, prompts: List[List[int]], settings: GenerationSettings, batch_size: int, seed: int,
-                     on_step: Optional[Callable[[int], None]] = None) -> List[List[int]]:
+def generate_checked(
+    model,
+    prompts: List[List[int]],
+    settings: GenerationSettings,
+    batch_size: int,
+    seed: int,
+    on_step: Optional[Callable[[int], None]] = None,
+) -> List[List[int]]:
     """`generate` for values already checked (`check_prompt`, `check_sampling_options`, `check_length`)."""
     import tensorflow as tf  # here, as in _generation_function: no TensorFlow for `rapgen sample`'s mistakes
 
@@ -247,15 +271,25 @@ def generate_checked(model, prompts: List[List[int]], settings: GenerationSettin
         width = max(len(row.tokens) for row in fed)
         chunk = min(max(row.budget - len(row.written) for row in fed), n_ctx - width)
         pad = np.array([width - len(row.tokens) for row in fed], np.int32)  # [F]
-        padded = np.array([[0] * int(p) + row.tokens for p, row in zip(pad, fed)], np.int32)  # [F, width]; filler id 0, never seen
+        padded = np.array(
+            [[0] * int(p) + row.tokens for p, row in zip(pad, fed)], np.int32
+        )  # [F, width]; filler id 0, never seen
         streams = np.array([row.stream for row in fed], np.int32)  # [F]
         offset = len(fed[0].written)
         model.generation.reporter.callback = None if on_step is None else (lambda n, offset=offset: on_step(offset + n))
         try:
-            new = fn(tf.constant(padded), tf.constant(pad), tf.constant(streams), tf.constant(np.zeros(len(fed), bool)),
-                     tf.constant(chunk, tf.int32), tf.constant(settings.temperature, tf.float32),
-                     tf.constant(settings.top_k, tf.int32), tf.constant(settings.top_p, tf.float32),
-                     tf.constant([seed % 2**31, offset], tf.int32), tf.constant(bool(settings.stop_at_end))).numpy()  # [F, n]
+            new = fn(
+                tf.constant(padded),
+                tf.constant(pad),
+                tf.constant(streams),
+                tf.constant(np.zeros(len(fed), bool)),
+                tf.constant(chunk, tf.int32),
+                tf.constant(settings.temperature, tf.float32),
+                tf.constant(settings.top_k, tf.int32),
+                tf.constant(settings.top_p, tf.float32),
+                tf.constant([seed % 2**31, offset], tf.int32),
+                tf.constant(bool(settings.stop_at_end)),
+            ).numpy()  # [F, n]
         finally:
             model.generation.reporter.callback = None
         for row, tokens in zip(fed, new.tolist()):
@@ -283,7 +317,7 @@ def _take(row: _Row, tokens: List[int], loop_ended_early: bool, settings: Genera
         # Slide: the row keeps its header and its latest tokens, n_ctx - stride in all.
         keep = n_ctx - settings.stride
         head = header_length(row.tokens, row.n_prompt, settings.header_ids, keep // 2)
-        row.tokens = row.tokens[:head] + row.tokens[len(row.tokens) - (keep - head):]
+        row.tokens = row.tokens[:head] + row.tokens[len(row.tokens) - (keep - head) :]
 
 
 # -- checks: each made once, where a value comes in ------------------------------------------
@@ -295,13 +329,25 @@ def check_stride(stride: Optional[int], n_ctx: int) -> int:
         return max(1, n_ctx // 4)
     positive_int("--stride", stride)
     if stride > n_ctx // 2:
-        raise RapgenError(f"--stride {stride} would drop more than half of the model's context of {n_ctx} tokens "
-                          f"at each slide: use --stride {n_ctx // 2} or less (default {max(1, n_ctx // 4)})")
+        raise RapgenError(
+            f"--stride {stride} would drop more than half of the model's context of {n_ctx} tokens "
+            f"at each slide: use --stride {n_ctx // 2} or less (default {max(1, n_ctx // 4)})"
+        )
     return stride
 
 
-def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsamples=1, seed=None, precision="float32",
-                           window="none", stride=None):
+def check_sampling_options(
+    length,
+    temperature,
+    top_k,
+    top_p,
+    batch_size,
+    nsamples=1,
+    seed=None,
+    precision="float32",
+    window="none",
+    stride=None,
+):
     """The checks that need no model: `sample` and `interactive` make them before loading one."""
     if length is not None:
         positive_int("--length", length)
@@ -315,11 +361,15 @@ def check_sampling_options(length, temperature, top_k, top_p, batch_size, nsampl
     one_of("--precision", precision, PRECISIONS)
     one_of("--window", window, WINDOWS)
     if window == "slide" and length is None:
-        raise RapgenError("--window slide writes past the context as far as --length: give --length N (e.g. --length 3000)")
+        raise RapgenError(
+            "--window slide writes past the context as far as --length: give --length N (e.g. --length 3000)"
+        )
     if stride is not None:
         positive_int("--stride", stride)
         if window != "slide":
-            raise RapgenError(f"--stride {stride} only matters with --window slide: add --window slide or drop --stride")
+            raise RapgenError(
+                f"--stride {stride} only matters with --window slide: add --window slide or drop --stride"
+            )
 
 
 def check_prompt(n_prompt: int, n_ctx: int) -> None:
@@ -338,5 +388,7 @@ def check_length(n_prompt: int, length: Optional[int], n_ctx: int, window: str) 
             f"tokens: use --length {n_ctx - n_prompt} or less, or --window slide to write on past the context"
         )
     if window == "slide" and n_prompt > n_ctx // 2:
-        raise RapgenError(f"the prompt is {n_prompt} tokens, over half the model's context of {n_ctx}: "
-                          f"a sliding window keeps at most {n_ctx // 2} of them; shorten it")
+        raise RapgenError(
+            f"the prompt is {n_prompt} tokens, over half the model's context of {n_ctx}: "
+            f"a sliding window keeps at most {n_ctx // 2} of them; shorten it"
+        )

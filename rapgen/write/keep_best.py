@@ -56,7 +56,9 @@ def describe(score: dict) -> str:
     """A candidate's figures in one line, as `--best_of` prints them."""
     parts = [f"rhyme density {score['rhyme_density']:.2f}"]
     if "copied_tokens" in score:
-        parts.append(f"longest copied span {score['copied_tokens']} tokens, 8-grams seen {100 * score['ngram8_share']:.0f}%")
+        parts.append(
+            f"longest copied span {score['copied_tokens']} tokens, 8-grams seen {100 * score['ngram8_share']:.0f}%"
+        )
     if "mean_loss" in score:
         parts.append(f"mean loss {score['mean_loss']:.3f}")
     return ", ".join(parts)
@@ -66,7 +68,7 @@ def choose(texts: List[str], best_of: int, rank: str, judge, gpt=None, enc=None,
     """From consecutive groups of `best_of` candidates, the best of each group under `rank`."""
     chosen = []
     for g in range(0, len(texts), best_of):
-        group = texts[g:g + best_of]
+        group = texts[g : g + best_of]
         scores = judge_candidates(group, rank, judge, gpt, enc)
         order = rank_order(scores, rank)
         chosen.append(group[order[0]])
@@ -89,7 +91,8 @@ def make_judge(model_dir: str, rank: str, dataset: Optional[str], phonetics: str
     if rank in ("original", "both"):
         dataset = dataset or training_dataset(model_dir)
         if dataset is None:
-            raise RapgenError(f"--rank {rank} compares with the training set: give --dataset PATH "
-                              f"(or use --rank rhyme or likely)")
+            raise RapgenError(
+                f"--rank {rank} compares with the training set: give --dataset PATH (or use --rank rhyme or likely)"
+            )
         index = load_index(str(dataset), enc)
     return Judge(phonetics, index, enc)

@@ -74,7 +74,10 @@ def choose_tokens(logits, temperature, top_k, top_p, seed, row_ids=None):
         scaled = logits / temperature  # [B, V]
         k = tf.convert_to_tensor(top_k, tf.int32)
         # A k of 0 or beyond the vocabulary keeps every token: plain sampling, the same draw either way.
-        return tf.cond(tf.logical_and(k > 0, k < tf.shape(scaled)[-1]), lambda: among_top_k(scaled, u),
-                       lambda: over_vocabulary(scaled, u))
+        return tf.cond(
+            tf.logical_and(k > 0, k < tf.shape(scaled)[-1]),
+            lambda: among_top_k(scaled, u),
+            lambda: over_vocabulary(scaled, u),
+        )
 
     return tf.cond(temperature > 0.0, draw, lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))

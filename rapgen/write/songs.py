@@ -54,7 +54,9 @@ class SamplingOptions:
     temperature: float = 1.0  # 0: always the most likely token
     seed: Optional[int] = None  # the same seed gives the same songs
     stop_at_end: bool = True  # a song ends at <|endoftext|>
-    checkpoint: Optional[str] = None  # best, latest or a prefix; None: a run's model-best when it has one, else the newest
+    checkpoint: Optional[str] = (
+        None  # best, latest or a prefix; None: a run's model-best when it has one, else the newest
+    )
     precision: str = "float32"  # float32, bfloat16 or float16: the type of the weights
     window: str = "none"  # slide: --length may exceed the context (header + latest tokens kept)
     stride: Optional[int] = None  # with --window slide, new tokens between slides; None: n_ctx // 4
@@ -66,8 +68,18 @@ class SamplingOptions:
 
     def check(self) -> "SamplingOptions":
         """The checks that need no model, made before one loads; returns self."""
-        check_sampling_options(self.length, self.temperature, self.top_k, self.top_p, self.batch_size,
-                               self.nsamples, self.seed, self.precision, self.window, self.stride)
+        check_sampling_options(
+            self.length,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.batch_size,
+            self.nsamples,
+            self.seed,
+            self.precision,
+            self.window,
+            self.stride,
+        )
         check_checkpoint(self.checkpoint)
         return self
 
@@ -75,9 +87,16 @@ class SamplingOptions:
         """What the loop is given for a model of context `n_ctx`: `--stride` checked against it
         (the other values were checked by `check`), the header's newline ids for a slide."""
         slide = self.window == "slide"
-        return GenerationSettings(self.length, self.temperature, self.top_k, self.top_p, self.stop_at_end, self.window,
-                                  check_stride(self.stride, n_ctx) if slide else None,
-                                  newline_ids(enc) if slide else None)
+        return GenerationSettings(
+            self.length,
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.stop_at_end,
+            self.window,
+            check_stride(self.stride, n_ctx) if slide else None,
+            newline_ids(enc) if slide else None,
+        )
 
 
 # -- the model cache ----------------------------------------------------------------------
@@ -108,8 +127,13 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
     model_dir = resolve_model_dir(options.model, options.models_dir)
     prefix = choose_checkpoint(model_dir, options.checkpoint)
     # models_dir: where a LoRA run's base is looked for, so another one may give other weights.
-    key = (os.path.abspath(model_dir), os.path.abspath(prefix), os.path.abspath(options.models_dir), options.precision,
-           _files_key(model_dir, prefix))
+    key = (
+        os.path.abspath(model_dir),
+        os.path.abspath(prefix),
+        os.path.abspath(options.models_dir),
+        options.precision,
+        _files_key(model_dir, prefix),
+    )
     if key not in _LOADED:
         note = choice_note(model_dir, options.checkpoint, prefix)
         if note and not quiet:
@@ -118,8 +142,9 @@ def _cached_model(options: SamplingOptions, quiet: bool = False):
         # Reduced precision stores the weights in that type too: generation is bound by
         # reading every weight once per token, so half the bytes is the point.
         precision = options.precision
-        gpt = load_model(model_dir, options.models_dir, checkpoint=prefix, compute_dtype=precision,
-                         variable_dtype=precision)  # models_dir: where a LoRA run's base is looked for
+        gpt = load_model(
+            model_dir, options.models_dir, checkpoint=prefix, compute_dtype=precision, variable_dtype=precision
+        )  # models_dir: where a LoRA run's base is looked for
         _LOADED[key] = (gpt, load_encoder(model_dir))
     return _LOADED[key]
 
@@ -142,8 +167,9 @@ def artist_names(artist, known: Sequence[str] = ()) -> Optional[List[str]]:
     names = [str(a) for a in artist] if isinstance(artist, (list, tuple)) else str(artist).split(",")
     names = [name.strip() for name in names]
     if not names or not all(names):
-        raise RapgenError(f"--artist {artist!r} has an empty name: give names separated by commas, "
-                          "e.g. --artist 'Yung Lean,Eminem'")
+        raise RapgenError(
+            f"--artist {artist!r} has an empty name: give names separated by commas, e.g. --artist 'Yung Lean,Eminem'"
+        )
     return names
 
 
@@ -231,10 +257,20 @@ def sample(
     contexts = _contexts(prompts, enc, options, gpt.hparams.n_ctx)
     settings = options.generation_settings(gpt.hparams.n_ctx, enc)
     judge = None if best_of is None else keep_best.make_judge(gpt.model_dir, rank, dataset, phonetics, enc)
-    texts = _write_songs(gpt, enc, prompts, contexts, settings, options, nsamples * (best_of or 1), include_prefix,
-                         quiet, print_each=judge is None)
+    texts = _write_songs(
+        gpt,
+        enc,
+        prompts,
+        contexts,
+        settings,
+        options,
+        nsamples * (best_of or 1),
+        include_prefix,
+        quiet,
+        print_each=judge is None,
+    )
     if judge is not None:
-        texts = keep_best.choose(texts, best_of, rank, judge, gpt, enc, quiet)[:nsamples * len(prompts)]
+        texts = keep_best.choose(texts, best_of, rank, judge, gpt, enc, quiet)[: nsamples * len(prompts)]
     if save_to:
         _append_songs(save_to, texts)
     return texts
@@ -249,9 +285,18 @@ def _contexts(prompts: List[Optional[str]], enc, options: SamplingOptions, n_ctx
     return contexts
 
 
-def _write_songs(gpt, enc, prompts: List[Optional[str]], contexts: List[List[int]], settings: GenerationSettings,
-                 options: SamplingOptions, nsamples: int, include_prefix: bool, quiet: bool,
-                 print_each: bool) -> List[str]:
+def _write_songs(
+    gpt,
+    enc,
+    prompts: List[Optional[str]],
+    contexts: List[List[int]],
+    settings: GenerationSettings,
+    options: SamplingOptions,
+    nsamples: int,
+    include_prefix: bool,
+    quiet: bool,
+    print_each: bool,
+) -> List[str]:
     """`nsamples` songs for each prompt, `options.batch_size` of each per batch (one batch holds every
     prompt), grouped by prompt; each is printed as its batch ends when `print_each` and not quiet."""
     songs: List[List[str]] = [[] for _ in prompts]  # per prompt, in order
@@ -260,12 +305,22 @@ def _write_songs(gpt, enc, prompts: List[Optional[str]], contexts: List[List[int
     while len(songs[0]) < nsamples:
         rows_wanted = min(options.batch_size, nsamples - len(songs[0]))
         first = len(songs[0]) + 1
-        label = (f"song {first}" + (f"-{first + rows_wanted - 1}" if rows_wanted > 1 else "") + f" of {nsamples}"
-                 + (f" for {len(prompts)} artists" if len(prompts) > 1 else ""))
+        label = (
+            f"song {first}"
+            + (f"-{first + rows_wanted - 1}" if rows_wanted > 1 else "")
+            + f" of {nsamples}"
+            + (f" for {len(prompts)} artists" if len(prompts) > 1 else "")
+        )
         bar = _progress_bar(settings.length or gpt.hparams.n_ctx - max(len(c) for c in contexts), quiet, label)
         try:
-            rows = generate_checked(gpt, contexts, settings, rows_wanted, rng.randrange(2**31),
-                                    on_step=None if bar is None else (lambda n, bar=bar: bar.update(n - bar.n)))
+            rows = generate_checked(
+                gpt,
+                contexts,
+                settings,
+                rows_wanted,
+                rng.randrange(2**31),
+                on_step=None if bar is None else (lambda n, bar=bar: bar.update(n - bar.n)),
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -310,8 +365,12 @@ def _takes_sampling_options(function):
     its call to that signature, so a misspelled keyword is a TypeError as for any function.
     """
     function.__signature__ = inspect.Signature(
-        [inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field.default,
-                           annotation=field.type) for field in dataclasses.fields(SamplingOptions)],
+        [
+            inspect.Parameter(
+                field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=field.default, annotation=field.type
+            )
+            for field in dataclasses.fields(SamplingOptions)
+        ],
         return_annotation=None,
     )
     return function
@@ -334,8 +393,10 @@ def interactive(*args, **kwargs) -> None:
     n_ctx, length = gpt.hparams.n_ctx, options.length
     if length is not None and length > n_ctx - 2 and options.window != "slide":
         # The shortest prompt is two tokens (the song separator and one typed token).
-        raise RapgenError(f"--length {length} leaves no room for a prompt in the model's context of {n_ctx} tokens: "
-                          f"use --length {n_ctx - 2} or less, or --window slide")
+        raise RapgenError(
+            f"--length {length} leaves no room for a prompt in the model's context of {n_ctx} tokens: "
+            f"use --length {n_ctx - 2} or less, or --window slide"
+        )
     settings = options.generation_settings(n_ctx, enc)
     rng = random.Random(options.seed)
     while True:
@@ -348,8 +409,10 @@ def interactive(*args, **kwargs) -> None:
             # A frontend without input (a notebook run headless by nbclient, papermill or
             # `jupyter nbconvert --execute`): IPython raises StdinNotImplementedError, a
             # NotImplementedError. Nobody can type a prompt there, so the loop ends.
-            print("interactive: this frontend takes no typed input, so the prompt loop ends here "
-                  "(run the notebook in Jupyter or Colab to type prompts, or call rapgen.sample)")
+            print(
+                "interactive: this frontend takes no typed input, so the prompt loop ends here "
+                "(run the notebook in Jupyter or Colab to type prompts, or call rapgen.sample)"
+            )
             return
         if not text.strip():
             print("Type a prompt, for example <<Yung Lean (Ctrl-D to quit)")
@@ -357,7 +420,17 @@ def interactive(*args, **kwargs) -> None:
         try:
             gpt, enc = _cached_model(options)  # the same model, unless its checkpoint was rewritten meanwhile
             contexts = _contexts([text], enc, options, gpt.hparams.n_ctx)
-            _write_songs(gpt, enc, [text], contexts, settings, dataclasses.replace(options, seed=rng.randrange(2**31)),
-                         options.nsamples, include_prefix=True, quiet=False, print_each=True)
+            _write_songs(
+                gpt,
+                enc,
+                [text],
+                contexts,
+                settings,
+                dataclasses.replace(options, seed=rng.randrange(2**31)),
+                options.nsamples,
+                include_prefix=True,
+                quiet=False,
+                print_each=True,
+            )
         except RapgenError as e:
             print(f"rapgen: {e}", file=sys.stderr)

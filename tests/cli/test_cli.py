@@ -36,14 +36,34 @@ def runs(tmp_path_factory, vocab_dir, tiny_model):
     lyrics.write_text(LYRICS, encoding="utf-8")
     latin1 = base / "latin1.txt"
     latin1.write_bytes("<<MC Åke - Höst>>\nså kallt\n".encode("latin-1"))
-    context = {"model": model, "new": str(base / "new"), "before": snapshot(model), "lyrics": str(lyrics),
-               "models_dir": str(base / "models")}
+    context = {
+        "model": model,
+        "new": str(base / "new"),
+        "before": snapshot(model),
+        "lyrics": str(lyrics),
+        "models_dir": str(base / "models"),
+    }
     os.makedirs(context["models_dir"])
 
     jobs = {
         "help": (["--help"], None),
-        "init_new": (["init", context["new"], "--n_layer", "2", "--n_embd", "32", "--n_head", "2",
-                      "--n_ctx", "64", "--seed", "5"], None),
+        "init_new": (
+            [
+                "init",
+                context["new"],
+                "--n_layer",
+                "2",
+                "--n_embd",
+                "32",
+                "--n_head",
+                "2",
+                "--n_ctx",
+                "64",
+                "--seed",
+                "5",
+            ],
+            None,
+        ),
         "init_again": (["init", model, "--n_layer", "2", "--n_embd", "32", "--n_head", "2", "--seed", "9"], None),
         "sample_1": (["sample", "--model", model, "--artist", "Lil Tofu", "--seed", "1", "--length", "16"], None),
         "sample_2": (["sample", "--model", model, "--artist", "Lil Tofu", "--seed", "1", "--length", "16"], None),
@@ -72,8 +92,8 @@ def test_help_exits_zero(runs):
 
 @pytest.mark.slow
 def test_init_writes_a_model_then_refuses_to_overwrite(runs):
-    from rapgen.model.loading import load_model
     from rapgen.model.hparams import HParams
+    from rapgen.model.loading import load_model
 
     results, ctx = runs
     r = results["init_new"]
@@ -155,8 +175,11 @@ def test_train_signature_is_train_config():
         assert params[field.name].default == field.default, field.name
         assert params[field.name].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
     args = inspect.getdoc(train).split("Args:")[1]
-    documented = [line.strip().split(":")[0] for line in args.splitlines() if line.startswith("    ") and ":" in line
-                  and not line.startswith("     ")]
+    documented = [
+        line.strip().split(":")[0]
+        for line in args.splitlines()
+        if line.startswith("    ") and ":" in line and not line.startswith("     ")
+    ]
     assert documented == [f.name for f in fields]  # one line per option, in order
 
 
@@ -177,7 +200,9 @@ def test_every_command_help_lists_every_flag_with_its_default(capsys):
     pages = 0
     for name in COMMANDS:
         target = _load(name)
-        commands = {f"{name} {source}": fn for source, fn in target.items()} if isinstance(target, dict) else {name: target}
+        commands = (
+            {f"{name} {source}": fn for source, fn in target.items()} if isinstance(target, dict) else {name: target}
+        )
         for typed, fn in commands.items():
             page = _help_page([*typed.replace("_", "-").split(), "--help"], capsys)
             for param in inspect.signature(fn).parameters.values():
@@ -206,13 +231,30 @@ def test_repeated_where_flags_reach_collect_csv_as_conditions(tmp_path, monkeypa
     from rapgen.cli.commands import main
 
     dump = tmp_path / "dump.csv"
-    dump.write_text("artist,title,lyrics,tag,language\n"
-                    "Lil Tofu,Soy Drip,soy on my wrist,rap,en\n"
-                    "Lil Tofu,Tempeh,tempeh on ice,rap,sv\n"
-                    "MC Fjord,Kall Natt,kall natt i hamnen,pop,en\n", encoding="utf-8")
+    dump.write_text(
+        "artist,title,lyrics,tag,language\n"
+        "Lil Tofu,Soy Drip,soy on my wrist,rap,en\n"
+        "Lil Tofu,Tempeh,tempeh on ice,rap,sv\n"
+        "MC Fjord,Kall Natt,kall natt i hamnen,pop,en\n",
+        encoding="utf-8",
+    )
     monkeypatch.chdir(tmp_path)
-    code = main(["collect", "csv", str(dump), "--where", "tag=rap", "--where", "language=en", "--out", "out.txt",
-                 "--tokens", "False", "--quiet"])
+    code = main(
+        [
+            "collect",
+            "csv",
+            str(dump),
+            "--where",
+            "tag=rap",
+            "--where",
+            "language=en",
+            "--out",
+            "out.txt",
+            "--tokens",
+            "False",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     text = (tmp_path / "out.txt").read_text(encoding="utf-8")
     assert "Soy Drip" in text and "Tempeh" not in text and "Kall Natt" not in text

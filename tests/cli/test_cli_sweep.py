@@ -55,9 +55,17 @@ PARSE_ROWS = [
     ("info-quite", ["dataset-info", "lyrics.txt", "--quite"], ["--quite", "--quiet"]),
     ("train-step", ["train", "--dataset", "lyrics.txt", "--model", "model", "--step", "5"], ["--step", "--steps"]),
     ("train-batchsize", ["train", "--dataset", "lyrics.txt", "--batchsize", "2"], ["--batchsize", "--batch_size"]),
-    ("train-learning-rat", ["train", "--dataset", "lyrics.txt", "--learning-rat", "1"], ["--learning-rat", "--learning_rate"]),
+    (
+        "train-learning-rat",
+        ["train", "--dataset", "lyrics.txt", "--learning-rat", "1"],
+        ["--learning-rat", "--learning_rate"],
+    ),
     ("train-drive", ["train", "--dataset", "lyrics.txt", "--drivedir", "d"], ["--drivedir", "--drive_dir"]),
-    ("train-mixed", ["train", "--dataset", "lyrics.txt", "--mixed_precison", "off"], ["--mixed_precison", "--mixed_precision"]),
+    (
+        "train-mixed",
+        ["train", "--dataset", "lyrics.txt", "--mixed_precison", "off"],
+        ["--mixed_precison", "--mixed_precision"],
+    ),
     ("plan-memory", ["plan", "--model", "124M", "--memory", "15"], ["--memory", "--memory_gb"]),
     ("plan-batch", ["plan", "--model", "124M", "--batchsize", "2"], ["--batchsize", "--batch_size"]),
     ("merge-noargs", ["merge"], ["needs RUN"]),
@@ -70,8 +78,16 @@ PARSE_ROWS = [
     ("sample-windwo", ["sample", "--model", "model", "--windwo", "slide"], ["--windwo", "--window"]),
     ("sample-saveto", ["sample", "--model", "model", "--save-too", "x.txt"], ["--save-too", "--save_to"]),
     ("interactive-lenght", ["interactive", "--model", "model", "--lenght", "8"], ["--lenght", "--length"]),
-    ("interactive-artist", ["interactive", "--model", "model", "--artist", "X"], ["--artist", "rapgen interactive --help"]),
-    ("score-batchsize", ["score", "lyrics.txt", "--model", "model", "--batchsize", "2"], ["--batchsize", "--batch_size"]),
+    (
+        "interactive-artist",
+        ["interactive", "--model", "model", "--artist", "X"],
+        ["--artist", "rapgen interactive --help"],
+    ),
+    (
+        "score-batchsize",
+        ["score", "lyrics.txt", "--model", "model", "--batchsize", "2"],
+        ["--batchsize", "--batch_size"],
+    ),
     ("score-modle", ["score", "lyrics.txt", "--modle", "model"], ["--modle", "--model"]),
     ("genius-artist", ["collect", "genius", "--artist", "X"], ["--artist", "--artists"]),
     ("genius-max-song", ["collect", "genius", "--artists", "X", "--max-song", "5"], ["--max-song", "--max_songs"]),
@@ -105,13 +121,34 @@ PARSE_ROWS = [
     ("csv-nofile", ["collect", "csv"], ["needs FILE"]),
     ("folder-nofolder", ["collect", "folder", "--quiet"], ["needs FOLDER"]),
     # extra arguments, repeated flags, True/False flags given something else
-    ("score-extra", ["score", "lyrics.txt", "--model", "model", "--models_dir", "m", "--encoding", "utf-8",
-                     "--batch_size", "2", "--checkpoint", "c", "more.txt"], ["'more.txt'"]),
+    (
+        "score-extra",
+        [
+            "score",
+            "lyrics.txt",
+            "--model",
+            "model",
+            "--models_dir",
+            "m",
+            "--encoding",
+            "utf-8",
+            "--batch_size",
+            "2",
+            "--checkpoint",
+            "c",
+            "more.txt",
+        ],
+        ["'more.txt'"],
+    ),
     ("info-extra", ["dataset-info", "lyrics.txt", "model", "models", "utf-8", "True", "extra"], ["'extra'"]),
     ("sample-twice", ["sample", "--model", "model", "--length", "8", "--length", "9"], ["--length is given twice"]),
     ("score-twice", ["score", "lyrics.txt", "--file", "lyrics.txt"], ["--file is given twice"]),
     ("sample-quiet-maybe", ["sample", "--model", "model", "--quiet=maybe"], ["--quiet", "True or False", "'maybe'"]),
-    ("train-overwrite-sure", ["train", "--dataset", "lyrics.txt", "--overwrite=sure"], ["--overwrite", "True or False"]),
+    (
+        "train-overwrite-sure",
+        ["train", "--dataset", "lyrics.txt", "--overwrite=sure"],
+        ["--overwrite", "True or False"],
+    ),
     ("csv-tokens-x", ["collect", "csv", "dump.csv", "--tokens=x"], ["--tokens", "True or False"]),
 ]
 
@@ -123,8 +160,11 @@ VALUE_ROWS = [
     ("download-timeout-0", ["download", "124M", "--timeout", "0"], ["timeout", "0"]),
     ("download-timeout-abc", ["download", "124M", "--timeout", "abc"], ["timeout", "'abc'"]),
     ("download-ftp", ["download", "124M", "--base_url", "ftp://example.org"], ["ftp://example.org"]),
-    ("download-dir-is-file", ["download", "124M", "--models_dir", "lyrics.txt", "--base_url", "http://127.0.0.1:9"],
-     ["lyrics.txt", "--models_dir"]),
+    (
+        "download-dir-is-file",
+        ["download", "124M", "--models_dir", "lyrics.txt", "--base_url", "http://127.0.0.1:9"],
+        ["lyrics.txt", "--models_dir"],
+    ),
     # init
     ("init-existing", ["init", "model"], ["model", "already holds a model"]),
     ("init-into-file", ["init", "lyrics.txt"], ["lyrics.txt", "not a folder"]),
@@ -149,7 +189,11 @@ VALUE_ROWS = [
     ("encode-empty-folder", ["encode", "adir", "out.npz", "--model", "model"], ["adir"]),
     ("encode-glob-nothing", ["encode", "*.nothing", "out.npz", "--model", "model"], ["*.nothing"]),
     ("encode-out-is-folder", ["encode", "lyrics.txt", "folder.npz", "--model", "model"], ["folder.npz", "folder"]),
-    ("encode-out-under-file", ["encode", "lyrics.txt", "lyrics.txt/out.npz", "--model", "model"], ["lyrics.txt/out.npz"]),
+    (
+        "encode-out-under-file",
+        ["encode", "lyrics.txt", "lyrics.txt/out.npz", "--model", "model"],
+        ["lyrics.txt/out.npz"],
+    ),
     ("encode-model-badvocab", ["encode", "lyrics.txt", "out.npz", "--model", "badvocab"], ["encoder.json"]),
     ("encode-model-999M", ["encode", "lyrics.txt", "out.npz", "--model", "999M"], ["'999M'"]),
     ("encode-encoding-nope", ["encode", "lyrics.txt", "out.npz", "--model", "model", "--encoding", "nope"], ["'nope'"]),
@@ -171,47 +215,174 @@ VALUE_ROWS = [
     ("train-dataset-folder", ["train", "--dataset", "adir", "--model", "model"], ["adir"]),
     ("train-steps-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--steps", "0"], ["--steps", "0"]),
     ("train-steps-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--steps", "-2"], ["--steps", "-2"]),
-    ("train-steps-word", ["train", "--dataset", "lyrics.txt", "--model", "model", "--steps", "ten"], ["--steps", "'ten'"]),
-    ("train-batch-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--batch_size", "0"], ["--batch_size", "0"]),
-    ("train-batch-float", ["train", "--dataset", "lyrics.txt", "--model", "model", "--batch_size", "1.5"], ["--batch_size", "1.5"]),
-    ("train-lr-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--learning_rate", "0"], ["--learning_rate", "0"]),
-    ("train-lr-word", ["train", "--dataset", "lyrics.txt", "--model", "model", "--learning_rate", "fast"], ["--learning_rate", "'fast'"]),
-    ("train-warmup-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--warmup_steps", "-1"], ["--warmup_steps", "-1"]),
-    ("train-accumulate-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--accumulate_gradients", "0"], ["--accumulate_gradients"]),
-    ("train-optimizer", ["train", "--dataset", "lyrics.txt", "--model", "model", "--optimizer", "rmsprop"], ["--optimizer", "'rmsprop'", "adafactor"]),
-    ("train-recompute", ["train", "--dataset", "lyrics.txt", "--model", "model", "--recompute", "maybe"], ["--recompute", "'maybe'"]),
-    ("train-frozen", ["train", "--dataset", "lyrics.txt", "--model", "model", "--only_train_transformer_layers", "2"], ["--only_train_transformer_layers"]),
-    ("train-precision", ["train", "--dataset", "lyrics.txt", "--model", "model", "--mixed_precision", "float8"], ["--mixed_precision", "'float8'"]),
-    ("train-distribute", ["train", "--dataset", "lyrics.txt", "--model", "model", "--distribute", "gpu"], ["--distribute", "'gpu'"]),
-    ("train-memory-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--memory_gb", "0"], ["--memory_gb", "0"]),
-    ("train-val-1", ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_fraction", "1"], ["--val_fraction", "1"]),
-    ("train-val-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_fraction", "-0.1"], ["--val_fraction", "-0.1"]),
+    (
+        "train-steps-word",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--steps", "ten"],
+        ["--steps", "'ten'"],
+    ),
+    (
+        "train-batch-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--batch_size", "0"],
+        ["--batch_size", "0"],
+    ),
+    (
+        "train-batch-float",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--batch_size", "1.5"],
+        ["--batch_size", "1.5"],
+    ),
+    (
+        "train-lr-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--learning_rate", "0"],
+        ["--learning_rate", "0"],
+    ),
+    (
+        "train-lr-word",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--learning_rate", "fast"],
+        ["--learning_rate", "'fast'"],
+    ),
+    (
+        "train-warmup-neg",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--warmup_steps", "-1"],
+        ["--warmup_steps", "-1"],
+    ),
+    (
+        "train-accumulate-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--accumulate_gradients", "0"],
+        ["--accumulate_gradients"],
+    ),
+    (
+        "train-optimizer",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--optimizer", "rmsprop"],
+        ["--optimizer", "'rmsprop'", "adafactor"],
+    ),
+    (
+        "train-recompute",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--recompute", "maybe"],
+        ["--recompute", "'maybe'"],
+    ),
+    (
+        "train-frozen",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--only_train_transformer_layers", "2"],
+        ["--only_train_transformer_layers"],
+    ),
+    (
+        "train-precision",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--mixed_precision", "float8"],
+        ["--mixed_precision", "'float8'"],
+    ),
+    (
+        "train-distribute",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--distribute", "gpu"],
+        ["--distribute", "'gpu'"],
+    ),
+    (
+        "train-memory-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--memory_gb", "0"],
+        ["--memory_gb", "0"],
+    ),
+    (
+        "train-val-1",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_fraction", "1"],
+        ["--val_fraction", "1"],
+    ),
+    (
+        "train-val-neg",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_fraction", "-0.1"],
+        ["--val_fraction", "-0.1"],
+    ),
     ("train-seed-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--seed", "-1"], ["--seed", "-1"]),
-    ("train-run-slash", ["train", "--dataset", "lyrics.txt", "--model", "model", "--run_name", "a/b"], ["--run_name", "'a/b'"]),
-    ("train-run-dotdot", ["train", "--dataset", "lyrics.txt", "--model", "model", "--run_name", ".."], ["--run_name", "'..'"]),
-    ("train-sample-num-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--sample_num", "0"], ["--sample_num", "0"]),
-    ("train-max-ckpt-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--max_checkpoints", "0"], ["--max_checkpoints", "0"]),
-    ("train-save-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--save_every", "-1"], ["--save_every", "-1"]),
-    ("train-print-word", ["train", "--dataset", "lyrics.txt", "--model", "model", "--print_every", "often"], ["--print_every", "'often'"]),
-    ("train-xla-maybe", ["train", "--dataset", "lyrics.txt", "--model", "model", "--xla", "maybe"], ["--xla", "'maybe'"]),
-    ("train-seqlen-1", ["train", "--dataset", "lyrics.txt", "--model", "model", "--sequence_length", "1"], ["--sequence_length", "1"]),
-    ("train-seqlen-big", ["train", "--dataset", "lyrics.txt", "--model", "model", "--sequence_length", "100000"], ["--sequence_length", "100000"]),
-    ("train-restore-nowhere", ["train", "--dataset", "lyrics.txt", "--model", "model", "--restore_from", "nowhere"], ["--restore_from", "nowhere"]),
-    ("train-val-dataset-missing", ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_dataset", "missing.txt"], ["missing.txt"]),
+    (
+        "train-run-slash",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--run_name", "a/b"],
+        ["--run_name", "'a/b'"],
+    ),
+    (
+        "train-run-dotdot",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--run_name", ".."],
+        ["--run_name", "'..'"],
+    ),
+    (
+        "train-sample-num-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--sample_num", "0"],
+        ["--sample_num", "0"],
+    ),
+    (
+        "train-max-ckpt-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--max_checkpoints", "0"],
+        ["--max_checkpoints", "0"],
+    ),
+    (
+        "train-save-neg",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--save_every", "-1"],
+        ["--save_every", "-1"],
+    ),
+    (
+        "train-print-word",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--print_every", "often"],
+        ["--print_every", "'often'"],
+    ),
+    (
+        "train-xla-maybe",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--xla", "maybe"],
+        ["--xla", "'maybe'"],
+    ),
+    (
+        "train-seqlen-1",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--sequence_length", "1"],
+        ["--sequence_length", "1"],
+    ),
+    (
+        "train-seqlen-big",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--sequence_length", "100000"],
+        ["--sequence_length", "100000"],
+    ),
+    (
+        "train-restore-nowhere",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--restore_from", "nowhere"],
+        ["--restore_from", "nowhere"],
+    ),
+    (
+        "train-val-dataset-missing",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--val_dataset", "missing.txt"],
+        ["missing.txt"],
+    ),
     ("train-model-broken", ["train", "--dataset", "lyrics.txt", "--model", "broken"], ["broken", "hparams.json"]),
     ("train-model-badvocab", ["train", "--dataset", "lyrics.txt", "--model", "badvocab"], ["encoder.json"]),
     ("train-model-999M", ["train", "--dataset", "lyrics.txt", "--model", "999M"], ["'999M'"]),
     ("train-model-file", ["train", "--dataset", "lyrics.txt", "--model", "lyrics.txt"], ["lyrics.txt"]),
     ("train-model-missing-dir", ["train", "--dataset", "lyrics.txt", "--model", "no/such/model"], ["no/such/model"]),
-    ("train-ckptdir-file", ["train", "--dataset", "lyrics.txt", "--model", "model", "--checkpoint_dir", "lyrics.txt"], ["--checkpoint_dir", "lyrics.txt"]),
-    ("train-drive-file", ["train", "--dataset", "lyrics.txt", "--model", "model", "--drive_dir", "lyrics.txt"], ["--drive_dir", "lyrics.txt"]),
+    (
+        "train-ckptdir-file",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--checkpoint_dir", "lyrics.txt"],
+        ["--checkpoint_dir", "lyrics.txt"],
+    ),
+    (
+        "train-drive-file",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--drive_dir", "lyrics.txt"],
+        ["--drive_dir", "lyrics.txt"],
+    ),
     ("train-dataset-npz-damaged", ["train", "--dataset", "damaged.npz", "--model", "model"], ["damaged.npz"]),
-    ("train-models-dir-file", ["train", "--dataset", "lyrics.txt", "--model", "124M", "--models_dir", "lyrics.txt"], ["lyrics.txt"]),
+    (
+        "train-models-dir-file",
+        ["train", "--dataset", "lyrics.txt", "--model", "124M", "--models_dir", "lyrics.txt"],
+        ["lyrics.txt"],
+    ),
     ("train-encoding-nope", ["train", "--dataset", "lyrics.txt", "--model", "model", "--encoding", "nope"], ["'nope'"]),
-    ("train-early-stop-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "-1"], ["--early_stop", "-1"]),
-    ("train-early-stop-noval", ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "2", "--val_every", "0"],
-     ["--early_stop", "--val_every"]),
-    ("train-tensorboard-maybe", ["train", "--dataset", "lyrics.txt", "--model", "model", "--tensorboard", "maybe"], ["--tensorboard", "'maybe'"]),
+    (
+        "train-early-stop-neg",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "-1"],
+        ["--early_stop", "-1"],
+    ),
+    (
+        "train-early-stop-noval",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--early_stop", "2", "--val_every", "0"],
+        ["--early_stop", "--val_every"],
+    ),
+    (
+        "train-tensorboard-maybe",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--tensorboard", "maybe"],
+        ["--tensorboard", "'maybe'"],
+    ),
     # plan
     ("plan-999M", ["plan", "--model", "999M"], ["'999M'"]),
     ("plan-memory-0", ["plan", "--model", "124M", "--memory_gb", "0"], ["--memory_gb", "0"]),
@@ -221,10 +392,21 @@ VALUE_ROWS = [
     ("plan-margin-1", ["plan", "--model", "124M", "--margin", "1"], ["--margin", "1"]),
     ("plan-optimizer", ["plan", "--model", "124M", "--optimizer", "lion"], ["--optimizer", "'lion'"]),
     ("plan-lora-neg", ["plan", "--model", "124M", "--lora_rank", "-4"], ["--lora_rank", "-4"]),
-    ("plan-lora-target", ["plan", "--model", "124M", "--lora_rank", "8", "--lora_targets", "c_attn,wte"], ["--lora_targets", "'wte'"]),
-    ("train-lora-neg", ["train", "--dataset", "lyrics.txt", "--model", "model", "--lora_rank", "-1"], ["--lora_rank", "-1"]),
-    ("train-lora-alpha-0", ["train", "--dataset", "lyrics.txt", "--model", "model", "--lora_rank", "4", "--lora_alpha", "0"],
-     ["--lora_alpha", "0"]),
+    (
+        "plan-lora-target",
+        ["plan", "--model", "124M", "--lora_rank", "8", "--lora_targets", "c_attn,wte"],
+        ["--lora_targets", "'wte'"],
+    ),
+    (
+        "train-lora-neg",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--lora_rank", "-1"],
+        ["--lora_rank", "-1"],
+    ),
+    (
+        "train-lora-alpha-0",
+        ["train", "--dataset", "lyrics.txt", "--model", "model", "--lora_rank", "4", "--lora_alpha", "0"],
+        ["--lora_alpha", "0"],
+    ),
     ("merge-full-model", ["merge", "model", "merged"], ["model", "not a LoRA run"]),
     ("merge-missing-run", ["merge", "nowhere", "merged"], ["nowhere", "not a folder"]),
     ("merge-out-is-file", ["merge", "model", "lyrics.txt"], ["lyrics.txt", "not a folder"]),
@@ -256,25 +438,57 @@ VALUE_ROWS = [
     ("sample-precision", ["sample", "--model", "model", "--precision", "float8"], ["--precision", "'float8'"]),
     ("sample-prefix-empty", ["sample", "--model", "model", "--prefix", ""], ["prompt"]),
     ("sample-artist-empty", ["sample", "--model", "model", "--artist", " "], ["--artist"]),
-    ("sample-save-to-folder", ["sample", "--model", "model", "--length", "4", "--save_to", "adir"], ["--save_to", "adir", "folder"]),
-    ("sample-save-to-under-file", ["sample", "--model", "model", "--length", "4", "--save_to", "lyrics.txt/x.txt"], ["--save_to", "lyrics.txt"]),
-    ("sample-checkpoint-nowhere", ["sample", "--model", "model", "--checkpoint", "nowhere"], ["--checkpoint", "nowhere"]),
-    ("sample-checkpoint-worst", ["sample", "--model", "model", "--checkpoint", "worst"], ["--checkpoint worst", "best, latest"]),
-    ("sample-checkpoint-best-none", ["sample", "--model", "model", "--checkpoint", "best"],
-     ["--checkpoint best", "no model-best", "--checkpoint latest"]),
+    (
+        "sample-save-to-folder",
+        ["sample", "--model", "model", "--length", "4", "--save_to", "adir"],
+        ["--save_to", "adir", "folder"],
+    ),
+    (
+        "sample-save-to-under-file",
+        ["sample", "--model", "model", "--length", "4", "--save_to", "lyrics.txt/x.txt"],
+        ["--save_to", "lyrics.txt"],
+    ),
+    (
+        "sample-checkpoint-nowhere",
+        ["sample", "--model", "model", "--checkpoint", "nowhere"],
+        ["--checkpoint", "nowhere"],
+    ),
+    (
+        "sample-checkpoint-worst",
+        ["sample", "--model", "model", "--checkpoint", "worst"],
+        ["--checkpoint worst", "best, latest"],
+    ),
+    (
+        "sample-checkpoint-best-none",
+        ["sample", "--model", "model", "--checkpoint", "best"],
+        ["--checkpoint best", "no model-best", "--checkpoint latest"],
+    ),
     # several artists and songs past the context (issue 12, part 3 and 4)
     ("sample-artist-empty-name", ["sample", "--model", "model", "--artist", "Eminem,,Nas"], ["--artist", "empty name"]),
     ("sample-window-wide", ["sample", "--model", "model", "--window", "wide"], ["--window", "none, slide", "'wide'"]),
-    ("sample-stride-0", ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "0"],
-     ["--stride", "0"]),
+    (
+        "sample-stride-0",
+        ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "0"],
+        ["--stride", "0"],
+    ),
     ("sample-slide-no-length", ["sample", "--model", "model", "--window", "slide"], ["--window slide", "--length N"]),
     ("sample-stride-no-window", ["sample", "--model", "model", "--stride", "8"], ["--stride 8", "--window slide"]),
-    ("sample-stride-over-half", ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "40"],
-     ["--stride 40", "--stride 32 or less"]),
-    ("sample-length-big-window", ["sample", "--model", "model", "--length", "64"], ["--length 63 or less", "--window slide"]),
+    (
+        "sample-stride-over-half",
+        ["sample", "--model", "model", "--length", "100", "--window", "slide", "--stride", "40"],
+        ["--stride 40", "--stride 32 or less"],
+    ),
+    (
+        "sample-length-big-window",
+        ["sample", "--model", "model", "--length", "64"],
+        ["--length 63 or less", "--window slide"],
+    ),
     ("interactive-window", ["interactive", "--model", "model", "--window", "sliding"], ["--window", "'sliding'"]),
-    ("interactive-stride-over-half", ["interactive", "--model", "model", "--length", "100", "--window", "slide", "--stride", "33"],
-     ["--stride 33", "--stride 32 or less"]),
+    (
+        "interactive-stride-over-half",
+        ["interactive", "--model", "model", "--length", "100", "--window", "slide", "--stride", "33"],
+        ["--stride 33", "--stride 32 or less"],
+    ),
     # interactive (refused before the model loads and before the first prompt)
     ("interactive-length-0", ["interactive", "--model", "model", "--length", "0"], ["--length", "0"]),
     ("interactive-length-word", ["interactive", "--model", "model", "--length", "x"], ["--length", "'x'"]),
@@ -299,8 +513,16 @@ VALUE_ROWS = [
     ("score-model-broken", ["score", "lyrics.txt", "--model", "broken"], ["hparams.json"]),
     ("score-model-badvocab", ["score", "lyrics.txt", "--model", "badvocab"], ["encoder.json"]),
     ("score-encoding-nope", ["score", "lyrics.txt", "--model", "model", "--encoding", "nope"], ["'nope'"]),
-    ("score-checkpoint-nowhere", ["score", "lyrics.txt", "--model", "model", "--checkpoint", "nowhere"], ["--checkpoint", "nowhere"]),
-    ("score-checkpoint-worst", ["score", "lyrics.txt", "--model", "model", "--checkpoint", "worst"], ["--checkpoint worst", "best, latest"]),
+    (
+        "score-checkpoint-nowhere",
+        ["score", "lyrics.txt", "--model", "model", "--checkpoint", "nowhere"],
+        ["--checkpoint", "nowhere"],
+    ),
+    (
+        "score-checkpoint-worst",
+        ["score", "lyrics.txt", "--model", "model", "--checkpoint", "worst"],
+        ["--checkpoint worst", "best, latest"],
+    ),
     # collect genius (a token is set and the API is a closed port: nothing may be asked)
     ("genius-no-artists", ["collect", "genius"], ["artists"]),
     ("genius-empty-artists", ["collect", "genius", "--artists", " , "], ["artists"]),
@@ -428,11 +650,17 @@ print("RESULTS " + json.dumps({"rows": results, "heavy": heavy}))
 def parse_results(work, vocab_dir):
     before = _tree(work)
     rows = [(row_id, argv) for row_id, argv, _ in PARSE_ROWS]
-    done = subprocess.run([sys.executable, "-c", _BATCH, json.dumps(rows)], cwd=work, env=_env(vocab_dir),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH, json.dumps(rows)],
+        cwd=work,
+        env=_env(vocab_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULTS ")][-1]
-    return json.loads(line[len("RESULTS "):]), before, _tree(work)
+    return json.loads(line[len("RESULTS ") :]), before, _tree(work)
 
 
 def test_command_line_mistakes_start_no_work(parse_results):
@@ -448,6 +676,7 @@ def test_command_line_mistake(parse_results, row_id, argv, needles):
 
 
 # -- value rows: in-process through rapgen.cli.commands.main -------------------------------------
+
 
 @pytest.mark.parametrize("row_id, argv, needles", VALUE_ROWS, ids=[r[0] for r in VALUE_ROWS])
 def test_value_mistake(work, vocab_dir, monkeypatch, row_id, argv, needles):
@@ -488,22 +717,33 @@ def test_the_sweep_covers_every_command():
 
 # -- the installed entry point, as a user runs it ----------------------------------------
 
+
 def _rapgen_script():
     script = os.path.join(os.path.dirname(sys.executable), "rapgen")
     assert os.path.exists(script), f"no rapgen entry point beside {sys.executable}: is the package installed?"
     return script
 
 
-@pytest.mark.parametrize("argv, needles", [
-    (["download", "124M", "--model_dir", "x"], ["--model_dir", "--models_dir"]),
-    (["sample", "--lenght", "8"], ["--lenght", "--length"]),
-    (["collect", "pdf", "x"], ["'pdf'", "genius"]),
-    (["interactive", "--model", "model", "--length", "0"], ["--length", "0"]),
-])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["download", "124M", "--model_dir", "x"], ["--model_dir", "--models_dir"]),
+        (["sample", "--lenght", "8"], ["--lenght", "--length"]),
+        (["collect", "pdf", "x"], ["'pdf'", "genius"]),
+        (["interactive", "--model", "model", "--length", "0"], ["--length", "0"]),
+    ],
+)
 @pytest.mark.slow
 def test_installed_entry_point(work, vocab_dir, argv, needles):
     before = _tree(work)
-    done = subprocess.run([_rapgen_script(), *argv], cwd=work, env=_env(vocab_dir), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [_rapgen_script(), *argv],
+        cwd=work,
+        env=_env(vocab_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     _check(" ".join(argv), done.returncode, done.stdout, done.stderr, needles)
     assert _tree(work) == before

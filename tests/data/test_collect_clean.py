@@ -8,15 +8,23 @@ import types
 
 import pytest
 
-from support.genius_fake import FakeSong, invented_lyrics, song_page
 import rapgen.colab as colab
 from rapgen.data.collect import collect, parse_where
 from rapgen.data.collect.arguments import parse_names as _names
-from rapgen.data.collect.clean import (Cleaner, TokenCounter, clean_name, clean_text, is_instrumental, safe_filename,
-                                  write_dataset)
-from rapgen.errors import RapgenError
+from rapgen.data.collect.clean import (
+    Cleaner,
+    TokenCounter,
+    clean_name,
+    clean_text,
+    is_instrumental,
+    safe_filename,
+    write_dataset,
+)
 from rapgen.data.collect.genius import extract_lyrics, looks_blocked, strip_remnants
 from rapgen.data.lyrics import Song, parse_songs
+from rapgen.errors import RapgenError
+
+from support.genius_fake import FakeSong, invented_lyrics, song_page
 
 PAGE = """<html><head><title>Lil Tofu – Soy Drip Lyrics | Genius</title></head><body>
 <div data-lyrics-container="true" class="Lyrics__Container-sc-1">
@@ -44,10 +52,17 @@ def test_the_cleaner_imports_no_source_and_no_source_imports_another():
 
 def test_extract_lyrics_from_a_song_page():
     assert clean_text(extract_lyrics(PAGE)) == (
-        "[Verse 1: Lil Tofu & MC Fjord]\nsoy on my wrist, it's \"cold\"\ntofu in the fridge\n\n"
-        "[Hook]\ndrip drip\n[Verse 2]\nlast line here")
-    assert extract_lyrics("<html><body><div class='LyricsPlaceholder'>This song is an instrumental</div></body></html>") is None
-    assert extract_lyrics('<div data-lyrics-container="true"><div data-exclude-from-selection="true">x</div></div>') is None
+        '[Verse 1: Lil Tofu & MC Fjord]\nsoy on my wrist, it\'s "cold"\ntofu in the fridge\n\n'
+        "[Hook]\ndrip drip\n[Verse 2]\nlast line here"
+    )
+    assert (
+        extract_lyrics("<html><body><div class='LyricsPlaceholder'>This song is an instrumental</div></body></html>")
+        is None
+    )
+    assert (
+        extract_lyrics('<div data-lyrics-container="true"><div data-exclude-from-selection="true">x</div></div>')
+        is None
+    )
 
 
 @pytest.mark.parametrize("song_id", [300, 301, 302])  # the fake's three page layouts
@@ -75,7 +90,7 @@ def test_strip_remnants():
 
 
 def test_clean_text_normalises_and_guards_the_format():
-    assert clean_text("a\u2019b \u201cc\u201d\u00a0 d\t\te\u200b\r\n\r\n\r\n\r\nf  ") == "a'b \"c\" d e\n\nf"
+    assert clean_text("a\u2019b \u201cc\u201d\u00a0 d\t\te\u200b\r\n\r\n\r\n\r\nf  ") == 'a\'b "c" d e\n\nf'
     assert "<|endoftext|>" not in clean_text("one\n<|endoftext|>\n<<Fake - Header>>\ntwo")
     assert clean_text("[Verse 1]\nline\n\n[Hook: X]\nhook", strip_sections=True) == "line\n\nhook"
     assert clean_name(" MC\nFjord - Jr ", artist=True) == "MC Fjord – Jr" and clean_name("A - B") == "A - B"
@@ -95,8 +110,12 @@ def test_cleaner_drops_empty_instrumental_short_duplicates():
         Song("MC Fjord", "", "another untitled one, with other words"),
     ]
     kept = [s for s in map(cleaner, songs) if s]
-    assert [(s.artist, s.title) for s in kept] == [("Lil Tofu", "Soy Drip"), ("MC Fjord", "Soy Drip"), ("MC Fjord", ""),
-                                                   ("MC Fjord", "")]
+    assert [(s.artist, s.title) for s in kept] == [
+        ("Lil Tofu", "Soy Drip"),
+        ("MC Fjord", "Soy Drip"),
+        ("MC Fjord", ""),
+        ("MC Fjord", ""),
+    ]
     assert cleaner.dropped == {"duplicates": 2, "empty or instrumental": 2, "shorter than --min_length": 1}
     limited = Cleaner(max_songs=1)
     assert [bool(limited(Song("A", str(i), f"words {i}"))) for i in range(3)] == [True, False, False]
@@ -104,7 +123,7 @@ def test_cleaner_drops_empty_instrumental_short_duplicates():
 
 
 def test_safe_filename_never_makes_a_path():
-    for text in ["../../etc/passwd", "a/b\\c", "..", "  ", "nul", "Lil Tofu: \"Best\" <Of>*?", "x" * 500]:
+    for text in ["../../etc/passwd", "a/b\\c", "..", "  ", "nul", 'Lil Tofu: "Best" <Of>*?', "x" * 500]:
         name = safe_filename(text)
         assert name and "/" not in name and "\\" not in name and "." not in name and ":" not in name
         assert len(name) <= 61 and name.lower() not in ("nul", "con")
@@ -189,8 +208,9 @@ def test_get_secret_asks_colab_userdata(monkeypatch):
             raise SecretNotFoundError(name)
         return secrets[name]
 
-    userdata = types.SimpleNamespace(get=get, SecretNotFoundError=SecretNotFoundError,
-                                     NotebookAccessError=NotebookAccessError)
+    userdata = types.SimpleNamespace(
+        get=get, SecretNotFoundError=SecretNotFoundError, NotebookAccessError=NotebookAccessError
+    )
     google = types.ModuleType("google")
     google_colab = types.ModuleType("google.colab")
     google_colab.userdata = userdata

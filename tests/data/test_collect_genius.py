@@ -15,14 +15,14 @@ import time
 
 import pytest
 
-from support.genius_fake import FakeGenius, FakeSong, invented_lyrics
 from rapgen.data.collect import collect_genius
-from rapgen.errors import RapgenError
-from rapgen.data.collect.fetch import SongCache
-from rapgen.data.collect.fetch import BLOCKS_IN_A_ROW
+from rapgen.data.collect.fetch import BLOCKS_IN_A_ROW, SongCache
 from rapgen.data.collect.genius import GeniusClient
-from rapgen.http import RateLimiter, retry_after_seconds
 from rapgen.data.lyrics import parse_songs
+from rapgen.errors import RapgenError
+from rapgen.http import RateLimiter, retry_after_seconds
+
+from support.genius_fake import FakeGenius, FakeSong, invented_lyrics
 
 TOKEN = "rg-FAKE-TOKEN-q7Zx93kLw0pT"  # recognisable, so a leak is easy to find
 
@@ -39,8 +39,19 @@ def fake():
 
 
 def run(fake, tmp_path, **options):
-    kwargs = dict(artists="Lil Tofu", out=str(tmp_path / "rap.txt"), api_url=fake.url, web_url=fake.url,
-                  workers=2, rate_limit=0, timeout=2.0, retries=3, backoff=0.005, tokens=False, quiet=True)
+    kwargs = dict(
+        artists="Lil Tofu",
+        out=str(tmp_path / "rap.txt"),
+        api_url=fake.url,
+        web_url=fake.url,
+        workers=2,
+        rate_limit=0,
+        timeout=2.0,
+        retries=3,
+        backoff=0.005,
+        tokens=False,
+        quiet=True,
+    )
     kwargs.update(options)
     return collect_genius(**kwargs)
 
@@ -137,7 +148,7 @@ def test_a_page_that_keeps_failing_is_retried_by_the_next_run(fake, tmp_path, ca
     assert "1 could not be fetched" in capsys.readouterr().out
     before = [r.path for r in fake.page_requests()]
     run(fake, tmp_path, retries=2)
-    assert [r.path for r in fake.page_requests()][len(before):] == [lil[6].path]
+    assert [r.path for r in fake.page_requests()][len(before) :] == [lil[6].path]
     assert [s.title for s in read_songs(out)] == [s.title for s in lil]
 
 
@@ -254,8 +265,17 @@ def test_the_artist_is_found_by_name_and_misses_are_reported(fake, tmp_path, cap
 
 def test_features_are_kept_only_on_request(fake, tmp_path):
     fjord, lil_id = fake.artist_id("MC Fjord"), fake.artist_id("Lil Tofu")
-    feature = fake.add_song(FakeSong(999001, fjord, "MC Fjord", "Guest Spot", invented_lyrics(999001, "MC Fjord"),
-                                     "/Mc-fjord-guest-spot-lyrics", featured=[lil_id]))
+    feature = fake.add_song(
+        FakeSong(
+            999001,
+            fjord,
+            "MC Fjord",
+            "Guest Spot",
+            invented_lyrics(999001, "MC Fjord"),
+            "/Mc-fjord-guest-spot-lyrics",
+            featured=[lil_id],
+        )
+    )
     plain = read_songs(run(fake, tmp_path))
     assert feature.title not in [s.title for s in plain] and len(plain) == 12
     with_features = read_songs(run(fake, tmp_path, include_features=True, out=str(tmp_path / "f.txt")))
@@ -343,17 +363,41 @@ def _cli_env():
 
 
 def _cli_args(fake, out, *extra):
-    return [sys.executable, "-m", "rapgen", "collect", "genius", "--artists", "Lil Tofu,MC Fjord,Doña Ruido",
-            "--out", str(out), "--api_url", fake.url, "--web_url", fake.url, "--workers", "2", "--rate_limit", "0",
-            "--backoff", "0.01", "--timeout", "5", "--tokens", "False", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "rapgen",
+        "collect",
+        "genius",
+        "--artists",
+        "Lil Tofu,MC Fjord,Doña Ruido",
+        "--out",
+        str(out),
+        "--api_url",
+        fake.url,
+        "--web_url",
+        fake.url,
+        "--workers",
+        "2",
+        "--rate_limit",
+        "0",
+        "--backoff",
+        "0.01",
+        "--timeout",
+        "5",
+        "--tokens",
+        "False",
+        *extra,
+    ]
 
 
 def test_killed_mid_run_loses_and_duplicates_nothing(fake, tmp_path):
     out = tmp_path / "data" / "rap.txt"
     cache = str(out) + ".cache.jsonl"
     fake.page_latency = 0.08  # 36 pages, 2 at a time: about 1.5 s of fetching
-    proc = subprocess.Popen(_cli_args(fake, out), env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=str(tmp_path))
+    proc = subprocess.Popen(
+        _cli_args(fake, out), env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(tmp_path)
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         if os.path.exists(cache) and len(cache_ids(cache)) >= 6:
@@ -367,8 +411,9 @@ def test_killed_mid_run_loses_and_duplicates_nothing(fake, tmp_path):
 
     fake.page_latency = 0.0
     seen = len(fake.requests)
-    second = subprocess.run(_cli_args(fake, out), env=_cli_env(), capture_output=True, text=True, timeout=60,
-                            cwd=str(tmp_path))
+    second = subprocess.run(
+        _cli_args(fake, out), env=_cli_env(), capture_output=True, text=True, timeout=60, cwd=str(tmp_path)
+    )
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip().splitlines()[-1] == str(out)
     refetched = {r.path for r in fake.requests[seen:] if r.path.endswith("-lyrics")}
@@ -383,8 +428,14 @@ def test_killed_mid_run_loses_and_duplicates_nothing(fake, tmp_path):
 
 def test_cli_block_is_one_line_and_exit_status_2(fake, tmp_path):
     fake.block_pages = True
-    r = subprocess.run(_cli_args(fake, tmp_path / "rap.txt"), env=_cli_env(), capture_output=True, text=True,
-                       timeout=60, cwd=str(tmp_path))
+    r = subprocess.run(
+        _cli_args(fake, tmp_path / "rap.txt"),
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(tmp_path),
+    )
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.startswith("rapgen: error:")]
     assert len(errors) == 1 and "403" in errors[0] and "rapgen collect csv" in errors[0]

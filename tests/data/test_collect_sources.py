@@ -10,8 +10,8 @@ import tracemalloc
 import pytest
 
 from rapgen.data.collect import collect_csv, collect_folder
-from rapgen.errors import RapgenError
 from rapgen.data.lyrics import parse_songs
+from rapgen.errors import RapgenError
 
 COLUMNS = ["title", "tag", "artist", "year", "views", "features", "lyrics", "id", "language"]
 ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost", "Tofu, The Creator"]
@@ -20,11 +20,21 @@ WORDS = "soy drip fjord static pixel velvet ghost tofu neon gravel comet lantern
 
 def invented_row(i):
     artist = ARTISTS[i % 7]
-    lines = [f"{WORDS[(i + k) % 14]} {WORDS[(i * 3 + k) % 14]}, \"{WORDS[k % 14]}\" line {k} of {i}" for k in range(6 + i % 30)]
+    lines = [
+        f'{WORDS[(i + k) % 14]} {WORDS[(i * 3 + k) % 14]}, "{WORDS[k % 14]}" line {k} of {i}' for k in range(6 + i % 30)
+    ]
     lyrics = f"[Verse 1: {artist}]\n" + "\n".join(lines[:4]) + "\n\n[Hook]\n" + "\n".join(lines[4:])
-    return {"title": f"Track {i}", "tag": ["rap", "pop", "rb", "rock"][(i // 7) % 4], "artist": artist,
-            "year": str(1990 + i % 30), "views": str(i * 37), "features": "{}" if i % 5 else '{"MC Fjord"}',
-            "lyrics": lyrics, "id": str(i), "language": ["en", "fr", "es"][(i // 28) % 3]}
+    return {
+        "title": f"Track {i}",
+        "tag": ["rap", "pop", "rb", "rock"][(i // 7) % 4],
+        "artist": artist,
+        "year": str(1990 + i % 30),
+        "views": str(i * 37),
+        "features": "{}" if i % 5 else '{"MC Fjord"}',
+        "lyrics": lyrics,
+        "id": str(i),
+        "language": ["en", "fr", "es"][(i // 28) % 3],
+    }
 
 
 def special_rows():
@@ -78,15 +88,22 @@ def dump(tmp_path_factory):
 
 def test_csv_filters_by_where_and_artists(dump, tmp_path):
     rows = [invented_row(i) for i in range(3000)] + special_rows()
-    out = collect_csv(str(dump), out=str(tmp_path / "rap.txt"), where=["tag=rap", "language=en"],
-                      tokens=False, quiet=True)
+    out = collect_csv(
+        str(dump), out=str(tmp_path / "rap.txt"), where=["tag=rap", "language=en"], tokens=False, quiet=True
+    )
     assert titles_of(out) == expected_titles(rows, {"rap"}, {"en"})
     assert {"Long One", "Curly"} <= set(titles_of(out)) and "TRACK 0" not in titles_of(out)
     with open(out, encoding="utf-8") as f:
         text = f.read()
-    assert "it's \"cold\"\nhere" in text and "\r" not in text
-    out2 = collect_csv(str(dump), out=str(tmp_path / "two.txt"), where="tag=rap|rb,language=fr",
-                       artists="Lil Tofu;Tofu, The Creator", tokens=False, quiet=True)
+    assert 'it\'s "cold"\nhere' in text and "\r" not in text
+    out2 = collect_csv(
+        str(dump),
+        out=str(tmp_path / "two.txt"),
+        where="tag=rap|rb,language=fr",
+        artists="Lil Tofu;Tofu, The Creator",
+        tokens=False,
+        quiet=True,
+    )
     assert titles_of(out2) == expected_titles(rows, {"rap", "rb"}, {"fr"}, {"Lil Tofu", "Tofu, The Creator"})
     assert len(titles_of(out2)) > 20
 
@@ -108,8 +125,14 @@ def test_csv_is_streamed_not_loaded(tmp_path):
         write_csv(path, n)
         sizes.append(os.path.getsize(path))
         tracemalloc.start()
-        collect_csv(str(path), out=str(tmp_path / f"out{n}.txt"), where="tag=rap,language=en", artists="Lil Tofu",
-                    tokens=False, quiet=True)
+        collect_csv(
+            str(path),
+            out=str(tmp_path / f"out{n}.txt"),
+            where="tag=rap,language=en",
+            artists="Lil Tofu",
+            tokens=False,
+            quiet=True,
+        )
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     peaks, sizes = peaks[1:], sizes[1:]
@@ -144,7 +167,10 @@ def make_folder(root):
     put("Lil Tofu/notes.md", "not lyrics")
     put("MC Fjord/Fjord Song.txt", "fjord fjord, the boat is slow")
     put(".git/stray.txt", "not a song")
-    put("tape.txt", "<<Kid Pixel - Eight Bit>>\npixel pixel\n<|endoftext|>\n<<Kid Pixel - Sprite>>\nsprite life\n<|endoftext|>\n")
+    put(
+        "tape.txt",
+        "<<Kid Pixel - Eight Bit>>\npixel pixel\n<|endoftext|>\n<<Kid Pixel - Sprite>>\nsprite life\n<|endoftext|>\n",
+    )
     put("loose.txt", "a song with no artist folder")
 
 
@@ -157,8 +183,13 @@ def test_folder_takes_artists_from_folder_names(tmp_path):
         with open(out, encoding="utf-8") as f:
             songs = parse_songs(f.read())
         assert [(s.artist, s.title) for s in songs] == [
-            ("my_lyrics", "loose"), ("Kid Pixel", "Eight Bit"), ("Kid Pixel", "Sprite"),
-            ("Lil Tofu", "Cold Water"), ("Lil Tofu", "Soy Drip"), ("MC Fjord", "Fjord Song")]
+            ("my_lyrics", "loose"),
+            ("Kid Pixel", "Eight Bit"),
+            ("Kid Pixel", "Sprite"),
+            ("Lil Tofu", "Cold Water"),
+            ("Lil Tofu", "Soy Drip"),
+            ("MC Fjord", "Fjord Song"),
+        ]
     assert songs[3].lyrics == "cold water, cold fjord\nstill cold"
     only = collect_folder(str(root), out=str(tmp_path / "tofu.txt"), artists="lil tofu", tokens=False, quiet=True)
     assert titles_of(only) == ["Cold Water", "Soy Drip"]
@@ -174,11 +205,27 @@ def test_cli_csv_and_folder(dump, tmp_path):
     make_folder(tmp_path / "mine")
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "rapgen", "collect", *args], env=env, cwd=str(tmp_path),
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "rapgen", "collect", *args],
+            env=env,
+            cwd=str(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
-    r = cli("csv", str(dump), "--where", "tag=rap,language=en", "--artists", "Lil Tofu,MC Fjord",
-            "--tokens", "False", "--min_length", "10")
+    r = cli(
+        "csv",
+        str(dump),
+        "--where",
+        "tag=rap,language=en",
+        "--artists",
+        "Lil Tofu,MC Fjord",
+        "--tokens",
+        "False",
+        "--min_length",
+        "10",
+    )
     assert r.returncode == 0, r.stderr
     out = os.path.join("data", "song_lyrics.txt")
     assert r.stdout.strip().splitlines()[-1] == out

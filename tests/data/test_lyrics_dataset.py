@@ -12,20 +12,54 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from support.helpers import run_cli
 import rapgen.data.dataset as ds
+from rapgen.data.lyrics import (
+    SEPARATOR,
+    Song,
+    format_song,
+    format_songs,
+    parse_header,
+    parse_songs,
+    prompt_for,
+    split_songs,
+)
 from rapgen.errors import RapgenError
-from rapgen.data.lyrics import SEPARATOR, Song, format_song, format_songs, parse_header, parse_songs, prompt_for, split_songs
+
+from support.helpers import run_cli
 
 EOT = 50256
 
 SONGS = [
-    Song("Lil Tofu", "Soy Drip", "[Hook: Lil Tofu]\nsoy on my wrist, tofu on my plate\nmarinate the beat, let the flavour wait"),
-    Song("MC Quasar", "Redshift - Remix", "[Verse 1: MC Quasar]\nI orbit the block at a fraction of c\nmy rhymes have a spectrum you're too slow to see"),
-    Song("Lil Tofu", "Bean Curd Boulevard", "[Verse 1]\ncurdled and cold on the boulevard\nbean counters counting, I'm counting the stars"),
-    Song("Grandma Flex", "Knit Picks", "[Intro]\nyarn in the pocket, needles in the hand\nknitting a sweater for the whole damn band"),
-    Song("MC Quasar", "Event Horizon", "[Chorus]\npast the horizon no light gets back\nspaghetti on the mic when I lay down a track"),
-    Song("Lil Tofu", "Press Me Firm", "[Verse 2: Lil Tofu]\npress me firm, I hold my shape\nsilken on the outside, extra firm on tape"),
+    Song(
+        "Lil Tofu",
+        "Soy Drip",
+        "[Hook: Lil Tofu]\nsoy on my wrist, tofu on my plate\nmarinate the beat, let the flavour wait",
+    ),
+    Song(
+        "MC Quasar",
+        "Redshift - Remix",
+        "[Verse 1: MC Quasar]\nI orbit the block at a fraction of c\nmy rhymes have a spectrum you're too slow to see",
+    ),
+    Song(
+        "Lil Tofu",
+        "Bean Curd Boulevard",
+        "[Verse 1]\ncurdled and cold on the boulevard\nbean counters counting, I'm counting the stars",
+    ),
+    Song(
+        "Grandma Flex",
+        "Knit Picks",
+        "[Intro]\nyarn in the pocket, needles in the hand\nknitting a sweater for the whole damn band",
+    ),
+    Song(
+        "MC Quasar",
+        "Event Horizon",
+        "[Chorus]\npast the horizon no light gets back\nspaghetti on the mic when I lay down a track",
+    ),
+    Song(
+        "Lil Tofu",
+        "Press Me Firm",
+        "[Verse 2: Lil Tofu]\npress me firm, I hold my shape\nsilken on the outside, extra firm on tape",
+    ),
 ]
 HEADERLESS = "no header on this one\njust a loose verse about a lost umbrella"
 
@@ -71,7 +105,10 @@ def lyrics_file(tmp_path):
 
 artists = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$.-' "), max_size=20)
 titles = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=30)
-lyric_lines = st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="|"), max_size=40), max_size=6)
+lyric_lines = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="|"), max_size=40),
+    max_size=6,
+)
 
 
 @st.composite
@@ -95,31 +132,37 @@ def test_format_then_parse_gives_the_songs_back(items):
 
 def test_format_song_layout():
     assert format_song(Song("Lil Tofu", "Soy Drip", "\n[Hook]\nsoy on my wrist\n\n")) == (
-        "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist\n<|endoftext|>\n")
+        "<<Lil Tofu - Soy Drip>>\n[Hook]\nsoy on my wrist\n<|endoftext|>\n"
+    )
     assert format_song(Song("Grandma Flex", "", "yarn")) == "<<Grandma Flex>>\nyarn\n<|endoftext|>\n"
     assert prompt_for("  Lil Tofu ") == "<<Lil Tofu"
 
 
-@pytest.mark.parametrize("line, parsed", [
-    ("<<Lil Tofu - Soy Drip>>", ("Lil Tofu", "Soy Drip")),
-    ("<<MC Quasar - Redshift - Remix>>", ("MC Quasar", "Redshift - Remix")),  # the first " - " splits
-    ("<<MC Quasar - Redshift - Remix - Extended>>", ("MC Quasar", "Redshift - Remix - Extended")),
-    ("<<Jay-Zed - Dash-Board>>", ("Jay-Zed", "Dash-Board")),  # hyphens without spaces are not a split
-    ("<<Grandma Flex>>", ("Grandma Flex", "")),
-    ("  <<Lil Tofu - Soy Drip>>  ", ("Lil Tofu", "Soy Drip")),
-    ("<<Lil Tofu - Soy Drip>>\r", ("Lil Tofu", "Soy Drip")),
-    ("<<Lil Tofu - >>Soy>> Drip>>", ("Lil Tofu", ">>Soy>> Drip")),
-    ("[Verse 1: Lil Tofu]", None),
-    ("<<Lil Tofu - Soy Drip>> and then some words", None),
-    ("<<Lil Tofu - Soy Drip", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "line, parsed",
+    [
+        ("<<Lil Tofu - Soy Drip>>", ("Lil Tofu", "Soy Drip")),
+        ("<<MC Quasar - Redshift - Remix>>", ("MC Quasar", "Redshift - Remix")),  # the first " - " splits
+        ("<<MC Quasar - Redshift - Remix - Extended>>", ("MC Quasar", "Redshift - Remix - Extended")),
+        ("<<Jay-Zed - Dash-Board>>", ("Jay-Zed", "Dash-Board")),  # hyphens without spaces are not a split
+        ("<<Grandma Flex>>", ("Grandma Flex", "")),
+        ("  <<Lil Tofu - Soy Drip>>  ", ("Lil Tofu", "Soy Drip")),
+        ("<<Lil Tofu - Soy Drip>>\r", ("Lil Tofu", "Soy Drip")),
+        ("<<Lil Tofu - >>Soy>> Drip>>", ("Lil Tofu", ">>Soy>> Drip")),
+        ("[Verse 1: Lil Tofu]", None),
+        ("<<Lil Tofu - Soy Drip>> and then some words", None),
+        ("<<Lil Tofu - Soy Drip", None),
+        ("", None),
+    ],
+)
 def test_parse_header(line, parsed):
     assert parse_header(line) == parsed
 
 
 def test_songs_without_headers_keep_all_their_lines():
-    text = "just a verse\nwith no header\n<|endoftext|>\n<<Lil Tofu - Soy Drip>>\nsoy\n<|endoftext|>\nanother loose one\n"
+    text = (
+        "just a verse\nwith no header\n<|endoftext|>\n<<Lil Tofu - Soy Drip>>\nsoy\n<|endoftext|>\nanother loose one\n"
+    )
     assert parse_songs(text) == [
         Song("", "", "just a verse\nwith no header"),
         Song("Lil Tofu", "Soy Drip", "soy"),
@@ -128,10 +171,16 @@ def test_songs_without_headers_keep_all_their_lines():
 
 
 def test_split_songs_separator_lines():
-    text = ("<|endoftext|>\n\n<<A - B>>\nline one\n  <|endoftext|>\t\n<|endoftext|>\n\n"
-            "<<C - D>>\r\nline two\r\n<|endoftext|>\r\n"
-            "<<E - F>>\nsays <|endoftext|> mid-line\n<|endoftext|>")
-    assert split_songs(text) == ["<<A - B>>\nline one", "<<C - D>>\r\nline two", "<<E - F>>\nsays <|endoftext|> mid-line"]
+    text = (
+        "<|endoftext|>\n\n<<A - B>>\nline one\n  <|endoftext|>\t\n<|endoftext|>\n\n"
+        "<<C - D>>\r\nline two\r\n<|endoftext|>\r\n"
+        "<<E - F>>\nsays <|endoftext|> mid-line\n<|endoftext|>"
+    )
+    assert split_songs(text) == [
+        "<<A - B>>\nline one",
+        "<<C - D>>\r\nline two",
+        "<<E - F>>\nsays <|endoftext|> mid-line",
+    ]
     assert split_songs("") == [] and split_songs("\n<|endoftext|>\n \n<|endoftext|>") == []
 
 
@@ -156,11 +205,20 @@ def _no_literal_separator(enc, tokens):
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.sampled_from([0, 1, 2, 3, 4, 5]), min_size=1, max_size=5),
-    st.lists(st.sampled_from(["<|endoftext|>", "  <|endoftext|>", "<|endoftext|>\t ", "\t<|endoftext|> "]), min_size=6, max_size=6),
+    st.lists(
+        st.sampled_from(["<|endoftext|>", "  <|endoftext|>", "<|endoftext|>\t ", "\t<|endoftext|> "]),
+        min_size=6,
+        max_size=6,
+    ),
     st.sampled_from(["\n", "\r\n"]),
-    st.booleans(), st.booleans(), st.booleans(), st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
 )
-def test_separator_lines_are_always_the_single_token(enc, tmp_path_factory, picks, seps, newline, bom, leading, doubled, final_newline):
+def test_separator_lines_are_always_the_single_token(
+    enc, tmp_path_factory, picks, seps, newline, bom, leading, doubled, final_newline
+):
     parts = [SEPARATOR + newline] if leading else []
     for i, k in enumerate(picks):
         parts.append(song_text(SONGS[k]).replace("\n", newline) + newline + seps[i] + newline)
@@ -201,7 +259,11 @@ def test_file_folder_glob_and_npz_give_the_same_tokens(enc, vocab_dir, tmp_path,
     # A cache made by loading one file of the folder alone lies inside it: it is not data.
     ds.load_tokens(str(folder / "a.txt"), enc, quiet=True)
     assert os.path.exists(str(folder / "a.txt") + ds.CACHE_SUFFIX)
-    assert ds.expand_paths(str(folder)) == [str(folder / "a.txt"), str(folder / "b" / "c.txt"), str(folder / "b" / "d" / "e.lyrics")]
+    assert ds.expand_paths(str(folder)) == [
+        str(folder / "a.txt"),
+        str(folder / "b" / "c.txt"),
+        str(folder / "b" / "d" / "e.lyrics"),
+    ]
     assert ds.load_tokens(str(folder), enc, quiet=True).tolist() == reference
     assert ds.load_tokens(str(folder) + "/", enc, quiet=True).tolist() == reference
 
@@ -270,7 +332,9 @@ def test_cache_is_written_reused_and_invalidated_by_a_change(enc, tmp_path, monk
         with pytest.raises(EncoderCalled):
             ds.load_tokens(path, enc, quiet=True)
     second = ds.load_tokens(path, enc, quiet=True)
-    assert second.tolist() == expected_tokens(enc, [song_text(SONGS[0]).replace("wrist", "wriSt"), song_text(SONGS[1]), song_text(SONGS[2])])
+    assert second.tolist() == expected_tokens(
+        enc, [song_text(SONGS[0]).replace("wrist", "wriSt"), song_text(SONGS[1]), song_text(SONGS[2])]
+    )
     with monkeypatch.context() as m:
         m.setattr(enc, "encode", refuse)
         assert ds.load_tokens(path, enc, quiet=True).tolist() == second.tolist()
@@ -385,8 +449,10 @@ def test_training_batch_is_a_pure_function_of_seed_step_micro(enc):
     b = ds.training_batch(tokens, step=7, batch_size=4, length=32, seed=3, micro=1)
     assert a.dtype == np.int32 and a.shape == (4, 33)
     assert a.tolist() == b.tolist()
-    others = [ds.training_batch(tokens, step=s, batch_size=4, length=32, seed=d, micro=m)
-              for s, d, m in [(8, 3, 1), (7, 4, 1), (7, 3, 0)]]
+    others = [
+        ds.training_batch(tokens, step=s, batch_size=4, length=32, seed=d, micro=m)
+        for s, d, m in [(8, 3, 1), (7, 4, 1), (7, 3, 0)]
+    ]
     assert all(o.tolist() != a.tolist() for o in others)
 
 
@@ -398,7 +464,9 @@ def test_windows_are_real_slices_and_reach_both_ends(enc):
         batch = ds.training_batch(tokens, step, 2, length, seed=0)
         for row in batch:
             assert is_slice_of(row, tokens)
-            hits = np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(tokens.astype(np.int64), length + 1) == row, axis=1))
+            hits = np.flatnonzero(
+                np.all(np.lib.stride_tricks.sliding_window_view(tokens.astype(np.int64), length + 1) == row, axis=1)
+            )
             starts.update(hits.tolist())
     assert min(starts) < 10 and max(starts) > len(tokens) - length - 12
     exact = tokens[: length + 1]  # exactly one window: it is the whole dataset
@@ -425,7 +493,7 @@ def test_validation_windows(enc):
     w = ds.validation_windows(tokens, length, max_windows=4)
     assert w.dtype == np.int32 and w.shape == (4, length + 1)
     for i, row in enumerate(w):  # consecutive from the start; targets of one = inputs of the next
-        assert row.tolist() == tokens[i * length: i * length + length + 1].tolist()
+        assert row.tolist() == tokens[i * length : i * length + length + 1].tolist()
     every = ds.validation_windows(tokens, length, max_windows=10_000)
     assert len(every) == (len(tokens) - 1) // length
     short = ds.encode_lyrics(format_song(Song("A", "B", "hey")), enc)
@@ -473,7 +541,9 @@ def test_encode_command_round_trip(enc, tmp_path, lyrics_file, cli_env):
 # -- bad input ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", [b"", b"\n\n   \n", b"<|endoftext|>\n", b"<|endoftext|>\n\n  <|endoftext|>\r\n<|endoftext|>"])
+@pytest.mark.parametrize(
+    "content", [b"", b"\n\n   \n", b"<|endoftext|>\n", b"<|endoftext|>\n\n  <|endoftext|>\r\n<|endoftext|>"]
+)
 def test_empty_or_only_separators(enc, tmp_path, content):
     path = tmp_path / "empty.txt"
     path.write_bytes(content)
@@ -554,8 +624,12 @@ def test_cli_non_utf8_dataset_is_one_line_exit_2(tmp_path, cli_env):
 
 def test_songs_without_separator_lines_warn_once_in_one_line(enc, tmp_path, capsys):
     # Headers but no separator line: three songs would train as one.
-    run_together = write(tmp_path / "a" / "run_together.txt", "".join(format_song(s).replace(SEPARATOR + "\n", "") for s in SONGS[:3]))
-    long_text = write(tmp_path / "a" / "long.txt", HEADERLESS + "\n" + "la " * 8000)  # no headers, far longer than a song
+    run_together = write(
+        tmp_path / "a" / "run_together.txt", "".join(format_song(s).replace(SEPARATOR + "\n", "") for s in SONGS[:3])
+    )
+    long_text = write(
+        tmp_path / "a" / "long.txt", HEADERLESS + "\n" + "la " * 8000
+    )  # no headers, far longer than a song
     tokens = ds.load_tokens(run_together, enc)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"warning: {run_together} has no line holding only <|endoftext|>")
@@ -567,11 +641,14 @@ def test_songs_without_separator_lines_warn_once_in_one_line(enc, tmp_path, caps
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("text", [
-    format_songs(SONGS),  # separated
-    format_song(SONGS[0]).replace(SEPARATOR + "\n", ""),  # one song, no separator: nothing run together
-    HEADERLESS,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        format_songs(SONGS),  # separated
+        format_song(SONGS[0]).replace(SEPARATOR + "\n", ""),  # one song, no separator: nothing run together
+        HEADERLESS,
+    ],
+)
 def test_well_formed_or_single_songs_do_not_warn(enc, tmp_path, capsys, text):
     ds.load_tokens(write(tmp_path / "lyrics.txt", text), enc)
     assert capsys.readouterr().err == ""

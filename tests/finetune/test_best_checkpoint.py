@@ -10,11 +10,12 @@ import os
 import numpy as np
 import pytest
 
-from support.helpers import run_cli
-from support.early_stop_runs import MAX_STEPS
+from rapgen.model.checkpoint import read_checkpoint
 from rapgen.model.folders import latest_checkpoint
 from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import read_checkpoint
+
+from support.early_stop_runs import MAX_STEPS
+from support.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # every test reads the training runs of support/early_stop_runs.py
 
@@ -80,7 +81,10 @@ def test_model_best_holds_the_best_step_and_is_never_pruned(early_stop_runs):
 def test_the_drive_mirror_carries_model_best(early_stop_runs):
     run, mirror = early_stop_runs["a"]["run_dir"], os.path.join(early_stop_runs["drive"], "a")
     for suffix in (".index", ".data-00000-of-00001"):
-        with open(os.path.join(run, "model-best" + suffix), "rb") as x, open(os.path.join(mirror, "model-best" + suffix), "rb") as y:
+        with (
+            open(os.path.join(run, "model-best" + suffix), "rb") as x,
+            open(os.path.join(mirror, "model-best" + suffix), "rb") as y,
+        ):
             assert x.read() == y.read()
 
 
@@ -89,11 +93,16 @@ def test_resume_after_a_kill_keeps_best_and_patience(early_stop_runs):
     # Resumed where one or two validations had gone by without a new best: a run that lost the
     # count would go on past the stop, one that lost the best would take the next step as one.
     assert a["best_step"] < early_stop_runs["resumed_at"] < a["step"]
-    assert (b["step"], b["stopped"], b["best_step"], b["best_val_loss"]) == \
-        (a["step"], "early_stop", a["best_step"], a["best_val_loss"])
+    assert (b["step"], b["stopped"], b["best_step"], b["best_val_loss"]) == (
+        a["step"],
+        "early_stop",
+        a["best_step"],
+        a["best_val_loss"],
+    )
     rows_a, rows_b = _log(a["run_dir"]), _log(b["run_dir"])
-    assert [(r["step"], r["loss"], r["val_loss"], r["best"]) for r in rows_b] == \
-        [(r["step"], r["loss"], r["val_loss"], r["best"]) for r in rows_a]
+    assert [(r["step"], r["loss"], r["val_loss"], r["best"]) for r in rows_b] == [
+        (r["step"], r["loss"], r["val_loss"], r["best"]) for r in rows_a
+    ]
     best_a = read_checkpoint(os.path.join(a["run_dir"], "model-best"))
     best_b = read_checkpoint(os.path.join(b["run_dir"], "model-best"))
     for name, value in best_a.items():

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from rapgen.model.folders import latest_checkpoint
 from rapgen.model.checkpoint import read_checkpoint
+from rapgen.model.folders import latest_checkpoint
 
 pytestmark = pytest.mark.slow  # each test starts child processes that train
 
@@ -43,17 +43,38 @@ LYRICS = "".join(
 
 
 def run_training(devices, tmp_path, model_dir, lyrics, **options):
-    options = {**dict(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path / f"ckpt{devices}"), steps=3,
-                      batch_size=4, sequence_length=16, learning_rate=1e-2, warmup_steps=0, val_fraction=0.0,
-                      save_every=0, sample_every=0, val_every=0, print_every=0,
-                      # Pinned: "auto" computes in bfloat16 on a CPU with AVX-512 BF16 or AMX.
-                      mixed_precision="off", distribute="mirrored" if devices > 1 else "off"), **options}
+    options = {
+        **dict(
+            dataset=lyrics,
+            model=model_dir,
+            checkpoint_dir=str(tmp_path / f"ckpt{devices}"),
+            steps=3,
+            batch_size=4,
+            sequence_length=16,
+            learning_rate=1e-2,
+            warmup_steps=0,
+            val_fraction=0.0,
+            save_every=0,
+            sample_every=0,
+            val_every=0,
+            print_every=0,
+            # Pinned: "auto" computes in bfloat16 on a CPU with AVX-512 BF16 or AMX.
+            mixed_precision="off",
+            distribute="mirrored" if devices > 1 else "off",
+        ),
+        **options,
+    }
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"devices": devices, "options": options})],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps({"devices": devices, "options": options})],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
-    run_dir = json.loads(lines[-1][len("RESULT "):])["run_dir"]
+    run_dir = json.loads(lines[-1][len("RESULT ") :])["run_dir"]
     with open(os.path.join(run_dir, "log.csv")) as f:
         losses = [float(row.split(",")[1]) for row in f.read().splitlines()[1:]]
     return losses, read_checkpoint(latest_checkpoint(run_dir)), proc.stdout + proc.stderr
@@ -66,10 +87,14 @@ def lyrics(tmp_path):
     return str(path)
 
 
-@pytest.mark.parametrize("options", [
-    dict(optimizer="adam"),
-    dict(optimizer="adafactor", accumulate_gradients=2),
-], ids=["adam", "adafactor-accumulate"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(optimizer="adam"),
+        dict(optimizer="adafactor", accumulate_gradients=2),
+    ],
+    ids=["adam", "adafactor-accumulate"],
+)
 def test_two_devices_match_one(options, tmp_path, tiny_model_dir, lyrics):
     one, weights_one, _ = run_training(1, tmp_path, tiny_model_dir, lyrics, **options)
     two, weights_two, log = run_training(2, tmp_path, tiny_model_dir, lyrics, **options)
@@ -99,8 +124,12 @@ def test_two_devices_match_one(options, tmp_path, tiny_model_dir, lyrics):
         # The checkpoint holds one copy of each variable, optimizer slots included. Sums over
         # devices round differently, and both optimizers divide by the gradient's own size:
         # where a gradient is near zero that moves an update by a small share of the learning
-        # rate (1e-2 a step), hence atol 1e-4, 1% of one step.
-        np.testing.assert_allclose(weights_two[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+        # rate (1e-2 a step), hence atol 1e-4, 1% of one step. Adafactor with accumulation sums two
+        # micro-batch gradients per replica before that division: on a 2-core AMD EPYC (AVX2), 10 of the
+        # 12,288 weights of h0/attn/c_attn/w ended 1.9e-4 apart, on the code before and after the
+        # package split alike. For it the bound is 5% of one step; the loss check above stays at 1%.
+        atol = 5e-4 if options["optimizer"] == "adafactor" else 1e-4
+        np.testing.assert_allclose(weights_two[name], value, rtol=1e-4, atol=atol, err_msg=name)
     assert "2 replicas (MirroredStrategy)" in log
 
 

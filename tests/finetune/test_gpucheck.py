@@ -6,10 +6,11 @@ import sys
 
 import pytest
 
-from support.helpers import ROOT
 from rapgen.errors import RapgenError
 from rapgen.finetune.gpu_check import GPU_PEAKS, dense_peak, gpu_check, train_flops
 from rapgen.model.hparams import HParams
+
+from support.helpers import ROOT
 
 TINY = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=32, train_steps=2, sample_tokens=4)
 
@@ -42,14 +43,45 @@ def test_tiny_check_trains_with_and_without_xla_and_samples(capsys):
 def test_the_script_runs_as_users_run_it(tmp_path):
     script = ROOT / "bench" / "gpu_check.py"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, str(script), "--n_layer", "1", "--n_embd", "32", "--n_head", "2",
-                           "--n_ctx", "16", "--train_steps", "1", "--sample_tokens", "2", "--xla", "off",
-                           "--sample_batch_sizes", "1", "--mixed_precision", "off"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--n_layer",
+            "1",
+            "--n_embd",
+            "32",
+            "--n_head",
+            "2",
+            "--n_ctx",
+            "16",
+            "--train_steps",
+            "1",
+            "--sample_tokens",
+            "2",
+            "--xla",
+            "off",
+            "--sample_batch_sizes",
+            "1",
+            "--mixed_precision",
+            "off",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "float32 compute" in proc.stdout and "train: " in proc.stdout and "sample at batch 1" in proc.stdout
-    bad = subprocess.run([sys.executable, str(script), "--n_layer", "0"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, str(script), "--n_layer", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and bad.stderr.strip() == "gpu_check: error: n_layer must be a positive integer, got 0"
 
 
@@ -69,13 +101,16 @@ def test_flops_of_the_124m_step():
     assert 7.6e11 < train_flops(hp.n_params(), 12, 768, 1, 1024) < 9e11
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(train_steps=0), "train_steps must be a positive integer, got 0"),
-    (dict(n_head=3), r"n_embd \(32\) must be a multiple of n_head \(3\)"),
-    (dict(sequence_length=64), "sequence_length must be between 2 and n_ctx"),
-    (dict(sample_tokens=32), "sample_tokens must be below n_ctx"),
-    (dict(sample_batch_sizes=(1, 0)), r"sample_batch_sizes must hold positive integers, got \[1, 0\]"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(train_steps=0), "train_steps must be a positive integer, got 0"),
+        (dict(n_head=3), r"n_embd \(32\) must be a multiple of n_head \(3\)"),
+        (dict(sequence_length=64), "sequence_length must be between 2 and n_ctx"),
+        (dict(sample_tokens=32), "sample_tokens must be below n_ctx"),
+        (dict(sample_batch_sizes=(1, 0)), r"sample_batch_sizes must hold positive integers, got \[1, 0\]"),
+    ],
+)
 def test_bad_shapes_are_refused_before_any_work(options, message):
     with pytest.raises(RapgenError, match=message):
         gpu_check(**{**TINY, **options})

@@ -19,17 +19,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from support.helpers import ROOT
-from support.tf1 import tf1_restore
-from rapgen.model.folders import latest_checkpoint
-from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import read_checkpoint
 from rapgen.devices import compute_dtype
-from rapgen.model.hparams import HParams
-from rapgen.finetune.run import BestSoFar
 from rapgen.finetune.config import TrainConfig
 from rapgen.finetune.loop import train
+from rapgen.finetune.run import BestSoFar
 from rapgen.finetune.step import Trainer
+from rapgen.model.checkpoint import read_checkpoint
+from rapgen.model.folders import latest_checkpoint
+from rapgen.model.hparams import HParams
+from rapgen.model.loading import load_model
+
+from support.helpers import ROOT
+from support.tf1 import tf1_restore
 
 T4, A100 = (7, 5), (8, 0)  # compute capabilities
 SAMPLE_LYRICS = str(ROOT / "data" / "sample_lyrics.txt")
@@ -138,10 +139,22 @@ def read_losses(run_dir):
 @pytest.mark.parametrize("capability", [T4, A100], ids=["float16-t4", "bfloat16-a100"])
 def test_loss_falls_on_the_sample_lyrics_and_checkpoints_stay_float32(capability, model_dir, tmp_path):
     dtype = compute_dtype("auto", flags=set(), capability=capability)
-    result = train(dataset=SAMPLE_LYRICS, model=model_dir, checkpoint_dir=str(tmp_path), steps=30, batch_size=2,
-                   sequence_length=32, learning_rate=3e-3, optimizer="adam", recompute=False,
-                   only_train_transformer_layers=False, distribute="off", mixed_precision=dtype,
-                   val_fraction=0.0, **QUIET)
+    result = train(
+        dataset=SAMPLE_LYRICS,
+        model=model_dir,
+        checkpoint_dir=str(tmp_path),
+        steps=30,
+        batch_size=2,
+        sequence_length=32,
+        learning_rate=3e-3,
+        optimizer="adam",
+        recompute=False,
+        only_train_transformer_layers=False,
+        distribute="off",
+        mixed_precision=dtype,
+        val_fraction=0.0,
+        **QUIET,
+    )
     losses = read_losses(result["run_dir"])
     assert len(losses) == 30 and all(np.isfinite(losses))
     # From chance (ln 50257 = 10.8) the model learns the lyrics' common tokens: more than
@@ -172,9 +185,21 @@ def test_loss_falls_on_the_sample_lyrics_and_checkpoints_stay_float32(capability
 
 @pytest.mark.slow
 def test_xla_run_matches_the_plain_run(model_dir, tmp_path):
-    common = dict(dataset=SAMPLE_LYRICS, model=model_dir, steps=3, batch_size=2, sequence_length=16,
-                  learning_rate=3e-3, optimizer="adam", recompute=False, only_train_transformer_layers=False,
-                  distribute="off", mixed_precision="off", val_fraction=0.0, **QUIET)
+    common = dict(
+        dataset=SAMPLE_LYRICS,
+        model=model_dir,
+        steps=3,
+        batch_size=2,
+        sequence_length=16,
+        learning_rate=3e-3,
+        optimizer="adam",
+        recompute=False,
+        only_train_transformer_layers=False,
+        distribute="off",
+        mixed_precision="off",
+        val_fraction=0.0,
+        **QUIET,
+    )
     plain = read_losses(train(checkpoint_dir=str(tmp_path / "plain"), xla=False, **common)["run_dir"])
     run = train(checkpoint_dir=str(tmp_path / "xla"), xla=True, **common)["run_dir"]
     xla = read_losses(run)

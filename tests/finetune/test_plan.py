@@ -13,11 +13,12 @@ import sys
 
 import pytest
 
-from support.helpers import run_cli
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams, variable_shapes
 from rapgen.finetune.fitting import choose_settings
 from rapgen.finetune.memory import GIB, RUNTIME_BYTES, estimate_memory, parameter_counts
+from rapgen.model.hparams import HParams, variable_shapes
+
+from support.helpers import run_cli
 
 SIZES = {"124M": 124_439_808, "355M": 354_823_168, "774M": 774_030_080, "1558M": 1_557_611_200}
 
@@ -82,7 +83,10 @@ def test_mixed_precision_activations():
     assert 0.5 * per_token_f32 < per_token_bf16 < per_token_f32
     # At a short window the half-precision copies of the weights each matmul keeps dominate.
     short = dict(sequence_length=64, optimizer="adafactor")
-    assert estimate_memory(hp, compute_dtype="bfloat16", **short)["activations"] > estimate_memory(hp, **short)["activations"]
+    assert (
+        estimate_memory(hp, compute_dtype="bfloat16", **short)["activations"]
+        > estimate_memory(hp, **short)["activations"]
+    )
 
 
 def test_activations_grow_linearly_in_batch():
@@ -171,7 +175,9 @@ def test_choose_settings_says_nothing_fits():
     assert "nothing fits" in choice["reason"] and "no sequence_length fits" in choice["reason"]
     # A budget where the weights fit but not 1024 tokens: the longest length that does.
     hp = HParams.for_model("124M")
-    at_128 = estimate_memory(hp, sequence_length=128, optimizer="adafactor", recompute=True, only_train_transformer_layers=True)
+    at_128 = estimate_memory(
+        hp, sequence_length=128, optimizer="adafactor", recompute=True, only_train_transformer_layers=True
+    )
     budget = at_128["total"] / 0.9 + 1
     choice = choose_settings(hp, budget, model_name="124M")
     assert not choice["fits"]
@@ -257,8 +263,9 @@ def plan_runs(tmp_path_factory):
         "bad_memory": ["plan", "--model", "124M", "--memory_gb", "-3"],
         "bad_length": ["plan", "--model", "124M", "--sequence_length", "5000"],
     }
-    out = subprocess.run([sys.executable, "-c", script, json.dumps(cases)], env=env, cwd=cwd, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(cases)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.split("RESULT ", 1)[1])
     results["bad_name"] = run_cli(["plan", "--model", "999M"], env, cwd=cwd)
@@ -270,8 +277,14 @@ def test_plan_prints_a_table_and_a_choice(plan_runs):
     code, out, err = plan_runs["774M"]
     assert code == 0, err
     assert "774M: 774.0M parameters" in out
-    for row in ("weights (float32)", "gradients", "optimizer slots", "activations kept for backward", "logits",
-                "estimated peak"):
+    for row in (
+        "weights (float32)",
+        "gradients",
+        "optimizer slots",
+        "activations kept for backward",
+        "logits",
+        "estimated peak",
+    ):
         assert row in out
     assert "774M on 15.0 GiB: adafactor + recompute, est. peak" in out
     assert "rapgen train ... --optimizer adafactor --recompute True" in out

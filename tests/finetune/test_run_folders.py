@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from support.helpers import THREE_SONGS as LYRICS
-from rapgen.model.folders import latest_checkpoint
 from rapgen.errors import RapgenError
 from rapgen.finetune.loop import train
+from rapgen.model.folders import latest_checkpoint
+
+from support.helpers import THREE_SONGS as LYRICS
 
 DATA = ".data-00000-of-00001"
 
@@ -25,9 +26,22 @@ def tiny(tmp_path_factory, tiny_model):
 def opts(tiny, tmp_path):
     lyrics = tmp_path / "lyrics.txt"
     lyrics.write_text(LYRICS, encoding="utf-8")
-    return dict(dataset=str(lyrics), model=tiny, batch_size=1, sequence_length=8, save_every=2, sample_every=0,
-                val_every=0, print_every=0, warmup_steps=0, val_fraction=0.0, learning_rate=3e-3,
-                mixed_precision="off", distribute="off", optimizer="adam")
+    return dict(
+        dataset=str(lyrics),
+        model=tiny,
+        batch_size=1,
+        sequence_length=8,
+        save_every=2,
+        sample_every=0,
+        val_every=0,
+        print_every=0,
+        warmup_steps=0,
+        val_fraction=0.0,
+        learning_rate=3e-3,
+        mixed_precision="off",
+        distribute="off",
+        optimizer="adam",
+    )
 
 
 def log_of(run_dir):
@@ -36,7 +50,11 @@ def log_of(run_dir):
 
 
 def steps_in(folder):
-    return sorted(int(n[len("model-"):-len(".index")]) for n in os.listdir(folder) if n.startswith("model-") and n.endswith(".index"))
+    return sorted(
+        int(n[len("model-") : -len(".index")])
+        for n in os.listdir(folder)
+        if n.startswith("model-") and n.endswith(".index")
+    )
 
 
 def said(capsys):

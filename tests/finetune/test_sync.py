@@ -7,8 +7,8 @@ import pytest
 
 import rapgen.fileio as fileio
 import rapgen.finetune.mirror as sync
-from rapgen.model.checkpoint import list_checkpoints
 from rapgen.errors import RapgenError
+from rapgen.model.checkpoint import list_checkpoints
 
 BIG = sync.SMALL + 4096  # compared by size and time, like checkpoint data files
 

@@ -9,8 +9,9 @@ import os
 
 import pytest
 
-from support.early_stop_runs import SETTINGS
 from rapgen.finetune.events import read_events, show_tensorboard
+
+from support.early_stop_runs import SETTINGS
 
 pytestmark = pytest.mark.slow  # every test reads the training runs of support/early_stop_runs.py
 

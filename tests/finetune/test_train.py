@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from support.helpers import THREE_SONGS as LYRICS, run_cli
-from rapgen.model.folders import latest_checkpoint
-from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import read_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
 from rapgen.finetune.config import TrainConfig
 from rapgen.finetune.loop import train
 from rapgen.finetune.step import Trainer
+from rapgen.model.checkpoint import read_checkpoint
+from rapgen.model.folders import latest_checkpoint
+from rapgen.model.hparams import HParams
+from rapgen.model.loading import load_model
 
+from support.helpers import THREE_SONGS as LYRICS
+from support.helpers import run_cli
 
 # Pinned: "auto" would compute in bfloat16 on a CPU with AVX-512 BF16 or AMX, and distribute over GPUs.
 PINNED = dict(mixed_precision="off", distribute="off")
@@ -51,8 +52,17 @@ def test_tiny_model_overfits_tiny_lyrics(model_dir, lyrics, tmp_path):
     # has memorised the windows predicts nearly every token, so its loss drops far below the
     # 2 nats that even a perfect unigram model of this text would need (about 40 distinct tokens,
     # ln 40 = 3.7): only memorising the sequence gets under 1.5.
-    result = train(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=120, batch_size=4,
-                   learning_rate=3e-3, val_fraction=0.0, sequence_length=24, **FAST)
+    result = train(
+        dataset=lyrics,
+        model=model_dir,
+        checkpoint_dir=str(tmp_path),
+        steps=120,
+        batch_size=4,
+        learning_rate=3e-3,
+        val_fraction=0.0,
+        sequence_length=24,
+        **FAST,
+    )
     log = read_log(result["run_dir"])
     assert log[1] > 9.0
     assert np.mean([log[s] for s in range(111, 121)]) < 1.5
@@ -94,8 +104,17 @@ def test_recompute_gives_the_same_update(model_dir):
 
 def test_only_transformer_layers_freezes_embeddings_and_final_norm(model_dir, lyrics, tmp_path):
     before = read_checkpoint(latest_checkpoint(model_dir))
-    result = train(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=3, batch_size=2,
-                   only_train_transformer_layers=True, sequence_length=16, learning_rate=1e-2, **FAST)
+    result = train(
+        dataset=lyrics,
+        model=model_dir,
+        checkpoint_dir=str(tmp_path),
+        steps=3,
+        batch_size=2,
+        only_train_transformer_layers=True,
+        sequence_length=16,
+        learning_rate=1e-2,
+        **FAST,
+    )
     after = read_checkpoint(latest_checkpoint(result["run_dir"]))
     for name in ("model/wte", "model/wpe", "model/ln_f/g", "model/ln_f/b"):
         np.testing.assert_array_equal(before[name], after[name])
@@ -104,9 +123,22 @@ def test_only_transformer_layers_freezes_embeddings_and_final_norm(model_dir, ly
 
 
 def test_run_folder_is_a_model_directory_and_keeps_newest(model_dir, lyrics, tmp_path):
-    result = train(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=6, save_every=2,
-                   max_checkpoints=2, sequence_length=16, sample_every=3, sample_length=8, val_every=0,
-                   print_every=0, quiet=True, val_fraction=0.0, **PINNED)
+    result = train(
+        dataset=lyrics,
+        model=model_dir,
+        checkpoint_dir=str(tmp_path),
+        steps=6,
+        save_every=2,
+        max_checkpoints=2,
+        sequence_length=16,
+        sample_every=3,
+        sample_length=8,
+        val_every=0,
+        print_every=0,
+        quiet=True,
+        val_fraction=0.0,
+        **PINNED,
+    )
     run = result["run_dir"]
     names = sorted(os.listdir(run))
     assert [n for n in names if n.endswith(".index")] == ["model-4.index", "model-6.index"]
@@ -121,10 +153,38 @@ def test_run_folder_is_a_model_directory_and_keeps_newest(model_dir, lyrics, tmp
 
 
 def _train_cmd(model_dir, lyrics, ckpt, steps, extra=()):
-    return ["train", "--dataset", lyrics, "--model", model_dir, "--checkpoint_dir", ckpt, "--steps", str(steps),
-            "--batch_size", "2", "--sequence_length", "16", "--save_every", "5", "--sample_every", "0",
-            "--val_every", "0", "--print_every", "0", "--warmup_steps", "3", "--learning_rate", "3e-3",
-            "--mixed_precision", "off", "--distribute", "off", *extra]
+    return [
+        "train",
+        "--dataset",
+        lyrics,
+        "--model",
+        model_dir,
+        "--checkpoint_dir",
+        ckpt,
+        "--steps",
+        str(steps),
+        "--batch_size",
+        "2",
+        "--sequence_length",
+        "16",
+        "--save_every",
+        "5",
+        "--sample_every",
+        "0",
+        "--val_every",
+        "0",
+        "--print_every",
+        "0",
+        "--warmup_steps",
+        "3",
+        "--learning_rate",
+        "3e-3",
+        "--mixed_precision",
+        "off",
+        "--distribute",
+        "off",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -161,8 +221,15 @@ def test_exact_resume_after_sigkill(model_dir, lyrics, tmp_path, cli_env):
 @pytest.mark.slow
 def test_restore_from_drive_mirror_on_a_new_machine(model_dir, lyrics, tmp_path, capsys):
     drive = tmp_path / "drive"
-    common = dict(dataset=lyrics, model=model_dir, batch_size=2, sequence_length=16, save_every=2, seed=3,
-                  **{k: v for k, v in FAST.items() if k not in ("save_every", "quiet")})
+    common = dict(
+        dataset=lyrics,
+        model=model_dir,
+        batch_size=2,
+        sequence_length=16,
+        save_every=2,
+        seed=3,
+        **{k: v for k, v in FAST.items() if k not in ("save_every", "quiet")},
+    )
     reference = train(checkpoint_dir=str(tmp_path / "ref"), steps=8, quiet=True, **common)
     train(checkpoint_dir=str(tmp_path / "vm1"), steps=4, drive_dir=str(drive), quiet=True, **common)
     assert latest_checkpoint(str(drive / "run1")).endswith("model-4")
@@ -204,8 +271,9 @@ def test_gpt2_simple_run_folder_resumes(model_dir, lyrics, tmp_path, monkeypatch
         (run / name).write_bytes(open(os.path.join(model_dir, name), "rb").read())
     (run / "counter").write_text("5")
 
-    result = train(dataset=lyrics, checkpoint_dir="checkpoint", run_name="run1", steps=7, batch_size=2,
-                   sequence_length=16, **FAST)
+    result = train(
+        dataset=lyrics, checkpoint_dir="checkpoint", run_name="run1", steps=7, batch_size=2, sequence_length=16, **FAST
+    )
     assert result["step"] == 7
     saved = read_checkpoint(str(run / "model-7"))
     assert set(weights) <= set(saved)
@@ -254,8 +322,13 @@ def test_bad_settings_are_one_line_errors(model_dir, lyrics, tmp_path, options, 
 
 @pytest.mark.slow
 def test_auto_memory_settings_are_chosen_said_saved_and_kept_on_resume(model_dir, lyrics, tmp_path, capsys):
-    opts = dict(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), sequence_length=8,
-                **{**FAST, "quiet": False, "print_every": 0})
+    opts = dict(
+        dataset=lyrics,
+        model=model_dir,
+        checkpoint_dir=str(tmp_path),
+        sequence_length=8,
+        **{**FAST, "quiet": False, "print_every": 0},
+    )
     # A roomy budget: the fastest choice, Adam without recompute, and the reason printed. A Colab
     # dropdown's "False" is the boolean.
     train(steps=2, memory_gb=64, only_train_transformer_layers="False", **opts)
@@ -279,7 +352,9 @@ def test_auto_memory_settings_are_chosen_said_saved_and_kept_on_resume(model_dir
 
 
 def test_resuming_with_another_model_shape_is_refused(model_dir, lyrics, tmp_path, vocab_dir):
-    train(dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=2, batch_size=1, sequence_length=8, **FAST)
+    train(
+        dataset=lyrics, model=model_dir, checkpoint_dir=str(tmp_path), steps=2, batch_size=1, sequence_length=8, **FAST
+    )
     before = sorted(os.listdir(tmp_path / "run1"))
     with pytest.raises(RapgenError, match="n_layer"):
         train(dataset=lyrics, model="355M", checkpoint_dir=str(tmp_path), steps=4, **FAST)

@@ -45,7 +45,9 @@ def test_analyze_prints_json_with_copied_span_and_its_song(lab):
     assert first["copied_words"] == 7 and first["ngram8_share"] > 0
     assert 0 < first["tfidf_max"] < 1
     assert second["copied_tokens"] == 0 and second["tfidf_max"] < 0.1  # MC Fjord has songs, none alike
-    assert first["syllables_per_line"] == pytest.approx(sum(d["syllables"] for d in first["line_details"]) / 3, abs=0.01)
+    assert first["syllables_per_line"] == pytest.approx(
+        sum(d["syllables"] for d in first["line_details"]) / 3, abs=0.01
+    )
     assert os.path.isdir(folder / "rap.txt.index")  # cached beside the token cache
 
 
@@ -62,21 +64,25 @@ def test_analyze_mistakes_are_one_line_errors(lab, tmp_path):
     folder, env = lab
     before = snapshot(folder)
     assert_one_line_error(run_cli(["analyze", "missing.txt"], env, cwd=str(folder)), "missing.txt does not exist")
-    assert_one_line_error(run_cli(["analyze", "songs.txt", "--phonetics", "festival"], env, cwd=str(folder)),
-                          "--phonetics must be one of")
+    assert_one_line_error(
+        run_cli(["analyze", "songs.txt", "--phonetics", "festival"], env, cwd=str(folder)), "--phonetics must be one of"
+    )
     # espeak-ng missing (a PATH without it): the line says how to install it.
     no_espeak = dict(env, PATH=str(tmp_path))
-    assert_one_line_error(run_cli(["analyze", "songs.txt", "--phonetics", "espeak"], no_espeak, cwd=str(folder)),
-                          "apt-get install -y espeak-ng", "brew install espeak-ng")
+    assert_one_line_error(
+        run_cli(["analyze", "songs.txt", "--phonetics", "espeak"], no_espeak, cwd=str(folder)),
+        "apt-get install -y espeak-ng",
+        "brew install espeak-ng",
+    )
     assert snapshot(folder) == before
 
 
 @pytest.mark.slow
 def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_model_dir, tmp_path):
     from rapgen.judge.analysis import Judge, read_songs
+    from rapgen.judge.originality import load_index
     from rapgen.judge.ranking import rank_order
     from rapgen.model.encoder import load_encoder
-    from rapgen.judge.originality import load_index
     from rapgen.write.songs import sample
 
     dataset = tmp_path / "rap.txt"
@@ -93,8 +99,8 @@ def test_best_of_returns_the_best_of_its_candidates_under_each_ranking(tiny_mode
     # Ranked by the model's own likelihood: the chosen song has the lowest mean loss of the four.
     import numpy as np
 
-    from rapgen.model.loading import load_model
     from rapgen.judge.perplexity import token_losses
+    from rapgen.model.loading import load_model
 
     gpt = load_model(tiny_model_dir)
     losses = [token_losses(gpt, np.asarray([50256] + enc.encode(t), np.uint16)).mean() for t in candidates]
@@ -137,17 +143,30 @@ def test_training_samples_are_judged_in_the_log(tiny_model_dir, tmp_path, capsys
     """log.csv records the rhyme density and longest copied span of the samples of that step."""
     import csv
 
-    from rapgen.judge.analysis import Judge, read_songs
     from rapgen.data.dataset import load_tokens
-    from rapgen.model.encoder import load_encoder
-    from rapgen.judge.originality import build_index
     from rapgen.finetune.loop import train
+    from rapgen.judge.analysis import Judge, read_songs
+    from rapgen.judge.originality import build_index
+    from rapgen.model.encoder import load_encoder
 
     dataset = tmp_path / "rap.txt"
     shutil.copy(SAMPLE_LYRICS, dataset)
-    train(dataset=str(dataset), model=tiny_model_dir, run_name="r", checkpoint_dir=str(tmp_path / "ck"), steps=2,
-          sample_every=2, sample_length=24, save_every=0, print_every=0, sequence_length=32, val_fraction=0.0,
-          mixed_precision="off", distribute="off", quiet=False)
+    train(
+        dataset=str(dataset),
+        model=tiny_model_dir,
+        run_name="r",
+        checkpoint_dir=str(tmp_path / "ck"),
+        steps=2,
+        sample_every=2,
+        sample_length=24,
+        save_every=0,
+        print_every=0,
+        sequence_length=32,
+        val_fraction=0.0,
+        mixed_precision="off",
+        distribute="off",
+        quiet=False,
+    )
     with open(tmp_path / "ck" / "r" / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[0]["sample_rhyme_density"] == "" and rows[0]["sample_copied_tokens"] == ""

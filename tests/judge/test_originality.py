@@ -6,9 +6,19 @@ import shutil
 import numpy as np
 import pytest
 
-from support.helpers import ROOT
+from rapgen.judge.originality import (
+    N,
+    build_index,
+    copied,
+    index_path,
+    load_index,
+    max_tfidf_similarity,
+    ngram_hashes,
+    ngram_keys,
+)
 from rapgen.model.hparams import EOT_ID
-from rapgen.judge.originality import N, build_index, copied, index_path, load_index, max_tfidf_similarity, ngram_hashes, ngram_keys
+
+from support.helpers import ROOT
 
 SAMPLE_LYRICS = ROOT / "data" / "sample_lyrics.txt"
 PLANTED = "Chickpeas stacked and the sky stay sunny"  # a line of Lil Tofu's "Oat Milk Money"
@@ -39,9 +49,11 @@ def twelve_word_line():
     raise AssertionError("the sample lyrics hold no 12-word line")
 
 
-MADE_UP = ("Purple radiators whisper algebra to sleepy lighthouses\n"
-           "Seventeen accordions negotiate with a patient glacier\n"
-           "My umbrella files taxes for the moon on Thursdays\n")
+MADE_UP = (
+    "Purple radiators whisper algebra to sleepy lighthouses\n"
+    "Seventeen accordions negotiate with a patient glacier\n"
+    "My umbrella files taxes for the moon on Thursdays\n"
+)
 
 
 def test_finds_a_planted_line_and_names_its_song(dataset, encoder):
@@ -67,8 +79,8 @@ def brute_force(corpus, sample):
         cur = np.zeros_like(prev)
         cur[1:] = np.where(corpus == sample[i], prev[:-1] + 1, 0)
         best, prev = max(best, int(cur.max())), cur
-    grams = {tuple(corpus[j:j + N]) for j in range(len(corpus) - N + 1)}
-    sample_grams = [tuple(sample[i:i + N]) for i in range(len(sample) - N + 1)]
+    grams = {tuple(corpus[j : j + N]) for j in range(len(corpus) - N + 1)}
+    sample_grams = [tuple(sample[i : i + N]) for i in range(len(sample) - N + 1)]
     share = sum(g in grams for g in sample_grams) / len(sample_grams)
     return (best if best >= N else 0), share
 
@@ -83,7 +95,7 @@ def test_the_index_answers_as_brute_force_does(seed, encoder):
         parts = []
         for _ in range(3):  # pieces copied from the corpus, of random lengths, between random tokens
             start, length = int(rng.integers(0, 5000)), int(rng.integers(3, 40))
-            parts += [corpus[start:start + length], rng.integers(0, 4, int(rng.integers(0, 12))).astype(np.uint16)]
+            parts += [corpus[start : start + length], rng.integers(0, 4, int(rng.integers(0, 12))).astype(np.uint16)]
         sample = np.concatenate(parts)
         sample = sample[sample != EOT_ID]
         found = copied(index, sample.tolist())
@@ -113,7 +125,9 @@ def test_the_index_is_cached_beside_the_dataset_and_renewed_when_it_changes(data
     assert again.songs == first.songs and np.array_equal(again.keys, first.keys)
 
     with open(dataset, "a", encoding="utf-8") as f:
-        f.write("<<New Artist - New Song>>\nPurple radiators whisper algebra to sleepy lighthouses tonight\n<|endoftext|>\n")
+        f.write(
+            "<<New Artist - New Song>>\nPurple radiators whisper algebra to sleepy lighthouses tonight\n<|endoftext|>\n"
+        )
     renewed = load_index(dataset, encoder)
     assert renewed.songs[-1] == ["New Artist", "New Song"]
     found = copied(renewed, encoder.encode("Purple radiators whisper algebra to sleepy lighthouses tonight"), encoder)

@@ -34,8 +34,11 @@ def test_espeak_mnemonics_are_reduced_as_the_paper_says():
 
 def test_lines_stay_aligned_and_espeak_runs_once_per_text(tmp_path, monkeypatch):
     # A wrapper named espeak-ng first on the PATH counts the calls and runs the real one.
-    real = next(os.path.join(d, "espeak-ng") for d in os.environ["PATH"].split(os.pathsep)
-                if os.path.exists(os.path.join(d, "espeak-ng")))
+    real = next(
+        os.path.join(d, "espeak-ng")
+        for d in os.environ["PATH"].split(os.pathsep)
+        if os.path.exists(os.path.join(d, "espeak-ng"))
+    )
     log = tmp_path / "calls"
     wrapper = tmp_path / "bin" / "espeak-ng"
     wrapper.parent.mkdir()

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rapgen.errors import RapgenError
+from rapgen.model.checkpoint import list_checkpoints, read_checkpoint
+from rapgen.model.folders import init, latest_checkpoint, resolve_model_dir, save_model
+from rapgen.model.gpt2 import GPT2
+from rapgen.model.hparams import HParams
+from rapgen.model.loading import load_model
+
 from support.helpers import snapshot
 from support.tf1 import tf1_gpt2_variables, tf1_restore
-from rapgen.model.folders import init, latest_checkpoint, resolve_model_dir, save_model
-from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import list_checkpoints, read_checkpoint
-from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
-from rapgen.model.gpt2 import GPT2
 
 DATA = ".data-00000-of-00001"
 HP = HParams(n_vocab=50257, n_ctx=32, n_embd=32, n_head=2, n_layer=2)
@@ -284,15 +285,17 @@ def test_checkpoint_of_another_network_is_a_rapgen_error(model_copy):
     prefix = os.path.join(model_copy, "model.ckpt")
     for suffix in (".index", DATA):
         os.unlink(prefix + suffix)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["some/other/var"], shape_and_slices=[""],
-                      tensors=[tf.zeros([3])])
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["some/other/var"], shape_and_slices=[""], tensors=[tf.zeros([3])])
     with pytest.raises(RapgenError, match="model/"):
         load_model(model_copy)
 
 
-def test_resolve_model_dir_downloads_a_missing_named_model_only_when_asked(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from support.http_mirror import ModelMirror
+def test_resolve_model_dir_downloads_a_missing_named_model_only_when_asked(
+    tiny_model_dir, tmp_path, monkeypatch, capsys
+):
     import rapgen.model.download as downloads
+
+    from support.http_mirror import ModelMirror
 
     models = tmp_path / "models"
     with ModelMirror({"124M": tiny_model_dir}) as mirror:
@@ -303,8 +306,9 @@ def test_resolve_model_dir_downloads_a_missing_named_model_only_when_asked(tiny_
         got = resolve_model_dir("117M", models_dir=str(models), download=True)
         assert got == str(models / "124M")
         assert "117M is not (completely) in" in capsys.readouterr().out
-        assert np.array_equal(load_model(got)(tf.constant([[1, 2]])).numpy(),
-                              load_model(tiny_model_dir)(tf.constant([[1, 2]])).numpy())
+        assert np.array_equal(
+            load_model(got)(tf.constant([[1, 2]])).numpy(), load_model(tiny_model_dir)(tf.constant([[1, 2]])).numpy()
+        )
         mirror.reset_log()
         # Complete now: found without a request, and quiet says nothing.
         assert resolve_model_dir("124M", models_dir=str(models), download=True, quiet=True) == got

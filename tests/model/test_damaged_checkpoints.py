@@ -7,16 +7,29 @@ import shutil
 
 import pytest
 
-from support.helpers import THREE_SONGS as LYRICS, run_cli, snapshot
-from rapgen.model.folders import latest_checkpoint
-from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import checkpoint_problem
 from rapgen.errors import RapgenError
 from rapgen.finetune.loop import train
+from rapgen.model.checkpoint import checkpoint_problem
+from rapgen.model.folders import latest_checkpoint
+from rapgen.model.loading import load_model
+
+from support.helpers import THREE_SONGS as LYRICS
+from support.helpers import run_cli, snapshot
 
 DATA = ".data-00000-of-00001"
-FAST = dict(sample_every=0, val_every=0, print_every=0, quiet=True, warmup_steps=0, val_fraction=0.0,
-            batch_size=1, sequence_length=8, mixed_precision="off", distribute="off", optimizer="adam")
+FAST = dict(
+    sample_every=0,
+    val_every=0,
+    print_every=0,
+    quiet=True,
+    warmup_steps=0,
+    val_fraction=0.0,
+    batch_size=1,
+    sequence_length=8,
+    mixed_precision="off",
+    distribute="off",
+    optimizer="adam",
+)
 
 
 def cut(path, keep=0.5):
@@ -52,8 +65,15 @@ def trained_run(tmp_path_factory, tiny):
     root = tmp_path_factory.mktemp("run")
     lyrics = root / "lyrics.txt"
     lyrics.write_text(LYRICS, encoding="utf-8")
-    train(dataset=str(lyrics), model=tiny, checkpoint_dir=str(root / "ckpt"), steps=4, save_every=2,
-          max_checkpoints=2, **FAST)
+    train(
+        dataset=str(lyrics),
+        model=tiny,
+        checkpoint_dir=str(root / "ckpt"),
+        steps=4,
+        save_every=2,
+        max_checkpoints=2,
+        **FAST,
+    )
     run = root / "ckpt" / "run1"
     assert latest_checkpoint(str(run)).endswith("model-4") and os.path.exists(run / f"model-2{DATA}")
     return str(run), str(lyrics)
@@ -115,8 +135,19 @@ def test_cli_gives_one_line_naming_the_damaged_file(damaged_run, trained_run, cl
     args = {
         "sample": ["sample", "--model", damaged_run, "--length", "4", "--seed", "1"],
         "score": ["score", trained_run[1], "--model", damaged_run],
-        "train": ["train", "--dataset", trained_run[1], "--checkpoint_dir", os.path.dirname(damaged_run),
-                  "--steps", "6", "--sequence_length", "8", "--mixed_precision", "off"],
+        "train": [
+            "train",
+            "--dataset",
+            trained_run[1],
+            "--checkpoint_dir",
+            os.path.dirname(damaged_run),
+            "--steps",
+            "6",
+            "--sequence_length",
+            "8",
+            "--mixed_precision",
+            "off",
+        ],
     }[command]
     before = snapshot(damaged_run)
     done = run_cli(args, cli_env)

@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from support.http_mirror import ModelMirror
-from support.loopback import HangingServer, refused_port
 import rapgen.model.download as dl
 from rapgen.errors import RapgenError
 from rapgen.model.hparams import HParams
 from rapgen.model.release import META
+
+from support.http_mirror import ModelMirror
+from support.loopback import HangingServer, refused_port
 
 WEIGHTS = dl.WEIGHTS
 
@@ -254,10 +255,13 @@ def test_a_429_asking_for_a_long_wait_stops_with_one_line(tiny, mirror, tmp_path
     assert not os.path.exists(tmp_path / "355M" / "vocab.bpe")
 
 
-@pytest.mark.parametrize("filename, content", [
-    ("encoder.json", "<html><body>Please sign in</body></html>"),  # a portal's page, status 200
-    ("checkpoint", 'model_checkpoint_path: "model-100"\n'),  # names files that are not fetched
-])
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        ("encoder.json", "<html><body>Please sign in</body></html>"),  # a portal's page, status 200
+        ("checkpoint", 'model_checkpoint_path: "model-100"\n'),  # names files that are not fetched
+    ],
+)
 def test_files_that_are_not_what_they_claim_are_rejected(tiny, tmp_path, filename, content):
     served = str(tmp_path / "served")
     shutil.copytree(tiny, served)
@@ -292,8 +296,14 @@ def test_bad_names_and_urls_are_user_errors(tmp_path):
 
 def _cli(env, *args, cwd=None):
     # cwd: anywhere but the source tree, so the installed package is what runs
-    return subprocess.run([sys.executable, "-m", "rapgen", "download", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rapgen", "download", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_404_is_one_line_and_exit_status_2(mirror, tmp_path, cli_env):
@@ -317,8 +327,10 @@ def test_cli_downloads_and_prints_the_directory(tiny, mirror, tmp_path, capfd):
 
 # --- offline: a refused port, a server that never answers, and what the next command finds ---
 
-LYRICS = ("<<Lil Tofu - Bean Curd Bounce>>\n[Hook]\nsoy on my wrist and the tempeh on ice\n<|endoftext|>\n"
-          "<<MC Fjord - Kall Natt>>\n[Verse 1: MC Fjord]\ncold harbour lights and the ferry runs late\n<|endoftext|>\n")
+LYRICS = (
+    "<<Lil Tofu - Bean Curd Bounce>>\n[Hook]\nsoy on my wrist and the tempeh on ice\n<|endoftext|>\n"
+    "<<MC Fjord - Kall Natt>>\n[Verse 1: MC Fjord]\ncold harbour lights and the ferry runs late\n<|endoftext|>\n"
+)
 
 
 def test_offline_says_each_retry_and_ends_with_one_short_line(tmp_path, monkeypatch, capsys):
@@ -333,8 +345,11 @@ def test_offline_says_each_retry_and_ends_with_one_short_line(tmp_path, monkeypa
     assert "resume" not in message  # nothing was received
     assert "\n" not in message and len(message) < 220
     retries = capsys.readouterr().err.strip().splitlines()
-    assert retries == [f"hparams.json: could not connect to 127.0.0.1:{port} (connection refused); "
-                       f"retrying in {w} s (attempt {n} of 3)" for w, n in (("0.01", 2), ("0.02", 3))]
+    assert retries == [
+        f"hparams.json: could not connect to 127.0.0.1:{port} (connection refused); "
+        f"retrying in {w} s (attempt {n} of 3)"
+        for w, n in (("0.01", 2), ("0.02", 3))
+    ]
     assert not models.exists()  # no empty models/124M/ that would stop the next command
 
 
@@ -359,7 +374,9 @@ def test_resume_is_offered_only_when_something_was_received(tiny, mirror, tmp_pa
     kept = sorted(os.listdir(tmp_path / "355M"))
     assert kept == ["encoder.json", "hparams.json", "model.ckpt.index", "vocab.bpe"]
     port = refused_port()
-    with pytest.raises(RapgenError, match=f"could not connect to 127.0.0.1:{port}.*run the same command again to resume"):
+    with pytest.raises(
+        RapgenError, match=f"could not connect to 127.0.0.1:{port}.*run the same command again to resume"
+    ):
         dl.download("355M", models_dir=str(tmp_path), base_url=f"http://127.0.0.1:{port}", quiet=True, retries=0)
     assert sorted(os.listdir(tmp_path / "355M")) == kept  # what was received stays for the resume
 
@@ -379,10 +396,38 @@ def test_cli_offline_is_short_and_the_next_train_downloads(tiny, tmp_path, cli_e
     (tmp_path / "lyrics.txt").write_text(LYRICS, encoding="utf-8")
     with ModelMirror({"124M": tiny}) as m:
         env = dict(cli_env, RAPGEN_MODEL_URL=m.url)
-        trained = subprocess.run([sys.executable, "-m", "rapgen", "train", "--dataset", "lyrics.txt", "--model", "124M",
-                                  "--steps", "1", "--batch_size", "1", "--sequence_length", "8", "--save_every", "0",
-                                  "--sample_every", "0", "--val_every", "0", "--mixed_precision", "off", "--quiet"],
-                                 cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+        trained = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rapgen",
+                "train",
+                "--dataset",
+                "lyrics.txt",
+                "--model",
+                "124M",
+                "--steps",
+                "1",
+                "--batch_size",
+                "1",
+                "--sequence_length",
+                "8",
+                "--save_every",
+                "0",
+                "--sample_every",
+                "0",
+                "--val_every",
+                "0",
+                "--mixed_precision",
+                "off",
+                "--quiet",
+            ],
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert trained.returncode == 0, trained.stderr
     _assert_same(tiny, str(tmp_path / "models" / "124M"))
 
@@ -404,9 +449,21 @@ def test_train_finishes_a_download_that_an_older_run_left(tiny, mirror, tmp_path
     lyrics.write_text(LYRICS, encoding="utf-8")
     mirror.reset_log()
     monkeypatch.setenv(dl.ENV_BASE_URL, mirror.url)
-    result = train(dataset=str(lyrics), model="355M", models_dir=str(tmp_path / "models"),
-                   checkpoint_dir=str(tmp_path / "runs"), steps=1, batch_size=1, sequence_length=8, save_every=0,
-                   sample_every=0, val_every=0, print_every=0, mixed_precision="off", quiet=True)
+    result = train(
+        dataset=str(lyrics),
+        model="355M",
+        models_dir=str(tmp_path / "models"),
+        checkpoint_dir=str(tmp_path / "runs"),
+        steps=1,
+        batch_size=1,
+        sequence_length=8,
+        save_every=0,
+        sample_every=0,
+        val_every=0,
+        print_every=0,
+        mixed_precision="off",
+        quiet=True,
+    )
     assert result["step"] == 1
     fetched = {r.path.rsplit("/", 1)[1] for r in mirror.requests if r.method == "GET"}
     assert ("hparams.json" in fetched) == (left == "empty")  # a killed download is finished, not restarted

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rapgen.model.encoder import load_encoder
 from rapgen.errors import RapgenError
+from rapgen.model.encoder import load_encoder
 
 EOT = "<|endoftext|>"
 EOT_ID = 50256
@@ -171,8 +171,36 @@ def test_ids_equal_reference_any_text(enc, reference, text):
 
 
 LYRIC_PIECES = st.sampled_from(
-    ["yeah", " yeah", "'s", "'ll", " ", "  ", "\n", "\n\n", "\t", "🔥", "é", "ö", "ñ", "¿", "!", "...",
-     "123", " 4", "<|endoftext|>", "<<", ">>", "[Verse 1: ", "]", "skrrt", "Ω", "\u00a0", "'", "ay"]
+    [
+        "yeah",
+        " yeah",
+        "'s",
+        "'ll",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "🔥",
+        "é",
+        "ö",
+        "ñ",
+        "¿",
+        "!",
+        "...",
+        "123",
+        " 4",
+        "<|endoftext|>",
+        "<<",
+        ">>",
+        "[Verse 1: ",
+        "]",
+        "skrrt",
+        "Ω",
+        "\u00a0",
+        "'",
+        "ay",
+    ]
 )
 
 

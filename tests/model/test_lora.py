@@ -14,17 +14,34 @@ import shutil
 import numpy as np
 import pytest
 
-from support.helpers import ROOT, assert_one_line_error, run_cli, snapshot
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
 from rapgen.finetune.memory import GIB, estimate_memory
+from rapgen.model.hparams import HParams
+
+from support.helpers import ROOT, assert_one_line_error, run_cli, snapshot
 
 DATASET = str(ROOT / "data" / "sample_lyrics.txt")
 SHAPE = dict(n_layer=2, n_embd=32, n_head=2, n_ctx=64)
 LENGTH, BATCH = 32, 2
-SETTINGS = dict(dataset=DATASET, steps=30, batch_size=BATCH, sequence_length=LENGTH, learning_rate=3e-2, warmup_steps=0,
-                val_every=0, sample_every=0, print_every=0, save_every=15, mixed_precision="bfloat16", distribute="off",
-                optimizer="adam", recompute=False, only_train_transformer_layers=False, tensorboard=False, quiet=True)
+SETTINGS = dict(
+    dataset=DATASET,
+    steps=30,
+    batch_size=BATCH,
+    sequence_length=LENGTH,
+    learning_rate=3e-2,
+    warmup_steps=0,
+    val_every=0,
+    sample_every=0,
+    print_every=0,
+    save_every=15,
+    mixed_precision="bfloat16",
+    distribute="off",
+    optimizer="adam",
+    recompute=False,
+    only_train_transformer_layers=False,
+    tensorboard=False,
+    quiet=True,
+)
 
 
 def losses(run_dir):
@@ -50,7 +67,9 @@ def runs(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("lora")
     base = tiny_model(root / "models" / "tiny", seed=0, **SHAPE)
     checkpoints = str(root / "checkpoints")
-    a = train(model=base, checkpoint_dir=checkpoints, run_name="a", lora_rank="auto", memory_gb=auto_budget_gib(), **SETTINGS)
+    a = train(
+        model=base, checkpoint_dir=checkpoints, run_name="a", lora_rank="auto", memory_gb=auto_budget_gib(), **SETTINGS
+    )
     half = dict(SETTINGS, steps=15)
     train(model=base, checkpoint_dir=checkpoints, run_name="b", lora_rank=16, **half)
     # Resumed with lora_rank auto: the run keeps the LoRA it recorded.
@@ -60,8 +79,8 @@ def runs(tmp_path_factory, tiny_model):
 
 @pytest.mark.slow
 def test_auto_picks_lora_where_full_fine_tuning_does_not_fit_and_the_folder_holds_only_adapters(runs):
-    from rapgen.model.folders import check_model_dir
     from rapgen.model.checkpoint import read_checkpoint
+    from rapgen.model.folders import check_model_dir
 
     with open(os.path.join(runs["a"], "train.json")) as f:
         assert json.load(f)["lora_rank"] == 16
@@ -88,15 +107,15 @@ def test_the_loss_falls_on_the_sample_lyrics(runs, vocab_dir):
     A random base bounds the fall: its token embeddings (std 0.02), frozen, tie every logit
     to small values, so what adapters on the projections can gain is about 0.1 nats.
     """
-    from rapgen.model.loading import load_model
     from rapgen.data.dataset import load_dataset, validation_windows
     from rapgen.model.encoder import load_encoder
+    from rapgen.model.loading import load_model
 
     data = load_dataset(DATASET, load_encoder(vocab_dir), 0.0, None, "utf-8", True)
     windows = validation_windows(data.train, LENGTH, 16)  # [16, T+1]
 
     def mean_loss(model):
-        return float(np.mean([model.loss(windows[i:i + 8]).numpy() for i in range(0, 16, 8)]))
+        return float(np.mean([model.loss(windows[i : i + 8]).numpy() for i in range(0, 16, 8)]))
 
     base, trained = mean_loss(load_model(runs["base"])), mean_loss(load_model(runs["a"]))
     assert trained < base - 0.05, (base, trained)
@@ -115,8 +134,8 @@ def test_rank_at_least_the_width_reproduces_a_full_update(runs):
     import tensorflow as tf
 
     from rapgen.model.folders import check_model_dir, read_weights
-    from rapgen.model.lora import PREFIX, adapter_shapes, attach
     from rapgen.model.gpt2 import GPT2
+    from rapgen.model.lora import PREFIX, adapter_shapes, attach
 
     hp = HParams(**SHAPE)
     base = read_weights(check_model_dir(runs["base"]), hp)
@@ -144,10 +163,10 @@ def test_merge_load_gives_the_logits_of_the_unmerged_run(runs, cli_env):
     import tensorflow as tf
 
     from rapgen.model.folders import check_model_dir, latest_checkpoint, read_weights
+    from rapgen.model.gpt2 import GPT2
     from rapgen.model.loading import load_model
     from rapgen.model.lora import attach
     from rapgen.model.lora_run import merge, read_adapters
-    from rapgen.model.gpt2 import GPT2
 
     hp = HParams(**SHAPE)
     prefix = check_model_dir(runs["a"])
@@ -166,8 +185,14 @@ def test_merge_load_gives_the_logits_of_the_unmerged_run(runs, cli_env):
     result = run_cli(["merge", runs["a"], out], cli_env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == out
-    assert sorted(os.listdir(out)) == ["checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
-                                       "model.ckpt.index", "vocab.bpe"]
+    assert sorted(os.listdir(out)) == [
+        "checkpoint",
+        "encoder.json",
+        "hparams.json",
+        "model.ckpt.data-00000-of-00001",
+        "model.ckpt.index",
+        "vocab.bpe",
+    ]
     with open(os.path.join(out, "checkpoint")) as f:
         assert 'model_checkpoint_path: "model.ckpt"' in f.read()  # relative, as OpenAI's release
     assert latest_checkpoint(out) == os.path.join(out, "model.ckpt")
@@ -210,8 +235,8 @@ def test_recompute_gives_the_adapters_the_same_gradients():
     """Gradient checkpointing (tf.recompute_grad per block) reaches the adapters' variables too."""
     import tensorflow as tf
 
-    from rapgen.model.lora import attach
     from rapgen.model.gpt2 import GPT2
+    from rapgen.model.lora import attach
 
     hp = HParams(**SHAPE)
     model = GPT2(hp, seed=0)
@@ -233,11 +258,12 @@ def test_recompute_gives_the_adapters_the_same_gradients():
 def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypatch):
     """A LoRA run on Drive, its base (named 124M here, a tiny model on a loopback mirror) not on this machine."""
     import tensorflow as tf
-    from support.http_mirror import ModelMirror
 
     import rapgen.model.download as downloads
     from rapgen.model.loading import load_model
     from rapgen.model.lora_run import ensure_base
+
+    from support.http_mirror import ModelMirror
 
     root = runs["root"]
     on_drive = str(root / "checkpoints" / "on_drive")
@@ -255,7 +281,9 @@ def test_a_new_machine_fetches_a_released_base_then_loads_the_run(runs, monkeypa
         prefix = ensure_base(on_drive, models_dir=models, quiet=True)
     assert prefix == os.path.join(models, "124M", "model.ckpt")
     tokens = tf.constant([[50256, 16, 17, 18]])
-    np.testing.assert_array_equal(load_model(on_drive, models_dir=models)(tokens).numpy(), load_model(runs["a"])(tokens).numpy())
+    np.testing.assert_array_equal(
+        load_model(on_drive, models_dir=models)(tokens).numpy(), load_model(runs["a"])(tokens).numpy()
+    )
     # `sample` (notebook 03) looks for the base under the models_dir it is given, as load_model
     # does; notebook 03's fetch_base finds it there and fetches nothing.
     import rapgen.notebook as notebook

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.model.folders import latest_checkpoint
-from rapgen.model.loading import load_model
-from rapgen.model.checkpoint import read_checkpoint
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
+from rapgen.model.checkpoint import read_checkpoint
+from rapgen.model.folders import latest_checkpoint
 from rapgen.model.gpt2 import GPT2
+from rapgen.model.hparams import HParams
+from rapgen.model.loading import load_model
 
 TOL = 1e-4
 EOT_ID = 50256
@@ -34,7 +34,7 @@ def np_layer_norm(x, g, b, eps=1e-5):
 
 
 def np_gelu(x):
-    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def np_softmax(x):
@@ -80,14 +80,22 @@ def expected_shapes(hp):
     shapes = {"model/wte": [hp.n_vocab, E], "model/wpe": [hp.n_ctx, E], "model/ln_f/g": [E], "model/ln_f/b": [E]}
     for i in range(hp.n_layer):
         p = f"model/h{i}/"
-        shapes.update({
-            p + "ln_1/g": [E], p + "ln_1/b": [E],
-            p + "attn/c_attn/w": [1, E, 3 * E], p + "attn/c_attn/b": [3 * E],
-            p + "attn/c_proj/w": [1, E, E], p + "attn/c_proj/b": [E],
-            p + "ln_2/g": [E], p + "ln_2/b": [E],
-            p + "mlp/c_fc/w": [1, E, 4 * E], p + "mlp/c_fc/b": [4 * E],
-            p + "mlp/c_proj/w": [1, 4 * E, E], p + "mlp/c_proj/b": [E],
-        })
+        shapes.update(
+            {
+                p + "ln_1/g": [E],
+                p + "ln_1/b": [E],
+                p + "attn/c_attn/w": [1, E, 3 * E],
+                p + "attn/c_attn/b": [3 * E],
+                p + "attn/c_proj/w": [1, E, E],
+                p + "attn/c_proj/b": [E],
+                p + "ln_2/g": [E],
+                p + "ln_2/b": [E],
+                p + "mlp/c_fc/w": [1, E, 4 * E],
+                p + "mlp/c_fc/b": [4 * E],
+                p + "mlp/c_proj/w": [1, 4 * E, E],
+                p + "mlp/c_proj/b": [E],
+            }
+        )
     return shapes
 
 
@@ -184,7 +192,7 @@ def test_batch_rows_are_independent(rich):
     tokens = random_tokens(RANDOM_HP.n_vocab, (3, 12), seed=6)
     together = model(tf.constant(tokens)).numpy()
     for b in range(3):
-        alone = model(tf.constant(tokens[b:b + 1])).numpy()
+        alone = model(tf.constant(tokens[b : b + 1])).numpy()
         assert np.max(np.abs(alone[0] - together[b])) <= 1e-5
 
 
@@ -203,10 +211,12 @@ def run_with_cache(model, tokens, chunks, fill):
     cache = fill(cache_shape(hp, B, S)).astype(np.float32)
     out, pos = [], 0
     for size in chunks:
-        logits, present = model.extend(tf.constant(tokens[:, pos:pos + size]), past=tf.constant(cache), past_length=pos)
+        logits, present = model.extend(
+            tf.constant(tokens[:, pos : pos + size]), past=tf.constant(cache), past_length=pos
+        )
         present = present.numpy()
         assert present.shape == tuple(cache_shape(hp, B, size))
-        cache[:, :, :, :, pos:pos + size] = present
+        cache[:, :, :, :, pos : pos + size] = present
         out.append(logits.numpy())
         pos += size
     assert pos == T
@@ -337,15 +347,17 @@ def test_recompute_gives_same_loss_and_gradients(rich):
 # -- score: loss per token and perplexity ------------------------------------------------
 
 SCORE_SONGS = [
-    "<<Lil Tofu - Soy Drip>>\n[Hook]\n" + "soy on my wrist and the tofu on ice, stir fry the beat and I do it twice\n" * 4,
-    "<<MC Fjord - Kall Natt>>\n[Vers 1]\n" + "kall natt i hamnen, färjan går sent, jag skriver en rad och allt är bekant\n" * 4,
+    "<<Lil Tofu - Soy Drip>>\n[Hook]\n"
+    + "soy on my wrist and the tofu on ice, stir fry the beat and I do it twice\n" * 4,
+    "<<MC Fjord - Kall Natt>>\n[Vers 1]\n"
+    + "kall natt i hamnen, färjan går sent, jag skriver en rad och allt är bekant\n" * 4,
     "<<El Chamaco - Qué Rollo>>\n[Coro]\n" + "órale güey, la música suena, bailando en la calle toda la semana\n" * 3,
 ]
 
 
 def test_score_matches_numpy_reference_over_windows(tiny, tiny_model_dir, tmp_path):
-    from rapgen.model.encoder import load_encoder
     from rapgen.judge.perplexity import score
+    from rapgen.model.encoder import load_encoder
 
     model, weights = tiny
     n_ctx, n_head = model.hparams.n_ctx, model.hparams.n_head
@@ -362,7 +374,7 @@ def test_score_matches_numpy_reference_over_windows(tiny, tiny_model_dir, tmp_pa
     # window; windows of n_ctx tokens overlap by one.
     losses = []
     for start in range(0, len(tokens) - 1, n_ctx - 1):
-        window = tokens[start:start + n_ctx]
+        window = tokens[start : start + n_ctx]
         logits = np_gpt2_logits(weights, n_head, window[None, :-1])[0]
         logits = logits - logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))

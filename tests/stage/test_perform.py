@@ -6,15 +6,18 @@ import wave
 import numpy as np
 import pytest
 
-from support.helpers import assert_one_line_error, run_cli
 from rapgen.stage.drums import drum_loop, grid_times
 from rapgen.stage.perform import LEAD, TAIL, perform, wav_bytes
 
+from support.helpers import assert_one_line_error, run_cli
+
 SR = 22050
-VERSE = ("<<Lil Tofu - Test Verse>>\n[Verse 1]\n"
-         "Oat milk pourin' while the haters sip dairy\n"
-         "Kale in the cooler, got the whole fridge scary\n"
-         "Tempeh on the grill and the smoke smell leafy\n")
+VERSE = (
+    "<<Lil Tofu - Test Verse>>\n[Verse 1]\n"
+    "Oat milk pourin' while the haters sip dairy\n"
+    "Kale in the cooler, got the whole fridge scary\n"
+    "Tempeh on the grill and the smoke smell leafy\n"
+)
 
 
 def read_wav(path):
@@ -47,8 +50,9 @@ def test_the_wav_lasts_its_bars_and_each_line_stays_in_its_bar(verse):
     # The user's beat is silence here, so the WAV holds the speech alone.
     (verse / "silence.wav").write_bytes(wav_bytes(np.zeros(SR, np.float32)))
     bpm = 100
-    result = perform(str(verse / "verse.txt"), bpm=bpm, out=str(verse / "voice.wav"), beat=str(verse / "silence.wav"),
-                     quiet=True)
+    result = perform(
+        str(verse / "verse.txt"), bpm=bpm, out=str(verse / "voice.wav"), beat=str(verse / "silence.wav"), quiet=True
+    )
     audio = read_wav(verse / "voice.wav")
     bar = 4 * 60 / bpm
     assert result.bars == 3
@@ -57,9 +61,9 @@ def test_the_wav_lasts_its_bars_and_each_line_stays_in_its_bar(verse):
         start, end = int(round((k * bar + LEAD) * SR)), int(round(((k + 1) * bar - TAIL) * SR))
         assert line["start"] == pytest.approx(start / SR, abs=1e-3) and line["end"] <= (k + 1) * bar - TAIL + 1e-3
         inside = audio[start:end]
-        assert np.sqrt(np.mean(inside ** 2)) > 0.02, k  # speech fills the bar
-        before = audio[int(round(k * bar * SR)):start]
-        after = audio[end:int(round((k + 1) * bar * SR))]
+        assert np.sqrt(np.mean(inside**2)) > 0.02, k  # speech fills the bar
+        before = audio[int(round(k * bar * SR)) : start]
+        after = audio[end : int(round((k + 1) * bar * SR))]
         assert not np.any(before) and not np.any(after), k  # and nothing of it leaves the bar
     assert any(line["stress_beats"] for line in result.lines)  # some stresses were put on beats
 
@@ -86,10 +90,15 @@ def test_perform_on_the_command_line_and_its_mistakes(verse, tmp_path):
     assert (verse / "cli.wav").read_bytes() == kept
     assert_one_line_error(run_cli(["perform", "verse.txt", "--bpm", "1000", "--out", "x.wav"], env, cwd=cwd), "--bpm")
     (verse / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
-    assert_one_line_error(run_cli(["perform", "verse.txt", "--beat", "broken.wav", "--out", "x.wav"], env, cwd=cwd),
-                          "broken.wav")
+    assert_one_line_error(
+        run_cli(["perform", "verse.txt", "--beat", "broken.wav", "--out", "x.wav"], env, cwd=cwd), "broken.wav"
+    )
     # espeak-ng missing: one line saying how to install it, and nothing written.
     no_espeak = dict(env, PATH=str(tmp_path))
-    assert_one_line_error(run_cli(["perform", "verse.txt", "--out", "x.wav"], no_espeak, cwd=cwd),
-                          "apt-get install -y espeak-ng", "!apt-get install -y espeak-ng", "brew install espeak-ng")
+    assert_one_line_error(
+        run_cli(["perform", "verse.txt", "--out", "x.wav"], no_espeak, cwd=cwd),
+        "apt-get install -y espeak-ng",
+        "!apt-get install -y espeak-ng",
+        "brew install espeak-ng",
+    )
     assert not (verse / "x.wav").exists() and not (verse / "x.png").exists()

@@ -22,12 +22,28 @@ import pytest
 
 from support.helpers import THREE_SONGS
 
-VAL_SONG = "<<Lil Tofu - Miso Money>>\n[Verse 1: Lil Tofu]\nmiso in the bowl and the money on the floor\n<|endoftext|>\n"
+VAL_SONG = (
+    "<<Lil Tofu - Miso Money>>\n[Verse 1: Lil Tofu]\nmiso in the bowl and the money on the floor\n<|endoftext|>\n"
+)
 
 SETTINGS = dict(
-    batch_size=2, sequence_length=16, learning_rate=1e-2, warmup_steps=0, val_every=1, val_batches=1, early_stop=3,
-    save_every=2, sample_every=10, sample_length=4, print_every=0, max_checkpoints=3,
-    mixed_precision="off", distribute="off", optimizer="adam", recompute=False, only_train_transformer_layers=False,
+    batch_size=2,
+    sequence_length=16,
+    learning_rate=1e-2,
+    warmup_steps=0,
+    val_every=1,
+    val_batches=1,
+    early_stop=3,
+    save_every=2,
+    sample_every=10,
+    sample_length=4,
+    print_every=0,
+    max_checkpoints=3,
+    mixed_precision="off",
+    distribute="off",
+    optimizer="adam",
+    recompute=False,
+    only_train_transformer_layers=False,
     lora_rank=0,
 )
 MAX_STEPS = 200
@@ -47,17 +63,22 @@ def _train(tmp_path_factory, vocab_dir):
     import contextlib
     import io
 
-    from rapgen.model.folders import init
-    from rapgen.model.checkpoint import write_checkpoint_index
     from rapgen.finetune.loop import train
+    from rapgen.model.checkpoint import write_checkpoint_index
+    from rapgen.model.folders import init
 
     root = tmp_path_factory.mktemp("early_stop")
     model = str(root / "model")
     init(model, n_layer=1, n_embd=16, n_head=2, n_ctx=32, seed=0, vocab_dir=vocab_dir)
     (root / "train.txt").write_text(THREE_SONGS, encoding="utf-8")
     (root / "val.txt").write_text(VAL_SONG, encoding="utf-8")
-    common = dict(dataset=str(root / "train.txt"), val_dataset=str(root / "val.txt"), model=model,
-                  checkpoint_dir=str(root / "checkpoints"), **SETTINGS)
+    common = dict(
+        dataset=str(root / "train.txt"),
+        val_dataset=str(root / "val.txt"),
+        model=model,
+        checkpoint_dir=str(root / "checkpoints"),
+        **SETTINGS,
+    )
 
     said = io.StringIO()
     with contextlib.redirect_stdout(said), contextlib.redirect_stderr(io.StringIO()):
@@ -80,7 +101,22 @@ def _train(tmp_path_factory, vocab_dir):
     b = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
     again = train(run_name="b", steps=MAX_STEPS, **{**common, "quiet": True})
 
-    off = train(run_name="off", steps=1, tensorboard=False, quiet=True,
-                **{**common, "val_every": 0, "early_stop": 0, "sample_every": 0})
-    return dict(root=root, model=model, a=a, said=said.getvalue(), b=b, again=again, off=off, resumed_at=resumed_at,
-                drive=str(root / "drive"), val=str(root / "val.txt"))
+    off = train(
+        run_name="off",
+        steps=1,
+        tensorboard=False,
+        quiet=True,
+        **{**common, "val_every": 0, "early_stop": 0, "sample_every": 0},
+    )
+    return dict(
+        root=root,
+        model=model,
+        a=a,
+        said=said.getvalue(),
+        b=b,
+        again=again,
+        off=off,
+        resumed_at=resumed_at,
+        drive=str(root / "drive"),
+        val=str(root / "val.txt"),
+    )

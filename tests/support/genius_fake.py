@@ -40,15 +40,39 @@ from support.loopback import LoopbackServer
 
 ARTISTS = ["Lil Tofu", "MC Fjord", "Doña Ruido", "Grandpa Static", "Kid Pixel", "Velvet Ghost"]
 DECOY = "Lil Tofu Jr"
-_WORDS = ["soy", "drip", "fjord", "static", "pixel", "velvet", "ghost", "tofu", "neon", "gravel", "comet",
-          "lantern", "marble", "thunder", "pepper", "harbor", "cobalt", "meadow", "rocket", "saffron"]
+_WORDS = [
+    "soy",
+    "drip",
+    "fjord",
+    "static",
+    "pixel",
+    "velvet",
+    "ghost",
+    "tofu",
+    "neon",
+    "gravel",
+    "comet",
+    "lantern",
+    "marble",
+    "thunder",
+    "pepper",
+    "harbor",
+    "cobalt",
+    "meadow",
+    "rocket",
+    "saffron",
+]
 KINDS = ("429", "408", "500", "slow", "403", "challenge", "badjson", "404")
 
-BLOCK_PAGE = ("<!DOCTYPE html><html><head><title>Access denied | genius.com used Cloudflare to restrict access</title>"
-              "</head><body><h1>Sorry, you have been blocked</h1><p>Attention Required! Cloudflare Ray ID</p></body></html>")
-CHALLENGE_PAGE = ("<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
-                  "<div id='cf-browser-verification'>Checking your browser</div>"
-                  "<form id='challenge-form'></form></body></html>")
+BLOCK_PAGE = (
+    "<!DOCTYPE html><html><head><title>Access denied | genius.com used Cloudflare to restrict access</title>"
+    "</head><body><h1>Sorry, you have been blocked</h1><p>Attention Required! Cloudflare Ray ID</p></body></html>"
+)
+CHALLENGE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>"
+    "<div id='cf-browser-verification'>Checking your browser</div>"
+    "<form id='challenge-form'></form></body></html>"
+)
 
 
 @dataclasses.dataclass
@@ -81,9 +105,11 @@ def _slug(text: str) -> str:
 def invented_lyrics(song_id: int, artist: str, lines: int = 4) -> str:
     """Deterministic nonsense verses, different for every song id."""
     w = _WORDS
-    verse = [f"{w[(song_id + i) % 20]} and {w[(song_id * 7 + i) % 20]} in the {w[(song_id * 3 + i) % 20]} light {song_id}-{i}"
-             for i in range(lines)]
-    verse[1] = f"don't stop the {w[song_id % 20]} & \"keep\" it cold"
+    verse = [
+        f"{w[(song_id + i) % 20]} and {w[(song_id * 7 + i) % 20]} in the {w[(song_id * 3 + i) % 20]} light {song_id}-{i}"
+        for i in range(lines)
+    ]
+    verse[1] = f'don\'t stop the {w[song_id % 20]} & "keep" it cold'
     hook = [f"{w[(song_id + 5) % 20]} {w[(song_id + 9) % 20]}, yeah, number {song_id}", "we ride, we ride"]
     return f"[Verse 1: {artist}]\n" + "\n".join(verse) + "\n\n[Hook]\n" + "\n".join(hook)
 
@@ -101,8 +127,10 @@ def song_page(song: FakeSong, padding: int = 0) -> str:
     """The song's page in Genius' layout; extraction plus cleaning must give back `song.lyrics`.
     `padding` adds that many characters of other markup around the lyrics, as a real page has."""
     if song.no_lyrics:
-        return (f"<html><head><title>{html.escape(song.title)} Lyrics</title></head><body><main>"
-                "<div class='LyricsPlaceholder'>This song is an instrumental</div></main></body></html>")
+        return (
+            f"<html><head><title>{html.escape(song.title)} Lyrics</title></head><body><main>"
+            "<div class='LyricsPlaceholder'>This song is an instrumental</div></main></body></html>"
+        )
     verse, hook = song.lyrics.split("\n\n")
 
     def lines(text: str, annotate: bool) -> str:
@@ -116,26 +144,37 @@ def song_page(song: FakeSong, padding: int = 0) -> str:
             out.append(line)
         return "<br/>".join(out)
 
-    header = ('<div data-exclude-from-selection="true" class="LyricsHeader"><div>7 Contributors</div>'
-              f'<div>Translations</div><h2>{html.escape(song.title)} Lyrics</h2></div>')
+    header = (
+        '<div data-exclude-from-selection="true" class="LyricsHeader"><div>7 Contributors</div>'
+        f"<div>Translations</div><h2>{html.escape(song.title)} Lyrics</h2></div>"
+    )
     style = song.id % 3
     if style == 0:  # two containers, a recommendation box inside the second
-        body = (f'<div data-lyrics-container="true" class="Lyrics__Container">{header}{lines(verse, True)}<br/></div>'
-                '<div data-lyrics-container="true" class="Lyrics__Container">'
-                '<div data-exclude-from-selection="true">You might also like<a href="/x">Other Song</a></div>'
-                f'{lines(hook, False)}</div>')
+        body = (
+            f'<div data-lyrics-container="true" class="Lyrics__Container">{header}{lines(verse, True)}<br/></div>'
+            '<div data-lyrics-container="true" class="Lyrics__Container">'
+            '<div data-exclude-from-selection="true">You might also like<a href="/x">Other Song</a></div>'
+            f"{lines(hook, False)}</div>"
+        )
     elif style == 1:  # one container with the remnants older pages leave in the text
-        body = (f'<div data-lyrics-container="true">{header}{lines(verse, False)}<br/>You might also like'
-                f'{lines(hook, True)}12Embed</div>')
+        body = (
+            f'<div data-lyrics-container="true">{header}{lines(verse, False)}<br/>You might also like'
+            f"{lines(hook, True)}12Embed</div>"
+        )
     else:  # one container, <i>/<b> inside, a blank line made of two <br>
-        body = (f'<div data-lyrics-container="true">{header}<i>{lines(verse, True)}</i><br/><br/>'
-                f'<b>{lines(hook, False)}</b></div>')
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(song.artist)} \u2013 {html.escape(song.title)} Lyrics | Genius Lyrics</title></head>"
-            f"<body><div id='application'><header>Genius{filler(padding // 2) if padding else ''}</header><main>{body}"
-            "<div data-exclude-from-selection='true' class='Sidebar'>You might also like<ul><li>Elsewhere</li></ul></div>"
-            "<div class='Embed'>3Embed</div></main>" + (filler(padding // 2) if padding else "") +
-            "</div><script src='/cdn-cgi/challenge-platform/scripts/jsd/main.js'></script></body></html>")
+        body = (
+            f'<div data-lyrics-container="true">{header}<i>{lines(verse, True)}</i><br/><br/>'
+            f"<b>{lines(hook, False)}</b></div>"
+        )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(song.artist)} \u2013 {html.escape(song.title)} Lyrics | Genius Lyrics</title></head>"
+        f"<body><div id='application'><header>Genius{filler(padding // 2) if padding else ''}</header><main>{body}"
+        "<div data-exclude-from-selection='true' class='Sidebar'>You might also like<ul><li>Elsewhere</li></ul></div>"
+        "<div class='Embed'>3Embed</div></main>"
+        + (filler(padding // 2) if padding else "")
+        + "</div><script src='/cdn-cgi/challenge-platform/scripts/jsd/main.js'></script></body></html>"
+    )
 
 
 class FakeGenius(LoopbackServer):
@@ -143,9 +182,18 @@ class FakeGenius(LoopbackServer):
 
     """The fake site (a context manager). `songs_per_artist` songs each for `artists`."""
 
-    def __init__(self, artists=None, songs_per_artist: int = 12, page_size: int = 50, latency: float = 0.0,
-                 page_latency: float = 0.0, slow_s: float = 1.0, retry_after: str = "0.2",
-                 valid_token: Optional[str] = None, padding: int = 0):
+    def __init__(
+        self,
+        artists=None,
+        songs_per_artist: int = 12,
+        page_size: int = 50,
+        latency: float = 0.0,
+        page_latency: float = 0.0,
+        slow_s: float = 1.0,
+        retry_after: str = "0.2",
+        valid_token: Optional[str] = None,
+        padding: int = 0,
+    ):
         self.page_size = page_size
         self.padding = padding
         self.latency = latency
@@ -169,8 +217,14 @@ class FakeGenius(LoopbackServer):
             for k in range(count):
                 song_id = artist_id * 1000 + k
                 title = f"{_WORDS[(a * 5 + k) % 20].title()} {_WORDS[(a + 3 * k) % 20].title()} {k}"
-                self.songs[song_id] = FakeSong(song_id, artist_id, name, title, invented_lyrics(song_id, name),
-                                               f"/{_slug(name)}-{_slug(title).lower()}-lyrics")
+                self.songs[song_id] = FakeSong(
+                    song_id,
+                    artist_id,
+                    name,
+                    title,
+                    invented_lyrics(song_id, name),
+                    f"/{_slug(name)}-{_slug(title).lower()}-lyrics",
+                )
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._server.handle_error = lambda request, address: None  # clients that gave up (timeouts, kills)
@@ -202,9 +256,14 @@ class FakeGenius(LoopbackServer):
 
     # ---- answers: (status, content type, body, extra headers)
     def _song_json(self, song: FakeSong) -> dict:
-        data = {"id": song.id, "title": song.title, "instrumental": song.instrumental, "lyrics_state": "complete",
-                "primary_artist": {"id": song.artist_id, "name": song.artist},
-                "featured_artists": [{"id": f, "name": self.artists[f]} for f in song.featured]}
+        data = {
+            "id": song.id,
+            "title": song.title,
+            "instrumental": song.instrumental,
+            "lyrics_state": "complete",
+            "primary_artist": {"id": song.artist_id, "name": song.artist},
+            "featured_artists": [{"id": f, "name": self.artists[f]} for f in song.featured],
+        }
         if not song.hide_path:
             data.update(path=song.path, url="https://genius.com" + song.path)
         return data
@@ -245,9 +304,11 @@ class FakeGenius(LoopbackServer):
             artist_id = int(path.split("/")[2])
             per_page = min(int(query.get("per_page", ["20"])[0]), self.page_size)
             page = int(query.get("page", ["1"])[0])
-            mine = sorted((s for s in self.songs.values() if s.artist_id == artist_id or artist_id in s.featured),
-                          key=lambda s: s.id)
-            chunk = mine[(page - 1) * per_page: page * per_page]
+            mine = sorted(
+                (s for s in self.songs.values() if s.artist_id == artist_id or artist_id in s.featured),
+                key=lambda s: s.id,
+            )
+            chunk = mine[(page - 1) * per_page : page * per_page]
             more = page * per_page < len(mine)
             return api({"songs": [self._song_json(s) for s in chunk], "next_page": page + 1 if more else None})
         if path.startswith("/songs/"):
@@ -276,8 +337,12 @@ def _handler(fake: FakeGenius):
 
         def do_GET(self):
             split = urllib.parse.urlsplit(self.path)
-            entry = Logged(urllib.parse.unquote(split.path), urllib.parse.parse_qs(split.query), time.monotonic(),
-                           self.headers.get("Authorization"))
+            entry = Logged(
+                urllib.parse.unquote(split.path),
+                urllib.parse.parse_qs(split.query),
+                time.monotonic(),
+                self.headers.get("Authorization"),
+            )
             with fake._lock:
                 fake.requests.append(entry)
             if fake.latency:

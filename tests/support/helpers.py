@@ -28,7 +28,11 @@ def gpt2_vocab_dir():
     """The folder holding the real GPT-2 vocabulary ($RAPGEN_GPT2_DIR or ../shared/gpt2 beside the
     project), or None on a machine that has neither."""
     for folder in (os.environ.get("RAPGEN_GPT2_DIR"), ROOT.parent / "shared" / "gpt2"):
-        if folder and (pathlib.Path(folder) / "encoder.json").exists() and (pathlib.Path(folder) / "vocab.bpe").exists():
+        if (
+            folder
+            and (pathlib.Path(folder) / "encoder.json").exists()
+            and (pathlib.Path(folder) / "vocab.bpe").exists()
+        ):
             return str(folder)
     return None
 
@@ -58,5 +62,12 @@ def snapshot(folder):
 
 def run_cli(args, env, cwd=None, input=None, timeout=300):
     """`python -m rapgen ARGS` -> CompletedProcess (text)."""
-    return subprocess.run([sys.executable, "-m", "rapgen", *args], env=env, cwd=cwd, input=input,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rapgen", *args],
+        env=env,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

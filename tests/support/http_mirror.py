@@ -175,7 +175,7 @@ def _make_handler(mirror: ModelMirror):
                 start, end, status = 0, size - 1, 200
             else:
                 (start, end), status = wanted, 206
-            payload = data[start:end + 1]
+            payload = data[start : end + 1]
             declared = len(payload) + (100 if fault == "truncate" else 0)
             record.status = status
             self.send_response(status)

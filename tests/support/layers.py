@@ -134,8 +134,13 @@ def read_tree(package_dir, package="rapgen"):
                 if plain or not node.names:
                     imports.append(Import(source, node.lineno, _reached(absolute, modules), tuple(plain), local))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and _is_private(node.attr) and aliases[node.value.id] != source):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _is_private(node.attr)
+                and aliases[node.value.id] != source
+            ):
                 private_reads.append((source, node.lineno, f"{aliases[node.value.id]}.{node.attr}"))
         top_libraries[source] = libraries
     return Tree(package, modules, imports, top_libraries, private_reads)
@@ -206,8 +211,9 @@ def cycle_violations(tree):
     out = []
     for component in cycles(tree):
         members = set(component)
-        edges = sorted(f"{i.source}:{i.line} -> {i.target}" for i in tree.imports
-                       if i.source in members and i.target in members)
+        edges = sorted(
+            f"{i.source}:{i.line} -> {i.target}" for i in tree.imports if i.source in members and i.target in members
+        )
         out.append("import cycle among " + ", ".join(component) + " (" + "; ".join(edges) + ")")
     return out
 
@@ -222,7 +228,9 @@ def heavy_modules(tree):
             top[imp.source].add(imp.target)
     for module in tree.modules:  # importing a.b.c runs a/__init__ and a/b/__init__ first
         parts = module.split(".")
-        top[module].update(".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) in tree.modules)
+        top[module].update(
+            ".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) in tree.modules
+        )
         top[module].discard(module)
     heavy = {}
     for module in sorted(tree.modules):
@@ -242,14 +250,22 @@ def heavy_modules(tree):
 
 def local_import_violations(tree):
     heavy = heavy_modules(tree)
-    return [f"{i.source}:{i.line}: function-local import of {i.target}, which imports no heavy library "
-            f"({', '.join(HEAVY)}): import it at the top"
-            for i in tree.imports if i.local and i.target not in heavy]
+    return [
+        f"{i.source}:{i.line}: function-local import of {i.target}, which imports no heavy library "
+        f"({', '.join(HEAVY)}): import it at the top"
+        for i in tree.imports
+        if i.local and i.target not in heavy
+    ]
 
 
 def private_violations(tree):
-    out = [f"{i.source}:{i.line}: imports {name} from {i.target}"
-           for i in tree.imports if i.target != i.source for name in i.names if _is_private(name)]
+    out = [
+        f"{i.source}:{i.line}: imports {name} from {i.target}"
+        for i in tree.imports
+        if i.target != i.source
+        for name in i.names
+        if _is_private(name)
+    ]
     out += [f"{source}:{line}: reads {name}" for source, line, name in tree.private_reads]
     return sorted(out)
 
@@ -257,5 +273,9 @@ def private_violations(tree):
 def all_violations(package_dir, package="rapgen"):
     """{rule: [violation, …]} for the four rules."""
     tree = read_tree(package_dir, package)
-    return {"layers": layer_violations(tree), "cycles": cycle_violations(tree),
-            "local imports": local_import_violations(tree), "private names": private_violations(tree)}
+    return {
+        "layers": layer_violations(tree),
+        "cycles": cycle_violations(tree),
+        "local imports": local_import_violations(tree),
+        "private names": private_violations(tree),
+    }

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from rapgen.errors import RapgenError
-from rapgen.write.generation import generate, header_length
-from rapgen.model.hparams import HParams
 from rapgen.model.gpt2 import GPT2, initial_weights
+from rapgen.model.hparams import HParams
+from rapgen.write.generation import generate, header_length
 
 N_CTX = 32
 NEWLINE = 198  # a token id standing for "holds a newline" in these tests
@@ -84,7 +84,7 @@ def sliding_reference(model, prompt, length, first_chunk, stride, header_ids):
             return out
         keep = N_CTX - stride
         head = header_length(window, len(prompt), header_ids, keep // 2)
-        window, chunk = window[:head] + window[len(window) - (keep - head):], stride
+        window, chunk = window[:head] + window[len(window) - (keep - head) :], stride
 
 
 def test_a_long_song_slides_and_positions_stay_below_n_ctx(model):
@@ -153,8 +153,16 @@ def test_without_slide_a_long_length_says_what_fits_and_names_the_window(model):
 def test_sample_writes_past_the_context_with_its_header(tiny_model_dir):
     from rapgen.write.songs import sample
 
-    text = sample(model=tiny_model_dir, artist="Lil Tofu", length=200, seed=2, stop_at_end=False, quiet=True,
-                  window="slide", stride=64)[0]
+    text = sample(
+        model=tiny_model_dir,
+        artist="Lil Tofu",
+        length=200,
+        seed=2,
+        stop_at_end=False,
+        quiet=True,
+        window="slide",
+        stride=64,
+    )[0]
     assert text.startswith("<<Lil Tofu")
     with pytest.raises(RapgenError, match="--window slide"):
         sample(model=tiny_model_dir, artist="Lil Tofu", length=300, quiet=True)

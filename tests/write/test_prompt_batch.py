@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.model.hparams import HParams
 from rapgen.model.gpt2 import GPT2, initial_weights
+from rapgen.model.hparams import HParams
 from rapgen.write.generation import generate
 from rapgen.write.songs import artist_names, sample
 
@@ -41,7 +41,7 @@ def test_a_padded_row_has_the_logits_of_the_row_alone(sharp):
     logits, _ = sharp.extend(padded, pad=tf.constant(pad, tf.int32))  # [B, width, V]
     for b, prompt in enumerate(PROMPTS):
         alone = sharp(tf.constant([prompt], tf.int32)).numpy()[0]  # [T, V]
-        np.testing.assert_allclose(logits.numpy()[b, pad[b]:], alone, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(logits.numpy()[b, pad[b] :], alone, atol=1e-4, rtol=0)
     # The padding matters: without the mask and positions the short rows come out otherwise.
     plain, _ = sharp.extend(padded)
     assert np.abs(plain.numpy()[1, -1] - sharp(tf.constant([PROMPTS[1]])).numpy()[0, -1]).max() > 1e-2
@@ -61,7 +61,7 @@ def test_sampled_rows_follow_their_own_random_stream(sharp):
     rows = generate(sharp, PROMPTS, batch_size=2, **settings)
     assert len(rows) == 2 * len(PROMPTS)
     for i, prompt in enumerate(PROMPTS):
-        assert rows[2 * i: 2 * i + 2] == generate(sharp, prompt, batch_size=2, **settings)
+        assert rows[2 * i : 2 * i + 2] == generate(sharp, prompt, batch_size=2, **settings)
     assert rows[0] != rows[1]  # two draws of one prompt differ
     assert generate(sharp, PROMPTS, batch_size=2, **dict(settings, seed=12)) != rows
 
@@ -73,7 +73,7 @@ def test_a_row_draws_the_same_token_wherever_it_sits():
     seed = tf.constant([4, 2], tf.int32)
     batch = choose_tokens(logits, 1.0, 0, 0.0, seed).numpy()  # rows 0..5 read numbers 0..5 of the stream
     for b in range(6):
-        alone = choose_tokens(logits[b:b + 1], 1.0, 0, 0.0, seed, row_ids=[b]).numpy()
+        alone = choose_tokens(logits[b : b + 1], 1.0, 0, 0.0, seed, row_ids=[b]).numpy()
         assert alone[0] == batch[b]
     assert len(set(batch.tolist())) > 3  # different numbers of the stream: different draws
 
@@ -118,8 +118,23 @@ def test_sample_writes_one_song_per_artist_each_as_alone(tiny_model_dir):
 def test_command_line_takes_several_artists(tiny_model_dir, cli_env, tmp_path):
     from support.helpers import run_cli
 
-    result = run_cli(["sample", "--model", tiny_model_dir, "--artist", "Lil Tofu,Eminem", "--length", "6",
-                      "--seed", "2", "--temperature", "0"], cli_env, cwd=tmp_path)
+    result = run_cli(
+        [
+            "sample",
+            "--model",
+            tiny_model_dir,
+            "--artist",
+            "Lil Tofu,Eminem",
+            "--length",
+            "6",
+            "--seed",
+            "2",
+            "--temperature",
+            "0",
+        ],
+        cli_env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SAMPLE 2" in result.stdout and "SAMPLE 3" not in result.stdout
     songs = result.stdout.split("=" * 20)
@@ -128,10 +143,10 @@ def test_command_line_takes_several_artists(tiny_model_dir, cli_env, tmp_path):
 
 
 def test_training_samples_write_every_artist_in_one_batch(tiny_model_dir, vocab_dir, tmp_path):
-    from rapgen.model.loading import load_model
-    from rapgen.model.encoder import load_encoder
     from rapgen.finetune.config import TrainConfig
     from rapgen.finetune.samples import sample_during_training
+    from rapgen.model.encoder import load_encoder
+    from rapgen.model.loading import load_model
 
     class Trainer:  # what sample_during_training reads of a trainer
         model = load_model(tiny_model_dir)
@@ -158,14 +173,24 @@ def test_training_samples_write_every_artist_in_one_batch(tiny_model_dir, vocab_
 
 
 def test_a_bad_stride_is_refused_before_best_of_builds_its_index(tiny_model_dir, tmp_path):
-    from support.helpers import THREE_SONGS, snapshot
     from rapgen.errors import RapgenError
+
+    from support.helpers import THREE_SONGS, snapshot
 
     lyrics = tmp_path / "data" / "lyrics.txt"
     lyrics.parent.mkdir()
     lyrics.write_text(THREE_SONGS, encoding="utf-8")
     before = snapshot(str(lyrics.parent))
     with pytest.raises(RapgenError, match="--stride 100 would drop more than half"):
-        sample(model=tiny_model_dir, artist="Lil Tofu", length=300, window="slide", stride=100, best_of=2,
-               rank="original", dataset=str(lyrics), quiet=True)
+        sample(
+            model=tiny_model_dir,
+            artist="Lil Tofu",
+            length=300,
+            window="slide",
+            stride=100,
+            best_of=2,
+            rank="original",
+            dataset=str(lyrics),
+            quiet=True,
+        )
     assert snapshot(str(lyrics.parent)) == before  # no index, no token cache written beside the lyrics

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rapgen.model.loading import load_model
 from rapgen.errors import RapgenError
-from rapgen.model.hparams import HParams
 from rapgen.model.gpt2 import GPT2
+from rapgen.model.hparams import HParams
+from rapgen.model.loading import load_model
 from rapgen.write.generation import _generation_function, generate
 from rapgen.write.logits import choose_tokens, top_p_logits
 from rapgen.write.songs import build_prompt, sample
@@ -30,9 +30,7 @@ def fake_logits(rows, seed, scale=2.0, v=V_FAKE):
 def draw(logits, temperature, top_k, top_p, seeds):
     """Tokens [len(seeds), B] from choose_tokens, one call per seed."""
     x = tf.constant(logits)
-    return np.stack([
-        choose_tokens(x, temperature, top_k, top_p, tf.constant([s, 7], tf.int32)).numpy() for s in seeds
-    ])
+    return np.stack([choose_tokens(x, temperature, top_k, top_p, tf.constant([s, 7], tf.int32)).numpy() for s in seeds])
 
 
 def softmax(x):
@@ -205,7 +203,7 @@ def greedy_reference(model, context, length):
     for _ in range(length):
         logits = model(tf.constant([seq], tf.int32)).numpy()[0, -1]
         seq.append(int(np.argmax(logits)))
-    return seq[len(context):]
+    return seq[len(context) :]
 
 
 @pytest.mark.parametrize("which", ["rich", "tiny"])
@@ -286,7 +284,7 @@ def test_rows_stop_at_end_of_text_and_are_prefixes_of_unstopped_rows():
         assert EOT_ID not in s[:-1]
     assert cut_short >= 1
     # With stop_at_end=False a row goes on writing after its end of text.
-    assert any(set(f[f.index(EOT_ID) + 1:]) - {EOT_ID} for f in full if EOT_ID in f[:-1])
+    assert any(set(f[f.index(EOT_ID) + 1 :]) - {EOT_ID} for f in full if EOT_ID in f[:-1])
 
 
 def test_loop_ends_early_when_every_row_has_ended():
@@ -296,8 +294,15 @@ def test_loop_ends_early_when_every_row_has_ended():
     assert generate(model, [1, 2, 3], length=30, batch_size=3, seed=1) == [[EOT_ID]] * 3
     assert generate(model, [1, 2, 3], length=30, seed=1, stop_at_end=False) == [[EOT_ID] * 30]
     raw = _generation_function(model)(
-        tf.constant([[1, 2, 3]] * 3, tf.int32), tf.zeros([3], tf.int32), tf.range(3), tf.zeros([3], tf.bool),
-        tf.constant(30), tf.constant(1.0), tf.constant(40), tf.constant(0.0), tf.constant([1, 0], tf.int32),
+        tf.constant([[1, 2, 3]] * 3, tf.int32),
+        tf.zeros([3], tf.int32),
+        tf.range(3),
+        tf.zeros([3], tf.bool),
+        tf.constant(30),
+        tf.constant(1.0),
+        tf.constant(40),
+        tf.constant(0.0),
+        tf.constant([1, 0], tf.int32),
         tf.constant(True),
     )
     assert raw.shape == (3, 1)
@@ -308,8 +313,15 @@ def test_loop_runs_until_the_last_row_ends_and_pads_ended_rows():
     column[EOT_ID] = np.log(50256.0)  # end of text: one chance in two at each step
     model = unigram_model(column)
     raw = _generation_function(model)(
-        tf.constant([[1, 2]] * 4, tf.int32), tf.zeros([4], tf.int32), tf.range(4), tf.zeros([4], tf.bool),
-        tf.constant(60), tf.constant(1.0), tf.constant(0), tf.constant(0.0), tf.constant([5, 0], tf.int32),
+        tf.constant([[1, 2]] * 4, tf.int32),
+        tf.zeros([4], tf.int32),
+        tf.range(4),
+        tf.zeros([4], tf.bool),
+        tf.constant(60),
+        tf.constant(1.0),
+        tf.constant(0),
+        tf.constant(0.0),
+        tf.constant([5, 0], tf.int32),
         tf.constant(True),
     ).numpy()
     ends = [list(row).index(EOT_ID) + 1 for row in raw]  # every row ends well before 60 steps
@@ -346,7 +358,10 @@ def test_reduced_precision_keeps_half_size_weights_and_close_logits(tiny_model_d
     # spread (measured: 4.6% and 0.5%), and a zeroed or garbled weight would be far off.
     assert np.max(np.abs(a - b)) < 0.1 * np.std(a)
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
-    texts = [sample(model=tiny_model_dir, artist="Lil Tofu", length=8, seed=3, precision=precision, quiet=True) for _ in range(2)]
+    texts = [
+        sample(model=tiny_model_dir, artist="Lil Tofu", length=8, seed=3, precision=precision, quiet=True)
+        for _ in range(2)
+    ]
     assert texts[0] == texts[1] and texts[0][0].startswith("<<Lil Tofu")
     with pytest.raises(RapgenError, match="--precision must be one of float32, bfloat16, float16; got 'half'"):
         sample(model=tiny_model_dir, artist="X", precision="half", quiet=True)
@@ -390,9 +405,17 @@ def test_prompt_plus_length_over_context_says_what_fits(tiny):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(prefix=""), dict(prefix="   "), dict(artist=""), dict(artist="  "), dict(nsamples=0, artist="X"),
-     dict(artist="X", length=0), dict(artist="X", temperature=-1.0), dict(artist="X", top_k=-5),
-     dict(prefix="yo " * 200)],
+    [
+        dict(prefix=""),
+        dict(prefix="   "),
+        dict(artist=""),
+        dict(artist="  "),
+        dict(nsamples=0, artist="X"),
+        dict(artist="X", length=0),
+        dict(artist="X", temperature=-1.0),
+        dict(artist="X", top_k=-5),
+        dict(prefix="yo " * 200),
+    ],
 )
 def test_bad_sample_arguments(tiny_model_dir, kwargs):
     with pytest.raises(RapgenError):
@@ -416,20 +439,25 @@ def test_on_step_reports_each_step_and_changes_nothing(tiny):
 
 def _run_in_terminal(args, cwd, timeout=300):
     """`python -m rapgen ARGS` with stdout and stderr on a pseudo-terminal; returns (status, text seen)."""
+    import fcntl
     import os
     import pty
+    import struct
     import subprocess
     import sys
-    import time
-
-    import fcntl
-    import struct
     import termios
+    import time
 
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real terminal has a size
-    proc = subprocess.Popen([sys.executable, "-m", "rapgen", *args], stdin=subprocess.DEVNULL, stdout=child,
-                            stderr=child, cwd=cwd, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rapgen", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=child,
+        stderr=child,
+        cwd=cwd,
+        close_fds=True,
+    )
     os.close(child)
     seen, deadline = b"", time.time() + timeout
     while time.time() < deadline:
@@ -447,8 +475,19 @@ def _run_in_terminal(args, cwd, timeout=300):
 
 @pytest.mark.slow
 def test_sample_shows_a_progress_bar_on_a_terminal_only(tiny_model_dir, tmp_path, capsys):
-    args = ["sample", "--model", tiny_model_dir, "--artist", "Lil Tofu", "--length", "40", "--seed", "1",
-            "--stop_at_end", "False"]
+    args = [
+        "sample",
+        "--model",
+        tiny_model_dir,
+        "--artist",
+        "Lil Tofu",
+        "--length",
+        "40",
+        "--seed",
+        "1",
+        "--stop_at_end",
+        "False",
+    ]
     status, seen = _run_in_terminal(args, tmp_path)
     assert status == 0, seen[-3000:]
     assert "song 1 of 1" in seen and "/40 [" in seen and "tok" in seen, seen[-3000:]  # e.g. "0/40 [00:00<?, ?tok/s]"
@@ -468,8 +507,20 @@ def test_sample_and_interactive_take_every_sampling_option_with_its_default():
     from rapgen.write.songs import SamplingOptions, interactive
 
     fields = {f.name: f.default for f in dataclasses.fields(SamplingOptions)}
-    assert {"length", "nsamples", "batch_size", "top_k", "top_p", "temperature", "seed", "stop_at_end",
-            "checkpoint", "precision", "model", "models_dir"} <= set(fields)
+    assert {
+        "length",
+        "nsamples",
+        "batch_size",
+        "top_k",
+        "top_p",
+        "temperature",
+        "seed",
+        "stop_at_end",
+        "checkpoint",
+        "precision",
+        "model",
+        "models_dir",
+    } <= set(fields)
     shared = inspect.signature(interactive).parameters
     assert list(shared) == list(fields)  # interactive takes the options and nothing else
     for function in (sample, interactive):

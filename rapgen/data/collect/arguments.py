@@ -74,7 +74,11 @@ def parse_where(where) -> Dict[str, set]:
     if where is None:
         return {}
     # Each item may join several conditions by commas (`--where a=1,b=2 --where c=3`).
-    items = [part for w in (where if isinstance(where, (list, tuple)) else [where]) for part in _CONDITION_SPLIT.split(str(w))]
+    items = [
+        part
+        for w in (where if isinstance(where, (list, tuple)) else [where])
+        for part in _CONDITION_SPLIT.split(str(w))
+    ]
     conditions: Dict[str, set] = {}
     for item in items:
         column, equals, value = item.partition("=")

@@ -33,10 +33,25 @@ MAX_TABLE_ROWS = 30
 
 # ----------------------------------------------------------------------------- cleaning
 
-_CHARS = {"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u02bc": "'",
-          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-          "\u2028": "\n", "\u2029": "\n", "\x0b": "\n", "\x0c": "\n", "\x85": "\n"}
-_CHARS.update({c: " " for c in "\t\u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200b)))})
+_CHARS = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u02bc": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u2028": "\n",
+    "\u2029": "\n",
+    "\x0b": "\n",
+    "\x0c": "\n",
+    "\x85": "\n",
+}
+_CHARS.update({c: " " for c in "\t\u00a0\u1680\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200B)))})
 _CHARS.update({c: None for c in "\u200b\u2060\ufeff\u00ad\x7f"})
 _CHARS.update({chr(c): None for c in range(32) if chr(c) not in "\n\t\x0b\x0c"})
 _CHAR_TABLE = str.maketrans(_CHARS)
@@ -46,8 +61,9 @@ _SPACES = re.compile(" {2,}")
 _LINE_EDGES = re.compile(" ?\n ?")  # after _SPACES, at most one space is left on either side
 _SECTION_LINE = re.compile(r"^\[[^\[\]\n]*\](?:\n|\Z)", re.M)
 _BLANK_LINES = re.compile(r"\n{3,}")
-_INSTRUMENTAL = re.compile(r"\W*(instrumental|no lyrics|lyrics for this song have yet to be (released|transcribed)\b.*)\W*",
-                           re.I | re.S)
+_INSTRUMENTAL = re.compile(
+    r"\W*(instrumental|no lyrics|lyrics for this song have yet to be (released|transcribed)\b.*)\W*", re.I | re.S
+)
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 
 # What lyrics pages (Genius's, and the dumps scraped from them) put inside or around the lyrics,
@@ -185,6 +201,7 @@ class Cleaner:
 
 # ----------------------------------------------------------------------------- counting and writing
 
+
 def find_vocab_dir(vocab_dir: Optional[str] = None) -> Optional[str]:
     """The folder to count tokens with (`--vocab_dir`, `$RAPGEN_VOCAB_DIR` or a downloaded model,
     as `rapgen.model.folders.find_vocab_dir` looks); None, to count words, when none holds it.
@@ -217,8 +234,14 @@ class TokenCounter:
         return len(self.encoder.encode(f"{song.header()}\n{song.lyrics}\n")) + 1
 
 
-def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = None,
-                  counter: Optional[TokenCounter] = None, notes: Iterable[str] = (), quiet: bool = False) -> dict:
+def write_dataset(
+    songs: Iterable[Song],
+    out: str,
+    cleaner: Optional[Cleaner] = None,
+    counter: Optional[TokenCounter] = None,
+    notes: Iterable[str] = (),
+    quiet: bool = False,
+) -> dict:
     """Clean `songs` and stream them into `out` atomically; print the table; return
     `{artist: [songs, tokens]}`. Raises RapgenError (and leaves `out` untouched) if no song is left.
 
@@ -245,10 +268,14 @@ def write_dataset(songs: Iterable[Song], out: str, cleaner: Optional[Cleaner] = 
                     row[0] += 1
                     row[1] += counter(kept)
             if not stats:  # raised inside the block: the temp file goes, `out` stays as it was
-                raise RapgenError(f"no songs to write to {out} ({'; '.join([*notes, cleaner.describe()])}): "
-                                  "check the artists and filters")
+                raise RapgenError(
+                    f"no songs to write to {out} ({'; '.join([*notes, cleaner.describe()])}): "
+                    "check the artists and filters"
+                )
     except OSError as e:
-        raise RapgenError(f"cannot write {out} ({e.strerror or e}): free some disk space or choose another --out") from None
+        raise RapgenError(
+            f"cannot write {out} ({e.strerror or e}): free some disk space or choose another --out"
+        ) from None
     finally:
         if made and not os.path.exists(out) and os.path.isdir(folder) and not os.listdir(folder):
             os.rmdir(folder)  # a failed collection leaves no empty data/ behind
@@ -268,9 +295,13 @@ def print_table(stats: dict, counter: TokenCounter, cleaner: Cleaner, notes: Ite
     lines = [f"{'artist':<{width}}  {'songs':>8}  {unit:>12}"]
     lines += [f"{a[:width]:<{width}}  {n:>8,}  {t:>12,}" for a, (n, t) in shown]
     if hidden:
-        lines.append(f"{f'… {len(hidden):,} more artists':<{width}}  {sum(r[1][0] for r in hidden):>8,}  "
-                     f"{sum(r[1][1] for r in hidden):>12,}")
-    lines.append(f"{'total':<{width}}  {sum(r[0] for r in stats.values()):>8,}  {sum(r[1] for r in stats.values()):>12,}")
+        lines.append(
+            f"{f'… {len(hidden):,} more artists':<{width}}  {sum(r[1][0] for r in hidden):>8,}  "
+            f"{sum(r[1][1] for r in hidden):>12,}"
+        )
+    lines.append(
+        f"{'total':<{width}}  {sum(r[0] for r in stats.values()):>8,}  {sum(r[1] for r in stats.values()):>12,}"
+    )
     if counter.note:
         lines.append(f"* {counter.note}")
     lines.append(cleaner.describe())

@@ -30,6 +30,7 @@ from rapgen.errors import RapgenError
 # blocked on its own (a takedown, a region); a site that refuses a machine blocks every page.
 BLOCKS_IN_A_ROW = 3
 
+
 class SongCache:
     """Fetched songs, one JSON object per line, appended and flushed as each song arrives.
 
@@ -181,9 +182,16 @@ def _wanted(song: dict, artist_id: int, include_features: bool) -> bool:
     return any(isinstance(a, dict) and a.get("id") == artist_id for a in featured)
 
 
-def fetch_artists(client: GeniusClient, queries: Iterable[str], cache: SongCache, max_songs: Optional[int] = None,
-                  include_features: bool = False, workers: int = 4, sort: str = "popularity",
-                  quiet: bool = False) -> List[ArtistReport]:
+def fetch_artists(
+    client: GeniusClient,
+    queries: Iterable[str],
+    cache: SongCache,
+    max_songs: Optional[int] = None,
+    include_features: bool = False,
+    workers: int = 4,
+    sort: str = "popularity",
+    quiet: bool = False,
+) -> List[ArtistReport]:
     """Fetch up to `max_songs` songs with lyrics per artist (None: all), reusing `cache`.
 
     Songs come in the order Genius lists them (`sort`: "popularity" or "title"); a song already
@@ -214,10 +222,18 @@ def fetch_artists(client: GeniusClient, queries: Iterable[str], cache: SongCache
             if report.artist is None:
                 report.error = "not found on Genius"
                 continue
-            with tqdm(total=max_songs, desc=report.artist.name[:30], unit="song", disable=quiet,
-                      file=sys.stderr, leave=True, dynamic_ncols=True) as bar:
-                _fetch_one_artist(client, report, cache, pool, workers, taken, max_songs, include_features, sort,
-                                  bar, watch)
+            with tqdm(
+                total=max_songs,
+                desc=report.artist.name[:30],
+                unit="song",
+                disable=quiet,
+                file=sys.stderr,
+                leave=True,
+                dynamic_ncols=True,
+            ) as bar:
+                _fetch_one_artist(
+                    client, report, cache, pool, workers, taken, max_songs, include_features, sort, bar, watch
+                )
     except BaseException:
         client.stop()  # threads still at work give up before their next request or pause
         raise
@@ -226,8 +242,9 @@ def fetch_artists(client: GeniusClient, queries: Iterable[str], cache: SongCache
     return reports
 
 
-def _fetch_one_artist(client, report, cache, pool, workers, taken, max_songs, include_features, sort, bar,
-                      watch) -> None:
+def _fetch_one_artist(
+    client, report, cache, pool, workers, taken, max_songs, include_features, sort, bar, watch
+) -> None:
     """Take the artist's songs in listing order until `max_songs` have lyrics, keeping up to two
     fetches per worker in flight; the listing's next page is read only when needed. `report.ids`
     gets the songs with lyrics in listing order, also when the listing fails half-way."""

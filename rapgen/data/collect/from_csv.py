@@ -24,10 +24,23 @@ from rapgen.data.lyrics import Song
 from rapgen.errors import RapgenError
 
 
-def collect_csv(file: str, out: Optional[str] = None, artist_col: str = "artist", title_col: str = "title",
-                lyrics_col: str = "lyrics", where=None, artists=None, max_songs: Optional[int] = None,
-                min_length: int = 0, strip_sections: bool = False, delimiter: str = ",", encoding: str = "utf-8",
-                vocab_dir: Optional[str] = None, tokens: bool = True, quiet: bool = False) -> str:
+def collect_csv(
+    file: str,
+    out: Optional[str] = None,
+    artist_col: str = "artist",
+    title_col: str = "title",
+    lyrics_col: str = "lyrics",
+    where=None,
+    artists=None,
+    max_songs: Optional[int] = None,
+    min_length: int = 0,
+    strip_sections: bool = False,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    vocab_dir: Optional[str] = None,
+    tokens: bool = True,
+    quiet: bool = False,
+) -> str:
     """Import songs from a CSV file (plain or .gz), streaming it row by row; return `out`.
 
     Args:
@@ -57,14 +70,18 @@ def collect_csv(file: str, out: Optional[str] = None, artist_col: str = "artist"
     try:
         codecs.lookup(str(encoding))
     except LookupError:
-        raise RapgenError(f"--encoding {encoding!r} is not a text encoding Python knows: try utf-8 or latin-1") from None
+        raise RapgenError(
+            f"--encoding {encoding!r} is not a text encoding Python knows: try utf-8 or latin-1"
+        ) from None
     if len(str(delimiter)) != 1:
         raise RapgenError(f"--delimiter must be one character, not {delimiter!r}")
     if not os.path.isfile(path):
         raise RapgenError(f"{path} is not a file: give the path of a CSV file with lyrics")
     nul = _first_nul(path)
     if nul is not None:
-        raise RapgenError(f"{path} looks binary (a NUL byte at offset {nul}), not a CSV text file: give a CSV (or .csv.gz) of lyrics")
+        raise RapgenError(
+            f"{path} looks binary (a NUL byte at offset {nul}), not a CSV text file: give a CSV (or .csv.gz) of lyrics"
+        )
     stem = os.path.basename(path).split(".")[0]
     out = check_output_file(out if out else default_out(stem), "--out")
     if os.path.abspath(out) == os.path.abspath(path):
@@ -96,8 +113,15 @@ def _csv_songs(path, columns, conditions, wanted, delimiter, encoding, quiet, no
             a, t, ly = (index[c] for c in columns.values())
             tests = [(index[c], values) for c, values in conditions.items()]
             width, short, size = len(header), 0, os.path.getsize(path)
-            with tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(path)[:30], disable=quiet,
-                      file=sys.stderr, dynamic_ncols=True) as bar:
+            with tqdm(
+                total=size,
+                unit="B",
+                unit_scale=True,
+                desc=os.path.basename(path)[:30],
+                disable=quiet,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            ) as bar:
                 for n, row in enumerate(reader):
                     if n % 1000 == 0:
                         bar.update(raw.tell() - bar.n)
@@ -121,7 +145,7 @@ def _csv_songs(path, columns, conditions, wanted, delimiter, encoding, quiet, no
 def _first_nul(path: str, size: int = 8192) -> Optional[int]:
     """Offset of the first NUL byte in the file's first `size` bytes (decompressed for .gz), else None."""
     try:
-        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
             head = f.read(size)
     except (OSError, EOFError):
         return None  # a damaged .gz: reading it says so, with its own message

@@ -19,9 +19,17 @@ from rapgen.data.lyrics import Song, parse_header, split_songs
 from rapgen.errors import RapgenError
 
 
-def collect_folder(folder: str, out: Optional[str] = None, artists=None, max_songs: Optional[int] = None,
-                   min_length: int = 0, strip_sections: bool = False, vocab_dir: Optional[str] = None,
-                   tokens: bool = True, quiet: bool = False) -> str:
+def collect_folder(
+    folder: str,
+    out: Optional[str] = None,
+    artists=None,
+    max_songs: Optional[int] = None,
+    min_length: int = 0,
+    strip_sections: bool = False,
+    vocab_dir: Optional[str] = None,
+    tokens: bool = True,
+    quiet: bool = False,
+) -> str:
     """Import one `.txt` per song, the artist named by the file's folder: `DIR/Lil Tofu/Soy Drip.txt`.
 
     The title is the file name ("_" read as a space). A file in the lyrics format (`<<Artist -
@@ -45,15 +53,19 @@ def collect_folder(folder: str, out: Optional[str] = None, artists=None, max_son
     max_songs = parse_count(max_songs, "--max_songs")
     min_length = parse_count(min_length, "--min_length", 0, allow_none=False)
     if not os.path.isdir(root):
-        raise RapgenError(f"{root} is not a folder: give a folder holding one .txt file per song, "
-                          "in a folder per artist (DIR/Lil Tofu/Soy Drip.txt)")
+        raise RapgenError(
+            f"{root} is not a folder: give a folder holding one .txt file per song, "
+            "in a folder per artist (DIR/Lil Tofu/Soy Drip.txt)"
+        )
     out = check_output_file(out if out else default_out(os.path.basename(os.path.abspath(root))), "--out")
     wanted = {n.casefold() for n in parse_names(artists)}
     counter = TokenCounter(vocab_dir, tokens)
     files = _text_files(root, skip=os.path.abspath(out))
     if not files:
-        raise RapgenError(f"no .txt files under {root}: put one file per song in a folder named after the artist, "
-                          "e.g. DIR/Lil Tofu/Soy Drip.txt")
+        raise RapgenError(
+            f"no .txt files under {root}: put one file per song in a folder named after the artist, "
+            "e.g. DIR/Lil Tofu/Soy Drip.txt"
+        )
     songs = (s for s in _folder_songs(root, files) if not wanted or clean_name(s.artist).casefold() in wanted)
     write_dataset(songs, out, Cleaner(min_length, strip_sections, max_songs), counter, quiet=quiet)
     return out

@@ -25,12 +25,26 @@ from rapgen.errors import RapgenError
 CACHE_SUFFIX = ".cache.jsonl"
 
 
-def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[int] = None,
-                   include_features: bool = False, sort: str = "popularity", min_length: int = 0,
-                   strip_sections: bool = False, workers: int = 4, rate_limit: float = 5.0, timeout: float = 15.0,
-                   retries: int = 5, backoff: float = 1.0, cache: Optional[str] = None, api_url: str = API_URL,
-                   web_url: str = WEB_URL, vocab_dir: Optional[str] = None, tokens: bool = True,
-                   quiet: bool = False) -> str:
+def collect_genius(
+    artists=None,
+    out: Optional[str] = None,
+    max_songs: Optional[int] = None,
+    include_features: bool = False,
+    sort: str = "popularity",
+    min_length: int = 0,
+    strip_sections: bool = False,
+    workers: int = 4,
+    rate_limit: float = 5.0,
+    timeout: float = 15.0,
+    retries: int = 5,
+    backoff: float = 1.0,
+    cache: Optional[str] = None,
+    api_url: str = API_URL,
+    web_url: str = WEB_URL,
+    vocab_dir: Optional[str] = None,
+    tokens: bool = True,
+    quiet: bool = False,
+) -> str:
     """Collect the songs of `artists` from Genius into `out`; return `out`.
 
     The API token is read from $GENIUS_ACCESS_TOKEN or, in a Colab notebook, the secret of that name.
@@ -70,16 +84,32 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
     cache_path = str(cache) if cache else out + CACHE_SUFFIX
     token = (get_secret(TOKEN_ENV) or "").strip()
     if not token:
-        raise RapgenError(f"no Genius API token: set {TOKEN_ENV} (on Colab, a secret of that name) to a client access "
-                          "token from https://genius.com/api-clients, or import a dump with `rapgen collect csv`")
-    client = GeniusClient(token, api_url=api_url, web_url=web_url, timeout=parse_number(timeout, "--timeout", positive=True),
-                          retries=parse_count(retries, "--retries", 0, False), backoff=parse_number(backoff, "--backoff"),
-                          rate_limit=parse_number(rate_limit, "--rate_limit"))
+        raise RapgenError(
+            f"no Genius API token: set {TOKEN_ENV} (on Colab, a secret of that name) to a client access "
+            "token from https://genius.com/api-clients, or import a dump with `rapgen collect csv`"
+        )
+    client = GeniusClient(
+        token,
+        api_url=api_url,
+        web_url=web_url,
+        timeout=parse_number(timeout, "--timeout", positive=True),
+        retries=parse_count(retries, "--retries", 0, False),
+        backoff=parse_number(backoff, "--backoff"),
+        rate_limit=parse_number(rate_limit, "--rate_limit"),
+    )
     counter = TokenCounter(vocab_dir, tokens)  # before any request: a bad --vocab_dir fails at once
     with SongCache(cache_path) as song_cache:
         try:
-            reports = fetch_artists(client, names, song_cache, max_songs=max_songs, include_features=include_features,
-                                    workers=workers, sort=sort, quiet=quiet)
+            reports = fetch_artists(
+                client,
+                names,
+                song_cache,
+                max_songs=max_songs,
+                include_features=include_features,
+                workers=workers,
+                sort=sort,
+                quiet=quiet,
+            )
         except BlockedError as e:
             raise BlockedError(f"{e} ({len(song_cache):,} songs fetched so far stay in {cache_path})") from None
         finally:
@@ -90,18 +120,25 @@ def collect_genius(artists=None, out: Optional[str] = None, max_songs: Optional[
             notes.append(f"{r.query}: {r.error}")
             continue
         if not r.artist.exact:
-            notes.append(f"{r.query}: no Genius artist has exactly that name; took {r.artist.name!r} (id {r.artist.id})")
+            notes.append(
+                f"{r.query}: no Genius artist has exactly that name; took {r.artist.name!r} (id {r.artist.id})"
+            )
         facts = [f"{r.cached:,} from the cache"] if r.cached else []
         facts += [f"{r.no_lyrics:,} without lyrics on their page"] if r.no_lyrics else []
         facts += [f"{r.failed:,} could not be fetched (run the same command again to retry them)"] if r.failed else []
         if r.blocked:  # pages the site blocked one by one: named, so the user knows what is missing
             n, shown = len(r.blocked), ", ".join(repr(t) for t in r.blocked[:5])
             more = f" and {n - 5:,} more" if n > 5 else ""
-            facts.append(f"{n:,} page{'s' if n > 1 else ''} blocked by the site ({shown}{more}; "
-                         f"run the same command again to retry {'them' if n > 1 else 'it'})")
+            facts.append(
+                f"{n:,} page{'s' if n > 1 else ''} blocked by the site ({shown}{more}; "
+                f"run the same command again to retry {'them' if n > 1 else 'it'})"
+            )
         if facts:
             notes.append(f"{r.artist.name}: " + ", ".join(facts))
-    songs = (Song(rec.get("artist") or r.artist.name, rec.get("title", ""), rec.get("lyrics", ""))
-             for r in reports for rec in (song_cache.songs[i] for i in r.ids))
+    songs = (
+        Song(rec.get("artist") or r.artist.name, rec.get("title", ""), rec.get("lyrics", ""))
+        for r in reports
+        for rec in (song_cache.songs[i] for i in r.ids)
+    )
     write_dataset(songs, out, Cleaner(min_length, strip_sections, max_songs), counter, notes, quiet)
     return out

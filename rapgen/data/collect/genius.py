@@ -103,7 +103,7 @@ def _container_markup(html: str) -> str:
             if depth == 0:
                 end = tag.end()
                 break
-        pieces.append(html[start.start():end])
+        pieces.append(html[start.start() : end])
         pos = end
 
 
@@ -145,8 +145,10 @@ def _check_base_url(url: str, flag: str, carries_token: bool) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise RapgenError(f"{flag} {url!r} is not an http(s) URL: give e.g. {API_URL if carries_token else WEB_URL}")
     if carries_token and parsed.scheme != "https" and parsed.hostname not in _LOOPBACK:
-        raise RapgenError(f"{flag} must use https:// so the access token travels encrypted "
-                          "(plain http is accepted only for a 127.0.0.1 test server)")
+        raise RapgenError(
+            f"{flag} must use https:// so the access token travels encrypted "
+            "(plain http is accepted only for a 127.0.0.1 test server)"
+        )
     return str(url).rstrip("/")
 
 
@@ -174,8 +176,16 @@ class GeniusClient:
     Artist(id=17, name='Lil Tofu', exact=True)
     """
 
-    def __init__(self, token: str, api_url: str = API_URL, web_url: str = WEB_URL, timeout: float = 15.0,
-                 retries: int = 5, backoff: float = 1.0, rate_limit: float = 5.0):
+    def __init__(
+        self,
+        token: str,
+        api_url: str = API_URL,
+        web_url: str = WEB_URL,
+        timeout: float = 15.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        rate_limit: float = 5.0,
+    ):
         if not token:
             raise RapgenError(f"no Genius access token: set {TOKEN_ENV}")
         self.api_url = _check_base_url(api_url, "--api_url", carries_token=True)
@@ -183,8 +193,13 @@ class GeniusClient:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
-        self.policy = RetryPolicy(retries=self.retries, first_wait=self.backoff, max_wait=MAX_BACKOFF_S,
-                                  jitter=JITTER, max_retry_after=MAX_RETRY_AFTER_S)
+        self.policy = RetryPolicy(
+            retries=self.retries,
+            first_wait=self.backoff,
+            max_wait=MAX_BACKOFF_S,
+            jitter=JITTER,
+            max_retry_after=MAX_RETRY_AFTER_S,
+        )
         self._stopped = threading.Event()
         self._limiter = RateLimiter(rate_limit, self._stopped)
         self._api_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -235,19 +250,31 @@ class GeniusClient:
                 raise FetchError("stopped")
             try:
                 # API calls never follow redirects: the Authorization header must not travel on.
-                r = session.get(url, params=params, headers=self._api_headers if api else self._web_headers,
-                                timeout=self.timeout, allow_redirects=not api)
+                r = session.get(
+                    url,
+                    params=params,
+                    headers=self._api_headers if api else self._web_headers,
+                    timeout=self.timeout,
+                    allow_redirects=not api,
+                )
                 status = r.status_code
                 body = r.content
             except requests.Timeout:
                 problem = f"no answer within {self.timeout:g} s"
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as e:
+            except (
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as e:
                 problem = f"connection failed ({type(e).__name__})"
             except requests.RequestException as e:  # too many redirects, a bad URL: trying again will not help
                 raise FetchError(f"{url}: {type(e).__name__}") from None
             else:
-                text = r.text if "charset=" in r.headers.get("Content-Type", "").lower() else body.decode("utf-8", "replace")
+                text = (
+                    r.text
+                    if "charset=" in r.headers.get("Content-Type", "").lower()
+                    else body.decode("utf-8", "replace")
+                )
                 if status == 200 and api:
                     try:
                         response = json.loads(text)["response"]
@@ -259,8 +286,10 @@ class GeniusClient:
                 elif status == 200:
                     return text
                 elif status == 401 and api:
-                    raise RapgenError(f"the Genius API refused the access token (HTTP 401): check {TOKEN_ENV} "
-                                      "(a client access token from https://genius.com/api-clients)")
+                    raise RapgenError(
+                        f"the Genius API refused the access token (HTTP 401): check {TOKEN_ENV} "
+                        "(a client access token from https://genius.com/api-clients)"
+                    )
                 elif status == 403 or (status in (429, 503) and looks_blocked(text)):
                     if not api:  # maybe this page alone: the caller tells a blocked page from a blocked site
                         raise PageBlockedError(url, f"HTTP {status}, a block page")
@@ -308,8 +337,10 @@ class GeniusClient:
         """The artist's songs as the API lists them, page after page until `next_page` is null."""
         page = 1
         while page:
-            response = self._get(f"{self.api_url}/artists/{int(artist_id)}/songs",
-                                 params={"per_page": PER_PAGE, "page": page, "sort": sort})
+            response = self._get(
+                f"{self.api_url}/artists/{int(artist_id)}/songs",
+                params={"per_page": PER_PAGE, "page": page, "sort": sort},
+            )
             for song in response.get("songs") or []:
                 if isinstance(song, dict) and isinstance(song.get("id"), int):
                     yield song
@@ -349,8 +380,14 @@ class GeniusClient:
         if path is None:
             raise FetchError(f"song {song['id']} has no page URL")
         artist = song.get("primary_artist") or {}
-        record = {"id": song["id"], "artist_id": artist.get("id"), "artist": str(artist.get("name") or ""),
-                  "title": str(song.get("title") or ""), "path": path, "lyrics": ""}
+        record = {
+            "id": song["id"],
+            "artist_id": artist.get("id"),
+            "artist": str(artist.get("name") or ""),
+            "title": str(song.get("title") or ""),
+            "path": path,
+            "lyrics": "",
+        }
         try:
             html = self._get(self.web_url + path, api=False)
         except NotFoundError:

@@ -359,34 +359,21 @@ def plan(
     )
     print(format_estimate(est))
     if memory_gb is not None:
-        choice = choose_settings(
-            hp,
-            memory_gb * GIB,
+        # The same budget and shape for both questions below; only the LoRA rank differs.
+        budget = dict(
             batch_size=batch_size,
             sequence_length=T,
             mixed_precision_dtype=dtype,
             accumulate_gradients=accumulate_gradients,
             margin=margin,
             model_name=name,
-            lora_rank=lora_rank,
             lora_targets=lora_targets,
-            auto_rank=DEFAULT_AUTO_RANK,
         )
+        choice = choose_settings(hp, memory_gb * GIB, lora_rank=lora_rank, auto_rank=DEFAULT_AUTO_RANK, **budget)
         print(choice["reason"])
         if not choice["fits"] and lora_rank == 0:
             # `rapgen train`'s default (--lora_rank auto) goes on to LoRA here: say whether it fits.
-            lora = choose_settings(
-                hp,
-                memory_gb * GIB,
-                batch_size=batch_size,
-                sequence_length=T,
-                mixed_precision_dtype=dtype,
-                accumulate_gradients=accumulate_gradients,
-                margin=margin,
-                model_name=name,
-                lora_rank=DEFAULT_AUTO_RANK,
-                lora_targets=lora_targets,
-            )
+            lora = choose_settings(hp, memory_gb * GIB, lora_rank=DEFAULT_AUTO_RANK, **budget)
             if lora["fits"]:
                 print(f"with LoRA (what `rapgen train` picks by default here): {lora['reason'].partition(': ')[2]}")
                 choice = lora

@@ -3,41 +3,12 @@
 The seven files of OpenAI's release are fetched from `<base>/<name>/<file>`, where `<base>` is
 `--base_url`, else the `RAPGEN_MODEL_URL` environment variable, else OpenAI's public host.
 
-How a download stays safe:
-
-* **Status checked.** Only a 200 or 206 answer is written to disk, so an error page is never
-  saved as a model file. A 404 on a required file is an error that names the URL; 5xx answers,
-  timeouts and dropped connections are retried, as `rapgen.http`'s policy says (with a
-  server's `Retry-After` honoured).
-* **Atomic files.** Each file is streamed into `<file>.part` and renamed into place
-  (`os.replace`) only once it is verified, so a file under its final name is always complete.
-* **Resume.** An existing `<file>.part` is continued with an HTTP `Range` request. A server that
-  answers 200 instead of 206 sends the whole file, which then restarts from byte zero; a 416
-  means the part already holds the whole file (if its size matches the server's) or is stale
-  (it is then discarded).
-* **Verified sizes.** The bytes received must equal the `Content-Length`; a short body is resumed,
-  and after `retries` attempts in a row that add nothing the download stops with an error. The
-  weights file must be exactly 4 bytes times the parameter count of the downloaded
-  `hparams.json` (fetched first for that reason); a server that announces any other size is
-  refused before the body is read. The small files are checked for what they must contain
-  (`hparams.json` and `encoder.json` parse, `vocab.bpe` starts with its `#version` line,
-  `checkpoint` names `model.ckpt`), which also catches an HTML page served with status 200.
-* **Completion marker.** `checkpoint`, the index TensorFlow loaders look for, is fetched last,
-  and it is deleted before anything else is re-fetched. A directory holding `checkpoint`
-  is therefore complete; one killed mid-download never looks complete.
-* **Skipping.** When `checkpoint` is present and the required files are valid, nothing is
-  requested at all (a finished model works offline). Otherwise a file already under its final
-  name is kept (the rename above means it was verified), except the weights, which are kept
-  only if their size matches `hparams.json`.
-* **Offline.** Each retry is said in one line (what failed, the wait, attempt n of m). When no
-  answer comes at all (connection refused, unknown host, timeout) the final error names the host
-  and suggests checking the connection or a mirror; it offers a resume only when something was
-  received. A model folder the download created and left without any file is removed, so the
-  next command does not take it for a model (`rapgen.model.release.needs_download` tells such a
-  folder apart).
-* **Optional `.meta`.** `model.ckpt.meta` is a TF1 graph that rapgen never reads; a mirror made
-  by `rapgen init` has none. It is fetched when the server has it, and a 404 on it is not an
-  error. The other six files are required.
+How a download stays safe (docs/commands.md, "download", says more): only a 200 or 206 answer is
+written; each file streams into `<file>.part`, resumes with a `Range` request, and is renamed
+into place only once its size (the weights: 4 bytes a parameter of the fetched `hparams.json`)
+and content are verified; `checkpoint` comes last and goes first, so a folder holding it is
+complete; a finished model needs no network; each retry is one line, and a folder left without
+any file is removed. `model.ckpt.meta` is optional (a 404 on it is no error).
 
 What a complete model folder holds and each file's check live in `rapgen.model.release`; which
 answers are retried, the backoff and the "retrying …" line in `rapgen.http`.

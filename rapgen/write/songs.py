@@ -1,9 +1,9 @@
-"""Writing songs: `sample` and `interactive`, the `SamplingOptions` they share, and the model cache.
+"""Writing songs: `sample` and `interactive`, and the `SamplingOptions` they share.
 
 Both take the same options (`SamplingOptions`, one default each), check them once before a
 model loads, then check the prompts against the model's context and hand the checked values to
-the loop (rapgen.write.generation). `sample` keeps the last model it loaded, so a notebook that
-samples many times loads it once, and loads it afresh when its checkpoint is rewritten on disk.
+the loop (rapgen.write.generation). The last model loaded stays in memory
+(rapgen.write.model_cache).
 
 >>> songs = sample(model="models/124M", artist="Yung Lean", nsamples=2, seed=1)   # doctest: +SKIP
 """
@@ -21,10 +21,7 @@ from rapgen.checks import check_checkpoint, check_output_file
 from rapgen.data.dataset import song_layout
 from rapgen.data.lyrics import SEPARATOR, prompt_for
 from rapgen.errors import RapgenError
-from rapgen.model.encoder import load_encoder
-from rapgen.model.folders import choice_note, choose_checkpoint, resolve_model_dir
 from rapgen.model.hparams import EOT_ID
-from rapgen.model.loading import load_model
 from rapgen.write import keep_best
 from rapgen.write.generation import (
     GenerationSettings,
@@ -34,6 +31,7 @@ from rapgen.write.generation import (
     check_stride,
     generate_checked,
 )
+from rapgen.write.model_cache import cached_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,56 +95,6 @@ class SamplingOptions:
             check_stride(self.stride, n_ctx) if slide else None,
             newline_ids(enc) if slide else None,
         )
-
-
-# -- the model cache ----------------------------------------------------------------------
-# Keyed by the model folder, the checkpoint prefix, the precision and the identity of the
-# checkpoint's files on disk (inode, size and mtime of its .index and data files and of
-# hparams.json): a checkpoint rewritten in place (a notebook that trains on and samples
-# again) is loaded afresh by the next call.
-
-_LOADED = {}  # key (see _files_key) -> (GPT2, Encoder); one entry at most
-
-
-def _files_key(model_dir: str, prefix: str):
-    """What changes when a checkpoint is rewritten on disk: each file's inode, size and mtime."""
-    key = []
-    for path in (prefix + ".index", prefix + ".data-00000-of-00001", os.path.join(model_dir, "hparams.json")):
-        try:
-            st = os.stat(path)
-            key.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except OSError:
-            key.append(None)  # load_model names what is missing
-    return tuple(key)
-
-
-def _cached_model(options: SamplingOptions, quiet: bool = False):
-    """The model and encoder `options` name, loaded once while its checkpoint files stay the same.
-
-    A run's model-best is taken unless `--checkpoint` says otherwise (said on stderr unless quiet)."""
-    model_dir = resolve_model_dir(options.model, options.models_dir)
-    prefix = choose_checkpoint(model_dir, options.checkpoint)
-    # models_dir: where a LoRA run's base is looked for, so another one may give other weights.
-    key = (
-        os.path.abspath(model_dir),
-        os.path.abspath(prefix),
-        os.path.abspath(options.models_dir),
-        options.precision,
-        _files_key(model_dir, prefix),
-    )
-    if key not in _LOADED:
-        note = choice_note(model_dir, options.checkpoint, prefix)
-        if note and not quiet:
-            print(note, file=sys.stderr)  # once per load: stdout holds the songs
-        _LOADED.clear()  # keep one model in memory
-        # Reduced precision stores the weights in that type too: generation is bound by
-        # reading every weight once per token, so half the bytes is the point.
-        precision = options.precision
-        gpt = load_model(
-            model_dir, options.models_dir, checkpoint=prefix, compute_dtype=precision, variable_dtype=precision
-        )  # models_dir: where a LoRA run's base is looked for
-        _LOADED[key] = (gpt, load_encoder(model_dir))
-    return _LOADED[key]
 
 
 def artist_names(artist, known: Sequence[str] = ()) -> Optional[List[str]]:
@@ -252,7 +200,7 @@ def sample(
     prompts = build_prompts(prefix, artist)
     if best_of is not None:
         keep_best.check(best_of, rank)
-    gpt, enc = _cached_model(options, quiet)
+    gpt, enc = cached_model(options, quiet)
     # What needs the model's context, checked before --best_of builds its judge (an index it may write).
     contexts = _contexts(prompts, enc, options, gpt.hparams.n_ctx)
     settings = options.generation_settings(gpt.hparams.n_ctx, enc)
@@ -389,7 +337,7 @@ def interactive(*args, **kwargs) -> None:
     """
     bound = inspect.signature(interactive).bind(*args, **kwargs)  # TypeError for a name it lacks
     options = SamplingOptions(**bound.arguments).check()
-    gpt, enc = _cached_model(options)  # load before the first prompt
+    gpt, enc = cached_model(options)  # load before the first prompt
     n_ctx, length = gpt.hparams.n_ctx, options.length
     if length is not None and length > n_ctx - 2 and options.window != "slide":
         # The shortest prompt is two tokens (the song separator and one typed token).
@@ -418,7 +366,7 @@ def interactive(*args, **kwargs) -> None:
             print("Type a prompt, for example <<Yung Lean (Ctrl-D to quit)")
             continue
         try:
-            gpt, enc = _cached_model(options)  # the same model, unless its checkpoint was rewritten meanwhile
+            gpt, enc = cached_model(options)  # the same model, unless its checkpoint was rewritten meanwhile
             contexts = _contexts([text], enc, options, gpt.hparams.n_ctx)
             _write_songs(
                 gpt,

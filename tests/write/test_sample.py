@@ -547,8 +547,9 @@ def test_a_model_rewritten_on_disk_is_what_the_next_sample_uses(tiny_model_dir, 
     assert prefix == latest_checkpoint(model_dir) == loaded_before.checkpoint
     after = sample(**settings)
     assert after != before
-    from rapgen.write.songs import SamplingOptions, _cached_model
+    from rapgen.write.model_cache import cached_model
+    from rapgen.write.songs import SamplingOptions
 
-    cached, _ = _cached_model(SamplingOptions(model=model_dir))
+    cached, _ = cached_model(SamplingOptions(model=model_dir))
     assert np.array_equal(cached(probe).numpy(), fresh(probe).numpy())
     assert not np.array_equal(cached(probe).numpy(), loaded_before(probe).numpy())

@@ -1,23 +1,13 @@
 """The Genius site: its API client, and lyrics taken from its song pages.
 
-`GeniusClient` finds an artist (`/search?q=`), pages through their songs
-(`/artists/:id/songs?per_page=50&page=N` until `next_page` is null) and fetches a song's web page,
-from which `extract_lyrics` takes the lyrics (`rapgen.data.collect.fetch` runs many of these at once).
+`GeniusClient` finds an artist (`/search?q=`), pages through their songs (`/artists/:id/songs`)
+and fetches a song's page, whose lyrics `extract_lyrics` takes (`fetch` runs many at once).
 
-How it stays polite and safe:
-
-* **One session per thread**, a **global rate limit** shared by all threads (requests per
-  second), and **retries** with exponential backoff and jitter on the answers `rapgen.http`
-  calls retryable (5xx, 408, 429), timeouts, dropped connections and malformed JSON. A 429
-  pauses every thread for its `Retry-After`.
-* **Blocks are not retried.** A 403 from the API raises `BlockedError` (a one-line `RapgenError`
-  that points to `rapgen collect csv`) and every other thread stops before its next request. A
-  song page answering 403 or a challenge page raises `PageBlockedError`: one page can be blocked
-  on its own, and `rapgen.data.collect.fetch` decides whether the whole site refuses this machine
-  (`site_blocked` then stops every thread). Nothing of a block page is saved as lyrics.
-* **The token** goes only to the API host, as an `Authorization: Bearer` header, over https
-  (plain http only for a loopback test server), never with redirects and never to the web host.
-  It is never printed, logged or written anywhere.
+Polite and safe: one session per thread, a rate limit shared by all threads, retries with
+backoff on what `rapgen.http` calls retryable (a 429 pauses every thread for its `Retry-After`).
+A 403 from the API (`BlockedError`) or a blocked song page (`PageBlockedError`; `fetch` decides
+whether the whole site refuses us) is never retried, nor kept. The token goes only to the API host,
+as a Bearer header over https, and is never printed or written.
 
 >>> client = GeniusClient(token)                                        # doctest: +SKIP
 >>> client.search_artist("Lil Tofu")                                   # doctest: +SKIP

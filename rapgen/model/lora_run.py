@@ -22,14 +22,7 @@ import numpy as np
 
 from rapgen.checks import check_checkpoint, check_output_folder
 from rapgen.errors import RapgenError
-from rapgen.model.checkpoint import (
-    DATA_SUFFIX,
-    damaged_checkpoint_error,
-    list_checkpoints,
-    verify_checkpoint,
-    write_checkpoint,
-    write_checkpoint_index,
-)
+from rapgen.model import checkpoint as ckpt
 from rapgen.model.folders import choice_note, choose_checkpoint, copy_model_files, read_weights, resolve_model_dir
 from rapgen.model.hparams import MODEL_ALIASES, MODEL_SIZES, HParams, canonical_model_name
 from rapgen.model.lora import LORA_TARGETS, PREFIX, lora_target_names, merged_weights
@@ -71,7 +64,7 @@ def base_info(base_model: str, base_prefix: str, rank: int, alpha: Optional[floa
         "base_model": str(base_model),
         "base_dir": os.path.abspath(os.path.dirname(base_prefix)),
         "base_checkpoint": os.path.basename(base_prefix),
-        "base_sha256": checksum(base_prefix + DATA_SUFFIX),
+        "base_sha256": checksum(base_prefix + ckpt.DATA_SUFFIX),
         "rank": int(rank),
         "alpha": float(rank if alpha is None else alpha),
         "targets": list(lora_target_names(targets)),
@@ -91,9 +84,9 @@ def find_base(run_dir: str, info: dict, models_dir: str = "models") -> str:
     wrong = None
     for folder in dict.fromkeys(c for c in candidates if c and os.path.isdir(c)):
         prefix = os.path.join(folder, info.get("base_checkpoint") or "model.ckpt")
-        if not os.path.isfile(prefix + DATA_SUFFIX):
+        if not os.path.isfile(prefix + ckpt.DATA_SUFFIX):
             continue
-        if checksum(prefix + DATA_SUFFIX) == info["base_sha256"]:
+        if checksum(prefix + ckpt.DATA_SUFFIX) == info["base_sha256"]:
             return prefix
         wrong = prefix
     if wrong is not None:
@@ -128,7 +121,7 @@ def ensure_base(run: str, models_dir: str = "models", quiet: bool = False) -> st
     info = read_info(run)
     given = str(info["base_model"])
     recorded = os.path.join(info.get("base_dir") or "", info.get("base_checkpoint") or "model.ckpt")
-    if (given in MODEL_SIZES or given in MODEL_ALIASES) and not os.path.isfile(recorded + DATA_SUFFIX):
+    if (given in MODEL_SIZES or given in MODEL_ALIASES) and not os.path.isfile(recorded + ckpt.DATA_SUFFIX):
         resolve_model_dir(given, models_dir, download=True, quiet=quiet)
     return find_base(run, info, models_dir)
 
@@ -138,7 +131,7 @@ def read_adapters(prefix: str, flag: str = "--checkpoint") -> Dict[str, np.ndarr
     that names an older complete checkpoint to use with `flag`, as for a full checkpoint."""
     import tensorflow as tf  # TensorFlow: off the CLI's fast path
 
-    verify_checkpoint(prefix, flag)
+    ckpt.verify_checkpoint(prefix, flag)
     reader = tf.train.load_checkpoint(prefix)
     names = [n for n in reader.get_variable_to_shape_map() if n.startswith(PREFIX) and n.endswith(("/A", "/B"))]
     if not names:
@@ -152,8 +145,8 @@ def read_adapters(prefix: str, flag: str = "--checkpoint") -> Dict[str, np.ndarr
             adapters[name] = reader.get_tensor(name).astype(np.float32)
         except (tf.errors.OpError, IndexError):
             # Right size, wrong bytes: each tensor's checksum is checked as it is read.
-            problem = f"{prefix + DATA_SUFFIX} does not hold what its index records ({name} fails its checksum)"
-            raise damaged_checkpoint_error(prefix, problem, flag) from None
+            problem = f"{prefix + ckpt.DATA_SUFFIX} does not hold what its index records ({name} fails its checksum)"
+            raise ckpt.damaged_checkpoint_error(prefix, problem, flag) from None
     return adapters
 
 
@@ -190,13 +183,13 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
             f"RUN {run} is not a LoRA run (it has no {LORA_FILE}): it is a full model folder already, "
             f"every rapgen command and other GPT-2 tools take it as it is"
         )
-    if os.path.isdir(out) and (os.path.exists(os.path.join(out, "checkpoint")) or list_checkpoints(out)):
+    if os.path.isdir(out) and (os.path.exists(os.path.join(out, "checkpoint")) or ckpt.list_checkpoints(out)):
         raise RapgenError(f"OUT {out} already holds a model: choose another folder (nothing was overwritten)")
     if os.path.abspath(out) == os.path.abspath(run):
         raise RapgenError("OUT must be another folder than RUN")
     check_checkpoint(checkpoint)
     prefix = choose_checkpoint(run, checkpoint)
-    verify_checkpoint(prefix)
+    ckpt.verify_checkpoint(prefix)
     note = choice_note(run, checkpoint, prefix)
     if note:
         print(note, file=sys.stderr)  # stdout is OUT's path
@@ -205,6 +198,6 @@ def merge(run: str, out: str, models_dir: str = "models", checkpoint: Optional[s
     os.makedirs(out, exist_ok=True)
     copy_model_files(run, out, hparams)
     target = os.path.join(out, "model.ckpt")
-    write_checkpoint(target, weights)
-    write_checkpoint_index(out, [target])
+    ckpt.write_checkpoint(target, weights)
+    ckpt.write_checkpoint_index(out, [target])
     return out

@@ -268,7 +268,7 @@ def _run(cfg: TrainConfig) -> dict:
                 loss,
                 lr,
                 speed,
-                float(trainer.loss_scale.numpy()),
+                trainer.loss_scale,
                 row_val,
                 new_best,
                 best,

@@ -40,14 +40,15 @@ class Progress:
         loss: float,
         lr: float,
         speed: float,
-        loss_scale: float,
+        loss_scale,
         val_loss: Optional[float],
         new_best: bool,
         best: BestSoFar,
         samples: Optional[str],
         figures: dict,
     ) -> None:
-        """Record step `step` everywhere (val_loss: None when this step did not validate)."""
+        """Record step `step` everywhere (val_loss: None when this step did not validate; loss_scale: the
+        trainer's variable, read only when TensorBoard is written)."""
         cfg = self.cfg
         self.avg = [self.avg[0] * 0.99 + loss, self.avg[1] * 0.99 + 1.0]
         avg = self.avg[0] / self.avg[1]
@@ -72,7 +73,7 @@ class Progress:
                 avg_loss=avg,
                 learning_rate=lr,
                 tokens_per_sec=speed,
-                loss_scale=loss_scale,
+                loss_scale=float(loss_scale.numpy()),  # read from the device only for TensorBoard
                 val_loss=val_loss,
                 best_val_loss=None if val_loss is None else best.val_loss,
             )
